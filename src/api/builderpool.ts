@@ -1,0 +1,288 @@
+// BuilderPool: what a platform team declares. Each architecture becomes a Deployment of
+// rootless buildkitd pinned to native nodes of that architecture.
+import { z } from "zod";
+import {
+  cel,
+  conditions,
+  duration,
+  keyedList,
+  labelMap,
+  labelSelector,
+  quantity,
+  resources,
+  setList,
+  toleration,
+} from "./meta.ts";
+
+/** The BuildKit release the operator is tested against; pools may pin another. */
+export const DEFAULT_BUILDKIT_IMAGE = "moby/buildkit:v0.24.0-rootless";
+
+export const ARCHITECTURES = [
+  "amd64",
+  "arm64",
+  "arm",
+  "ppc64le",
+  "s390x",
+  "riscv64",
+  "386",
+] as const;
+export type Architecture = (typeof ARCHITECTURES)[number];
+
+export const PLATFORM = /^linux\/(amd64|arm64|arm|ppc64le|s390x|riscv64|386)(\/v[0-9])?$/;
+export const platform = z
+  .string()
+  .max(32)
+  .regex(PLATFORM, { message: "must be os/arch[/variant], e.g. linux/arm64 or linux/arm/v7" });
+
+/** host or host:port of a registry, as it appears in an image reference. */
+export const REGISTRY_HOST =
+  /^(localhost|[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)+|\[[0-9a-fA-F:]+\])(:[0-9]{1,5})?$/;
+
+/** An image reference with a tag and/or digest, for the buildkitd image itself. */
+export const IMAGE_WITH_TAG =
+  /^[a-zA-Z0-9._-]+(:[0-9]{1,5})?(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)+(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$|^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$/;
+
+export const autoscaling = cel(
+  z
+    .object({
+      minReplicas: z
+        .number()
+        .int()
+        .min(0)
+        .max(64)
+        .default(0)
+        .describe("Fewest builders kept running; 0 lets an idle architecture scale to zero."),
+      maxReplicas: z.number().int().min(1).max(64).describe("Most builders the queue may wake."),
+      buildsPerReplica: z
+        .number()
+        .int()
+        .min(1)
+        .max(64)
+        .default(2)
+        .describe("Queued plus running builds one builder is sized for."),
+      scaleDownDelay: duration
+        .default("5m")
+        .describe("How long demand must stay lower before builders are removed."),
+    })
+    .refine((a) => a.minReplicas <= a.maxReplicas, {
+      message: "minReplicas must not exceed maxReplicas",
+    })
+    .describe("Size this architecture's builders from its queued and running builds."),
+  {
+    rule: "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+    message: "minReplicas must not exceed maxReplicas",
+  },
+);
+
+export const architectureSpec = z
+  .object({
+    name: z
+      .enum(ARCHITECTURES, {
+        message: `must be one of ${ARCHITECTURES.join(", ")}`,
+      })
+      .describe("The CPU architecture, as in the kubernetes.io/arch node label."),
+    replicas: z
+      .number()
+      .int()
+      .min(0, { message: "must not be negative" })
+      .max(64)
+      .default(1)
+      .describe("How many buildkitd builders run for this architecture."),
+    platforms: setList(platform, 8, "platform")
+      .optional()
+      .describe(
+        "Platforms these builders serve natively. Defaults to linux/<name>; add e.g. linux/arm/v7 to an arm64 entry whose nodes can run 32-bit arm code.",
+      ),
+    nodeSelector: labelMap
+      .optional()
+      .describe("Extra node labels the builders require, beside kubernetes.io/arch."),
+    tolerations: z
+      .array(toleration)
+      .max(16)
+      .optional()
+      .describe("Tolerations for tainted build nodes."),
+    resources: resources.optional().describe("CPU and memory for each buildkitd container."),
+    maxConcurrentBuilds: z
+      .number()
+      .int()
+      .min(1)
+      .max(1000)
+      .optional()
+      .describe("Overrides the pool's maxConcurrentBuilds for this architecture."),
+    autoscaling: autoscaling.optional(),
+  })
+  .describe("Builders for one CPU architecture.");
+export type ArchitectureSpec = z.infer<typeof architectureSpec>;
+
+export const registryConfig = z
+  .object({
+    host: z
+      .string()
+      .max(253)
+      .regex(REGISTRY_HOST, {
+        message: "must be host or host:port, e.g. registry.example.com:5000",
+      })
+      .describe("Registry host and optional port, as in image references."),
+    http: z
+      .boolean()
+      .default(false)
+      .describe("Talk plain HTTP to this registry (only for registries inside a trusted network)."),
+    insecure: z
+      .boolean()
+      .default(false)
+      .describe("Accept a TLS certificate that does not verify (self-signed test registries)."),
+  })
+  .describe("How builders and the index step reach one registry.");
+export type RegistryConfig = z.infer<typeof registryConfig>;
+
+export const gcPolicy = z
+  .object({
+    enabled: z.boolean().default(true).describe("Run BuildKit's garbage collector."),
+    keepStorage: quantity
+      .default("10Gi")
+      .describe("Build cache kept on each builder before the oldest records are pruned."),
+    keepDuration: duration
+      .default("168h")
+      .describe("Cache records unused for longer than this are pruned."),
+  })
+  .describe("BuildKit cache garbage collection on each builder.");
+
+const EXTRA_FLAG = /^--[a-z0-9][a-z0-9-]*(=[A-Za-z0-9._:/,=@+-]*)?$/;
+const FORBIDDEN_FLAGS = ["--addr", "--root", "--config", "--tlscacert", "--tlscert", "--tlskey"];
+
+export const buildkitSpec = z
+  .object({
+    image: z
+      .string()
+      .max(512)
+      .regex(IMAGE_WITH_TAG, {
+        message: "must be an image reference such as moby/buildkit:v0.24.0-rootless",
+      })
+      .default(DEFAULT_BUILDKIT_IMAGE)
+      .describe("The rootless BuildKit image the builders run."),
+    extraFlags: z
+      .array(
+        cel(
+          z
+            .string()
+            .max(256)
+            .regex(EXTRA_FLAG, { message: "must be one --flag or --flag=value with no spaces" })
+            .refine((flag) => !FORBIDDEN_FLAGS.includes(flag.split("=")[0] as string), {
+              message: `must not be one of ${FORBIDDEN_FLAGS.join(", ")}: the operator sets these`,
+            }),
+          {
+            rule: `!(${FORBIDDEN_FLAGS.map((flag) => `self == '${flag}' || self.startsWith('${flag}=')`).join(" || ")})`,
+            message: `must not be one of ${FORBIDDEN_FLAGS.join(", ")}: the operator sets these`,
+          },
+        ),
+      )
+      .max(16)
+      .optional()
+      .describe("Extra buildkitd flags, such as --oci-worker-snapshotter=native."),
+    gc: gcPolicy.prefault({}),
+    maxParallelism: z
+      .number()
+      .int()
+      .min(1)
+      .max(256)
+      .optional()
+      .describe("Most build steps one builder runs at once (BuildKit's max-parallelism)."),
+  })
+  .describe("The buildkitd the builders run.");
+export type BuildkitSpec = z.infer<typeof buildkitSpec>;
+
+export const cacheVolume = cel(
+  z
+    .object({
+      type: z
+        .enum(["EmptyDir", "Persistent"])
+        .default("EmptyDir")
+        .describe(
+          "EmptyDir keeps the local cache for the life of a pod; Persistent gives each builder a PersistentVolumeClaim that keeps RUN --mount=type=cache content across restarts.",
+        ),
+      size: quantity
+        .default("20Gi")
+        .describe("Size limit of the emptyDir, or requested size of each claim."),
+      storageClassName: z
+        .string()
+        .max(253)
+        .optional()
+        .describe("StorageClass for Persistent claims; the cluster default when empty."),
+    })
+    .describe("Where each builder keeps BuildKit's state and local cache."),
+  {
+    rule: "self.type == 'Persistent' || !has(self.storageClassName)",
+    message: "storageClassName applies only to type Persistent",
+  },
+);
+
+export const builderPoolSpec = z
+  .object({
+    architectures: keyedList(architectureSpec, "name", 8)
+      .min(1, { message: "must list at least one architecture" })
+      .describe("The CPU architectures this pool builds for, each on its own native nodes."),
+    buildkit: buildkitSpec.prefault({}),
+    cache: cacheVolume.prefault({}),
+    maxConcurrentBuilds: z
+      .number()
+      .int()
+      .min(1)
+      .max(1000)
+      .default(4)
+      .describe(
+        "Builds running at once per architecture; more wait Queued, first come first served.",
+      ),
+    allowedNamespaces: labelSelector
+      .optional()
+      .describe(
+        "Namespaces whose ImageBuilds may use this pool, by label. When empty, only the pool's own namespace.",
+      ),
+    registries: keyedList(registryConfig, "host", 16)
+      .optional()
+      .describe("Registries that need plain HTTP or an unverified certificate."),
+  })
+  .describe("A farm of rootless BuildKit builders, one Deployment per CPU architecture.");
+export type BuilderPoolSpec = z.infer<typeof builderPoolSpec>;
+
+export const architectureStatus = z
+  .object({
+    name: z.string().max(16).describe("The architecture."),
+    replicas: z.number().int().min(0).describe("Builders desired."),
+    readyReplicas: z.number().int().min(0).describe("Builders passing their readiness probe."),
+    queued: z.number().int().min(0).optional().describe("Builds waiting for this architecture."),
+    running: z.number().int().min(0).optional().describe("Builds running on this architecture."),
+    conditions: conditions.optional(),
+  })
+  .describe("The observed state of one architecture's builders.");
+export type ArchitectureStatus = z.infer<typeof architectureStatus>;
+
+export const builderPoolStatus = z
+  .object({
+    observedGeneration: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe("The metadata.generation this status was computed from."),
+    conditions: conditions.optional(),
+    architectures: keyedList(architectureStatus, "name", 8)
+      .optional()
+      .describe("Per architecture: builders desired and ready."),
+    summary: z
+      .string()
+      .max(256)
+      .optional()
+      .describe("Ready builders per architecture in one line, e.g. amd64 2/2, arm64 1/1."),
+    certificateNotAfter: z
+      .string()
+      .max(64)
+      .optional()
+      .describe("When the builders' server certificate expires (RFC 3339)."),
+  })
+  .describe("The observed state of the pool.");
+export type BuilderPoolStatus = z.infer<typeof builderPoolStatus>;
+
+/** The platforms an architecture serves, by default its own linux platform. */
+export function servedPlatforms(arch: ArchitectureSpec): string[] {
+  return arch.platforms && arch.platforms.length > 0 ? arch.platforms : [`linux/${arch.name}`];
+}

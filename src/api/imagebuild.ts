@@ -1,0 +1,481 @@
+// ImageBuild: one build of one image for one or more platforms. The spec is immutable:
+// a new commit is a new ImageBuild, which is what GitOps controllers and CI expect.
+import { z } from "zod";
+import { platform } from "./builderpool.ts";
+import {
+  cel,
+  conditions,
+  DNS_SUBDOMAIN,
+  duration,
+  durationMs,
+  keyedList,
+  localObjectReference,
+  PRINTABLE,
+  parseDuration,
+  setList,
+} from "./meta.ts";
+
+const PATH_COMPONENT = "[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*";
+const HOST =
+  "((localhost|[a-zA-Z0-9-]+(\\.[a-zA-Z0-9-]+)+|\\[[0-9a-fA-F:]+\\])(:[0-9]{1,5})?|[a-zA-Z0-9-]+:[0-9]{1,5})";
+/** A repository without tag or digest: [host[:port]/]path, lower-case path components. */
+export const REPOSITORY = new RegExp(`^(${HOST}/)?${PATH_COMPONENT}(/${PATH_COMPONENT})*$`);
+export const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+/** A repository with an optional tag, as registry cache refs are written. */
+export const CACHE_REF = new RegExp(
+  `^(${HOST}/)?${PATH_COMPONENT}(/${PATH_COMPONENT})*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$`,
+);
+
+/** Characters a git URL may hold; '#' is excluded because the operator appends #revision:subPath. */
+export const GIT_URL =
+  /^((https?|git|ssh):\/\/|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)[A-Za-z0-9._~%@:/+=-]+$/;
+export const GIT_REVISION = /^[A-Za-z0-9_-]+([./][A-Za-z0-9_-]+)*$/;
+/** A relative path inside the context: no leading slash, no '.' or '..' component. */
+export const RELATIVE_PATH = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
+const DOT_COMPONENT = /(^|\/)\.\.?(\/|$)/;
+export const BUILD_ARG_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+export const LABEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._/-]*$/;
+export const SECRET_ID = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
+const SECRET_KEY = /^[-._a-zA-Z0-9]+$/;
+
+const MAX_TIMEOUT = "168h";
+
+function relativePath(what: string) {
+  return cel(
+    z
+      .string()
+      .min(1)
+      .max(255)
+      .regex(RELATIVE_PATH, {
+        message: `must be a relative ${what} of letters, digits, '.', '_', '-' and '/'`,
+      })
+      .refine((path) => !DOT_COMPONENT.test(path), {
+        message: `must stay inside the context: no '.' or '..' component`,
+      }),
+    {
+      rule: "!self.matches('(^|/)[.][.]?(/|$)')",
+      message: `must stay inside the context: no '.' or '..' component`,
+    },
+  );
+}
+
+const printableValue = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .regex(PRINTABLE, { message: "must not contain control characters such as newlines" });
+
+export const gitSource = z
+  .object({
+    url: z
+      .string()
+      .min(1)
+      .max(2048)
+      .regex(GIT_URL, {
+        message:
+          "must be a git URL (https://, ssh://, git:// or user@host:path) without spaces or '#'",
+      })
+      .describe("Repository URL that BuildKit fetches itself."),
+    revision: z
+      .string()
+      .max(255)
+      .regex(GIT_REVISION, { message: "must be a branch, tag or commit without '..'" })
+      .default("HEAD")
+      .describe("Branch, tag or commit to build. A full commit SHA makes the build reproducible."),
+    subPath: relativePath("directory")
+      .optional()
+      .describe("Directory inside the repository used as the build context."),
+    authSecretRef: localObjectReference
+      .optional()
+      .describe(
+        "Secret for a private repository: key 'token' (sent as BuildKit's GIT_AUTH_TOKEN for the URL's host) or 'ssh-privatekey' (a kubernetes.io/ssh-auth Secret, forwarded with --ssh).",
+      ),
+  })
+  .describe("A git repository as the build context.");
+export type GitSource = z.infer<typeof gitSource>;
+
+export const INLINE_MAX_BYTES = 256 * 1024;
+
+export const inlineSource = z
+  .object({
+    dockerfile: z.string().min(1).max(65536).describe("The Dockerfile's text."),
+    files: keyedList(
+      z.object({
+        path: relativePath("file path").describe("Path of the file inside the context."),
+        content: z.string().max(65536).describe("The file's text."),
+      }),
+      "path",
+      32,
+    )
+      .optional()
+      .describe("Small files placed in the build context beside the Dockerfile."),
+  })
+  .refine(
+    (source) =>
+      source.dockerfile.length +
+        (source.files ?? []).reduce((sum, file) => sum + file.content.length, 0) <=
+      INLINE_MAX_BYTES,
+    { message: `inline context must not exceed ${INLINE_MAX_BYTES / 1024} KiB in all` },
+  )
+  .describe("An inline Dockerfile and small context, for builds that need no repository.");
+export type InlineSource = z.infer<typeof inlineSource>;
+
+export const source = cel(
+  z
+    .object({
+      git: gitSource.optional(),
+      inline: inlineSource.optional(),
+    })
+    .refine((s) => (s.git === undefined) !== (s.inline === undefined), {
+      message: "set exactly one of source.git or source.inline",
+    })
+    .describe("Where the build context comes from: exactly one of git or inline."),
+  {
+    rule: "has(self.git) != has(self.inline)",
+    message: "set exactly one of source.git or source.inline",
+  },
+);
+
+const nameValue = (namePattern: RegExp, nameMessage: string, what: string) =>
+  keyedList(
+    z.object({
+      name: z
+        .string()
+        .min(1)
+        .max(128)
+        .regex(namePattern, { message: nameMessage })
+        .describe(`The ${what}'s name.`),
+      value: printableValue(4096).describe(`The ${what}'s value.`),
+    }),
+    "name",
+    128,
+  );
+
+export const output = z
+  .object({
+    image: z
+      .string()
+      .min(1)
+      .max(255)
+      .regex(REPOSITORY, {
+        message:
+          "must be an image repository without tag or digest, e.g. registry.example.com/team/app (lower-case, no spaces)",
+      })
+      .describe("Repository the image is pushed to, without tag."),
+    tags: setList(
+      z
+        .string()
+        .max(128)
+        .regex(TAG, { message: "must be a tag of at most 128 letters, digits, '.', '_' or '-'" }),
+      16,
+      "tag",
+    )
+      .default([])
+      .describe("Tags applied to the multi-arch index once every platform has pushed."),
+    pushSecretRef: localObjectReference
+      .optional()
+      .describe("A kubernetes.io/dockerconfigjson Secret with push rights to the repository."),
+  })
+  .describe("Where the finished image goes.");
+export type Output = z.infer<typeof output>;
+
+export const cacheSpec = z
+  .object({
+    disabled: z
+      .boolean()
+      .default(false)
+      .describe("Build without importing or exporting a registry cache."),
+    ref: z
+      .string()
+      .max(255)
+      .regex(CACHE_REF, {
+        message: "must be an image reference such as registry.example.com/team/app:buildcache",
+      })
+      .optional()
+      .describe(
+        "Registry cache reference; each platform uses <ref>-<arch>. Defaults to <output.image>:buildcache.",
+      ),
+    mode: z
+      .enum(["min", "max"])
+      .default("max")
+      .describe("max exports every intermediate layer; min only the final image's."),
+    importFrom: setList(
+      z.string().max(255).regex(CACHE_REF, { message: "must be an image reference" }),
+      8,
+      "cache ref",
+    )
+      .optional()
+      .describe(
+        "More cache refs to import, e.g. the main branch's cache for a feature branch (each with -<arch>).",
+      ),
+    imageManifest: z
+      .boolean()
+      .default(true)
+      .describe("Store the cache as an image manifest, which registries such as ECR require."),
+    ociMediaTypes: z
+      .boolean()
+      .default(true)
+      .describe("Use OCI media types for the cache manifest."),
+    failOnExportError: z
+      .boolean()
+      .default(false)
+      .describe(
+        "Fail the build when the registry refuses the cache export. By default the image still ships and CacheExported=False reports the registry's message.",
+      ),
+  })
+  .describe("The registry cache shared by builds of this image.");
+export type CacheSpec = z.infer<typeof cacheSpec>;
+
+export const buildSecret = z
+  .object({
+    id: z
+      .string()
+      .min(1)
+      .max(128)
+      .regex(SECRET_ID, {
+        message: "must be letters, digits, '_', '.' or '-' (no '/', ',' or '=')",
+      })
+      .describe("The id a Dockerfile mounts with RUN --mount=type=secret,id=<id>."),
+    secretRef: z
+      .object({
+        name: z
+          .string()
+          .min(1)
+          .max(253)
+          .regex(DNS_SUBDOMAIN, { message: "must be a Secret name" })
+          .describe("Secret in the build's namespace."),
+        key: z
+          .string()
+          .min(1)
+          .max(253)
+          .regex(SECRET_KEY, { message: "must be a Secret data key" })
+          .describe("Key within the Secret."),
+      })
+      .describe("Where the secret's value is read from."),
+  })
+  .describe("A build secret, passed to BuildKit as a secret, never as a build argument.");
+export type BuildSecret = z.infer<typeof buildSecret>;
+
+export const verifySpec = z
+  .object({
+    image: z
+      .string()
+      .max(512)
+      .optional()
+      .describe("Image the check runs in; by default the image just built."),
+    command: z
+      .array(printableValue(4096))
+      .min(1)
+      .max(64)
+      .describe("The check's command, as an argv."),
+    args: z
+      .array(printableValue(4096))
+      .max(256)
+      .optional()
+      .describe("Arguments after the command."),
+    env: keyedList(
+      z.object({
+        name: z
+          .string()
+          .min(1)
+          .max(128)
+          .regex(BUILD_ARG_NAME, { message: "must be an environment variable name" })
+          .describe("Variable name."),
+        value: printableValue(4096).describe("Variable value."),
+      }),
+      "name",
+      64,
+    )
+      .optional()
+      .describe("Environment for the check, beside IMAGE=<repo>@<digest>."),
+    timeout: duration.default("10m").describe("How long the check may run."),
+  })
+  .describe("A check that runs against the pushed image before any tag is applied.");
+export type VerifySpec = z.infer<typeof verifySpec>;
+
+export const poolRef = z
+  .object({
+    name: z
+      .string()
+      .min(1, { message: "must name a BuilderPool" })
+      .max(40)
+      .regex(/^[a-z]([-a-z0-9]*[a-z0-9])?$/, { message: "must be a BuilderPool name" })
+      .describe("The BuilderPool's name."),
+    namespace: z
+      .string()
+      .max(63)
+      .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, { message: "must be a namespace name" })
+      .optional()
+      .describe("The pool's namespace; defaults to the build's namespace."),
+  })
+  .describe("The BuilderPool that runs this build.");
+
+export const imageBuildSpec = cel(
+  z
+    .object({
+      poolRef,
+      source,
+      dockerfile: relativePath("file path")
+        .default("Dockerfile")
+        .describe("Path of the Dockerfile inside the context."),
+      target: z
+        .string()
+        .max(128)
+        .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, { message: "must be a Dockerfile stage name" })
+        .optional()
+        .describe("The Dockerfile stage to build."),
+      buildArgs: nameValue(
+        BUILD_ARG_NAME,
+        "must be a build argument name: letters, digits and '_', not starting with a digit",
+        "build argument",
+      )
+        .optional()
+        .describe(
+          "Values for the Dockerfile's ARG instructions. Never put secrets here: use secrets.",
+        ),
+      labels: nameValue(
+        LABEL_NAME,
+        "must be a label key such as org.opencontainers.image.source",
+        "label",
+      )
+        .optional()
+        .describe("Labels written into the image config."),
+      platforms: setList(platform, 8, "platform")
+        .min(1, { message: "must list at least one platform" })
+        .describe("Platforms to build, each natively on builders of its architecture."),
+      output,
+      cache: cacheSpec.prefault({}),
+      secrets: keyedList(buildSecret, "id", 32)
+        .optional()
+        .describe("Build secrets from Secrets in the build's namespace."),
+      timeout: cel(
+        duration
+          .default("1h")
+          .refine((text) => (durationMs(text) ?? 1) > 0, { message: "must be longer than zero" })
+          .refine((text) => (durationMs(text) ?? 0) <= parseDuration(MAX_TIMEOUT), {
+            message: `must be at most ${MAX_TIMEOUT}`,
+          }),
+        {
+          rule: `duration(self) > duration('0s') && duration(self) <= duration('${MAX_TIMEOUT}')`,
+          message: `must be longer than zero and at most ${MAX_TIMEOUT}`,
+        },
+      ).describe("How long each platform's build may run before it is stopped."),
+      retries: z
+        .number()
+        .int()
+        .min(0, { message: "must not be negative" })
+        .max(10)
+        .default(0)
+        .describe("How often a failed platform build is retried."),
+      ttlSecondsAfterFinished: z
+        .number()
+        .int()
+        .min(0)
+        .max(30 * 86400)
+        .optional()
+        .describe(
+          "Delete the build's Jobs and client certificate this long after it finishes; the ImageBuild and its status stay.",
+        ),
+      cacheKey: z
+        .string()
+        .max(255)
+        .regex(PRINTABLE, { message: "must not contain control characters" })
+        .optional()
+        .describe(
+          "Builds with the same key go to the same builder for cache locality. Defaults to git URL + Dockerfile path + target.",
+        ),
+      verify: verifySpec.optional(),
+    })
+    .describe("What to build. Immutable: a new commit is a new ImageBuild."),
+  {
+    rule: "self == oldSelf",
+    message: "spec is immutable: create a new ImageBuild for a new build",
+  },
+);
+export type ImageBuildSpec = z.infer<typeof imageBuildSpec>;
+
+export const BUILD_PHASES = [
+  "Pending",
+  "Queued",
+  "Building",
+  "Assembling",
+  "Verifying",
+  "Succeeded",
+  "Failed",
+  "Cancelled",
+] as const;
+export type BuildPhase = (typeof BUILD_PHASES)[number];
+export const PLATFORM_PHASES = [
+  "Pending",
+  "Queued",
+  "Running",
+  "Succeeded",
+  "Failed",
+  "Cancelled",
+] as const;
+export type PlatformPhase = (typeof PLATFORM_PHASES)[number];
+
+export const platformStatus = z
+  .object({
+    platform: z.string().max(32).describe("The platform, e.g. linux/arm64."),
+    architecture: z.string().max(16).optional().describe("The pool architecture that builds it."),
+    phase: z.enum(PLATFORM_PHASES).describe("Where this platform's build stands."),
+    job: z.string().max(63).optional().describe("The Job that builds it."),
+    builder: z.string().max(253).optional().describe("The builder address the build was sent to."),
+    digest: z
+      .string()
+      .max(80)
+      .optional()
+      .describe("The pushed manifest (or attestation index) digest."),
+    startTime: z.string().max(64).optional().describe("When the build started (RFC 3339)."),
+    completionTime: z.string().max(64).optional().describe("When it finished (RFC 3339)."),
+    attempts: z.number().int().min(0).optional().describe("Pods started for it, retries included."),
+    message: z
+      .string()
+      .max(4096)
+      .optional()
+      .describe("What happened; for a failure, the last lines of the log."),
+  })
+  .describe("The state of one platform's build.");
+export type PlatformStatus = z.infer<typeof platformStatus>;
+
+export const imageBuildStatus = z
+  .object({
+    observedGeneration: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe("The metadata.generation this status was computed from."),
+    phase: z
+      .enum(BUILD_PHASES)
+      .optional()
+      .describe(
+        "Pending, Queued, Building, Assembling, Verifying, Succeeded, Failed or Cancelled.",
+      ),
+    queuePosition: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .describe("Place in the pool's queue while Queued (1 runs next)."),
+    platforms: keyedList(platformStatus, "platform", 8)
+      .optional()
+      .describe("Per platform: phase, job, builder, digest, timing."),
+    digest: z.string().max(80).optional().describe("Digest of the multi-arch image index."),
+    image: z
+      .string()
+      .max(400)
+      .optional()
+      .describe("The pushed image by digest: <repository>@<digest>."),
+    startTime: z.string().max(64).optional().describe("When the first platform started building."),
+    completionTime: z.string().max(64).optional().describe("When the build finished."),
+    conditions: conditions.optional(),
+  })
+  .describe("The observed state of the build.");
+export type ImageBuildStatus = z.infer<typeof imageBuildStatus>;
+
+/** The cache ref this build exports to, before the per-architecture suffix. */
+export function cacheRefOf(spec: ImageBuildSpec): string {
+  return spec.cache.ref ?? `${spec.output.image}:buildcache`;
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+// The `buildfarm` command. Each subcommand lives in src/commands and is loaded only when
+// used, so `buildfarm assemble` in an index Job starts without the Kubernetes client.
+const USAGE = `usage: buildfarm <command> [options]
+
+commands:
+  crds [--out DIR]     print the CustomResourceDefinitions, or write them into DIR
+`;
+
+type Command = (argv: string[]) => Promise<number>;
+
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  crds: async () => (await import("./commands/crds.ts")).crdsCommand,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "help" || name === "--help" || name === "-h") {
+    process.stdout.write(USAGE);
+    return name === undefined ? 2 : 0;
+  }
+  const load = COMMANDS[name];
+  if (!load) {
+    process.stderr.write(`buildfarm: unknown command ${JSON.stringify(name)}\n\n${USAGE}`);
+    return 2;
+  }
+  return (await load())(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`buildfarm: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

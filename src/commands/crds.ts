@@ -1,0 +1,17 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { renderCrds } from "../api/crd.ts";
+
+/** `buildfarm crds [--out DIR]`: the generated CRDs, to stdout or as files. */
+export async function crdsCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { out: { type: "string" } }, strict: true });
+  const crds = renderCrds();
+  if (values.out === undefined) {
+    process.stdout.write(crds.map((crd) => crd.yaml).join("---\n"));
+    return 0;
+  }
+  await mkdir(values.out, { recursive: true });
+  for (const crd of crds) await writeFile(join(values.out, crd.file), crd.yaml);
+  return 0;
+}
