@@ -1,0 +1,371 @@
+// A thin REST client over @kubernetes/client-node's KubeConfig: its authentication, TLS and
+// Watch, with objects kept as the JSON the API server sent. client-node's typed models turn
+// timestamps into Date objects; controllers compare, hash and patch objects, which is simpler
+// and cheaper on the wire form (the same reason controller-runtime users reach for
+// unstructured objects).
+import {
+  HttpMethod,
+  type KubeConfig,
+  type KubernetesObject,
+  RequestContext,
+  type V1Status,
+  Watch,
+} from "@kubernetes/client-node";
+import { fetch } from "undici";
+
+export interface ResourceType {
+  group: string;
+  version: string;
+  kind: string;
+  plural: string;
+  namespaced: boolean;
+}
+
+export const apiVersionOf = (type: ResourceType) =>
+  type.group === "" ? type.version : `${type.group}/${type.version}`;
+
+const core = (kind: string, plural: string, namespaced = true): ResourceType => ({
+  group: "",
+  version: "v1",
+  kind,
+  plural,
+  namespaced,
+});
+
+export const RESOURCES = {
+  namespace: core("Namespace", "namespaces", false),
+  node: core("Node", "nodes", false),
+  secret: core("Secret", "secrets"),
+  configMap: core("ConfigMap", "configmaps"),
+  service: core("Service", "services"),
+  pod: core("Pod", "pods"),
+  event: core("Event", "events"),
+  persistentVolumeClaim: core("PersistentVolumeClaim", "persistentvolumeclaims"),
+  deployment: {
+    group: "apps",
+    version: "v1",
+    kind: "Deployment",
+    plural: "deployments",
+    namespaced: true,
+  },
+  statefulSet: {
+    group: "apps",
+    version: "v1",
+    kind: "StatefulSet",
+    plural: "statefulsets",
+    namespaced: true,
+  },
+  job: { group: "batch", version: "v1", kind: "Job", plural: "jobs", namespaced: true },
+  podDisruptionBudget: {
+    group: "policy",
+    version: "v1",
+    kind: "PodDisruptionBudget",
+    plural: "poddisruptionbudgets",
+    namespaced: true,
+  },
+  networkPolicy: {
+    group: "networking.k8s.io",
+    version: "v1",
+    kind: "NetworkPolicy",
+    plural: "networkpolicies",
+    namespaced: true,
+  },
+  lease: {
+    group: "coordination.k8s.io",
+    version: "v1",
+    kind: "Lease",
+    plural: "leases",
+    namespaced: true,
+  },
+} as const satisfies Record<string, ResourceType>;
+
+/** An error answer of the API server, with its Status reason and code. */
+export class KubeApiError extends Error {
+  readonly code: number;
+  readonly reason: string;
+  readonly status: Partial<V1Status> | undefined;
+  readonly retryAfterSeconds: number | undefined;
+  constructor(
+    code: number,
+    status: Partial<V1Status> | undefined,
+    fallback: string,
+    retryAfter?: number,
+  ) {
+    super(status?.message || fallback);
+    this.name = "KubeApiError";
+    this.code = code;
+    this.reason = status?.reason ?? "";
+    this.status = status;
+    this.retryAfterSeconds = retryAfter;
+  }
+}
+
+export const isNotFound = (error: unknown) => error instanceof KubeApiError && error.code === 404;
+export const isConflict = (error: unknown) =>
+  error instanceof KubeApiError && error.code === 409 && error.reason !== "AlreadyExists";
+export const isAlreadyExists = (error: unknown) =>
+  error instanceof KubeApiError && error.code === 409 && error.reason === "AlreadyExists";
+export const isGone = (error: unknown) => error instanceof KubeApiError && error.code === 410;
+
+export interface ListResult<T> {
+  items: T[];
+  resourceVersion: string;
+}
+
+export interface ListOptions {
+  labelSelector?: string;
+  fieldSelector?: string;
+  limit?: number;
+  continue?: string;
+  resourceVersion?: string;
+}
+
+export type PatchType = "merge" | "json" | "strategic";
+const PATCH_CONTENT_TYPE: Record<PatchType, string> = {
+  merge: "application/merge-patch+json",
+  json: "application/json-patch+json",
+  strategic: "application/strategic-merge-patch+json",
+};
+
+export interface DeleteOptions {
+  propagationPolicy?: "Background" | "Foreground" | "Orphan";
+  preconditions?: { uid?: string; resourceVersion?: string };
+  gracePeriodSeconds?: number;
+}
+
+export interface WatchEvent<T> {
+  type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK" | "ERROR";
+  object: T;
+}
+
+export interface WatchOptions {
+  resourceVersion: string;
+  labelSelector?: string;
+  timeoutSeconds: number;
+}
+
+/** Observes every request the client makes; the operator counts them as metrics. */
+export type RequestObserver = (
+  verb: string,
+  resource: string,
+  code: number,
+  seconds: number,
+) => void;
+
+export class KubeClient {
+  readonly config: KubeConfig;
+  private readonly server: string;
+  private readonly watcher: Watch;
+  private readonly fieldManager: string;
+  observer: RequestObserver | undefined;
+  /**
+   * Called before every write; throws to refuse it. The manager fences writes this way when
+   * leadership is lost, so a reconcile still in flight cannot write after another instance
+   * has taken over.
+   */
+  writeGuard: (() => void) | undefined;
+
+  constructor(config: KubeConfig, options: { fieldManager?: string } = {}) {
+    const cluster = config.getCurrentCluster();
+    if (!cluster) throw new Error("the kubeconfig has no current cluster");
+    this.config = config;
+    this.server = cluster.server.replace(/\/+$/, "");
+    this.watcher = new Watch(config);
+    this.fieldManager = options.fieldManager ?? "buildfarm";
+  }
+
+  path(type: ResourceType, namespace?: string, name?: string, subresource?: string): string {
+    let path = type.group === "" ? `/api/${type.version}` : `/apis/${type.group}/${type.version}`;
+    if (type.namespaced && namespace) path += `/namespaces/${encodeURIComponent(namespace)}`;
+    path += `/${type.plural}`;
+    if (name !== undefined) path += `/${encodeURIComponent(name)}`;
+    if (subresource) path += `/${subresource}`;
+    return path;
+  }
+
+  async request<T>(
+    method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE",
+    path: string,
+    options: {
+      query?: Record<string, string | number | undefined>;
+      body?: unknown;
+      contentType?: string;
+    } = {},
+  ): Promise<T> {
+    if (method !== "GET") this.writeGuard?.();
+    const url = new URL(this.server + path);
+    for (const [key, value] of Object.entries(options.query ?? {})) {
+      if (value !== undefined && value !== "") url.searchParams.set(key, String(value));
+    }
+    const context = new RequestContext(url.toString(), HttpMethod[method]);
+    await this.config.applySecurityAuthentication(context);
+    const headers: Record<string, string> = { ...context.getHeaders(), Accept: "application/json" };
+    if (options.body !== undefined)
+      headers["Content-Type"] = options.contentType ?? "application/json";
+    const started = performance.now();
+    let code = 0;
+    try {
+      const response = await fetch(url, {
+        method,
+        headers,
+        dispatcher: context.getDispatcher(),
+        body: options.body === undefined ? undefined : JSON.stringify(options.body),
+      });
+      code = response.status;
+      const text = await response.text();
+      const parsed = text ? (JSON.parse(text) as unknown) : undefined;
+      if (!response.ok) {
+        const retryAfter = Number(response.headers.get("retry-after")) || undefined;
+        const status =
+          (parsed as Partial<V1Status> | undefined)?.kind === "Status"
+            ? (parsed as Partial<V1Status>)
+            : undefined;
+        throw new KubeApiError(code, status, `${method} ${path}: HTTP ${code}`, retryAfter);
+      }
+      return parsed as T;
+    } finally {
+      this.observer?.(method, path, code, (performance.now() - started) / 1000);
+    }
+  }
+
+  async get<T extends KubernetesObject>(
+    type: ResourceType,
+    namespace: string | undefined,
+    name: string,
+  ): Promise<T | undefined> {
+    try {
+      return await this.request<T>("GET", this.path(type, namespace, name));
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async list<T extends KubernetesObject>(
+    type: ResourceType,
+    namespace?: string,
+    options: ListOptions = {},
+  ): Promise<ListResult<T>> {
+    const items: T[] = [];
+    let continueToken: string | undefined;
+    let resourceVersion = "";
+    do {
+      const page = await this.request<{
+        items?: T[];
+        metadata?: { resourceVersion?: string; continue?: string };
+      }>("GET", this.path(type, namespace), {
+        query: {
+          labelSelector: options.labelSelector,
+          fieldSelector: options.fieldSelector,
+          limit: options.limit,
+          continue: continueToken,
+          resourceVersion: continueToken ? undefined : options.resourceVersion,
+        },
+      });
+      for (const item of page.items ?? []) {
+        // List items omit apiVersion and kind; put them back so every cached object is complete.
+        item.apiVersion ??= apiVersionOf(type);
+        item.kind ??= type.kind;
+        items.push(item);
+      }
+      resourceVersion = page.metadata?.resourceVersion ?? resourceVersion;
+      continueToken = page.metadata?.continue || undefined;
+    } while (continueToken && options.limit);
+    return { items, resourceVersion };
+  }
+
+  create<T extends KubernetesObject>(type: ResourceType, object: T): Promise<T> {
+    return this.request<T>("POST", this.path(type, object.metadata?.namespace), {
+      body: object,
+      query: { fieldManager: this.fieldManager },
+    });
+  }
+
+  /** PUT: fails with 409 Conflict when object.metadata.resourceVersion is stale. */
+  replace<T extends KubernetesObject>(
+    type: ResourceType,
+    object: T,
+    subresource?: string,
+  ): Promise<T> {
+    return this.request<T>(
+      "PUT",
+      this.path(type, object.metadata?.namespace, object.metadata?.name, subresource),
+      {
+        body: object,
+        query: { fieldManager: this.fieldManager },
+      },
+    );
+  }
+
+  patch<T extends KubernetesObject>(
+    type: ResourceType,
+    namespace: string | undefined,
+    name: string,
+    patch: unknown,
+    patchType: PatchType = "merge",
+    subresource?: string,
+  ): Promise<T> {
+    return this.request<T>("PATCH", this.path(type, namespace, name, subresource), {
+      body: patch,
+      contentType: PATCH_CONTENT_TYPE[patchType],
+      query: { fieldManager: this.fieldManager },
+    });
+  }
+
+  /** Deletes; a missing object counts as deleted and returns false. */
+  async delete(
+    type: ResourceType,
+    namespace: string | undefined,
+    name: string,
+    options: DeleteOptions = {},
+  ): Promise<boolean> {
+    try {
+      await this.request("DELETE", this.path(type, namespace, name), {
+        body: { apiVersion: "v1", kind: "DeleteOptions", ...options },
+      });
+      return true;
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      throw error;
+    }
+  }
+
+  /**
+   * Opens a watch; `onEvent` gets each event, `onDone` the error (or null) that ended it.
+   * Returns a function that closes the watch.
+   */
+  async watch<T extends KubernetesObject>(
+    type: ResourceType,
+    namespace: string | undefined,
+    options: WatchOptions,
+    onEvent: (event: WatchEvent<T>) => void,
+    onDone: (error: unknown) => void,
+  ): Promise<() => void> {
+    // client-node aborts a watch that is silent for requestTimeoutMs (30 s by default, private in
+    // its types); a quiet resource is normal, so wait until just past the server's own timeout.
+    (this.watcher as unknown as { requestTimeoutMs: number }).requestTimeoutMs =
+      (options.timeoutSeconds + 30) * 1000;
+    const started = performance.now();
+    const controller = await this.watcher.watch(
+      this.path(type, namespace),
+      {
+        allowWatchBookmarks: true,
+        resourceVersion: options.resourceVersion,
+        labelSelector: options.labelSelector,
+        timeoutSeconds: options.timeoutSeconds,
+      },
+      (phase: string, object: T) => onEvent({ type: phase as WatchEvent<T>["type"], object }),
+      (error: unknown) => {
+        const code = (error as { statusCode?: number } | null)?.statusCode ?? 200;
+        this.observer?.(
+          "WATCH",
+          this.path(type, namespace),
+          code,
+          (performance.now() - started) / 1000,
+        );
+        onDone(error);
+      },
+    );
+    return () => controller.abort();
+  }
+}
