@@ -4,12 +4,14 @@
 const USAGE = `usage: buildfarm <command> [options]
 
 commands:
+  operator [options]   run the controllers against the current kube context (--help for options)
   crds [--out DIR]     print the CustomResourceDefinitions, or write them into DIR
 `;
 
 type Command = (argv: string[]) => Promise<number>;
 
 const COMMANDS: Record<string, () => Promise<Command>> = {
+  operator: async () => (await import("./commands/operator.ts")).operatorCommand,
   crds: async () => (await import("./commands/crds.ts")).crdsCommand,
 };
 

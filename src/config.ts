@@ -1,0 +1,231 @@
+// Operator configuration from flags and environment, validated with zod. A bad value is
+// reported naming the flag and the environment variable it could have come from.
+import { parseArgs } from "node:util";
+import { z } from "zod";
+import { DEFAULT_BUILDKIT_IMAGE, IMAGE_WITH_TAG } from "./api/builderpool.ts";
+import { DURATION, parseDuration } from "./api/meta.ts";
+
+export const DEFAULT_OPERATOR_IMAGE = "ghcr.io/buildfarm-dev/buildfarm:0.1.0";
+
+interface Setting {
+  flag: string;
+  env: string;
+  type: "string" | "boolean";
+  description: string;
+}
+
+const SETTINGS = {
+  namespaces: {
+    flag: "namespaces",
+    env: "WATCH_NAMESPACES",
+    type: "string",
+    description: "comma-separated namespaces to watch; empty watches the whole cluster",
+  },
+  leaderElect: {
+    flag: "leader-elect",
+    env: "LEADER_ELECT",
+    type: "string",
+    description: "elect a leader through a Lease (true|false, default true)",
+  },
+  leaseName: {
+    flag: "lease-name",
+    env: "LEASE_NAME",
+    type: "string",
+    description: "name of the leader-election Lease (default buildfarm-operator)",
+  },
+  leaseNamespace: {
+    flag: "lease-namespace",
+    env: "POD_NAMESPACE",
+    type: "string",
+    description: "namespace of the Lease (default: the pod's namespace, else default)",
+  },
+  identity: {
+    flag: "identity",
+    env: "POD_NAME",
+    type: "string",
+    description: "this instance's identity in the Lease (default: hostname)",
+  },
+  metricsAddress: {
+    flag: "metrics-bind-address",
+    env: "METRICS_BIND_ADDRESS",
+    type: "string",
+    description: "host:port of /metrics, /healthz and /readyz (default 0.0.0.0:8080; 0 disables)",
+  },
+  logLevel: {
+    flag: "log-level",
+    env: "LOG_LEVEL",
+    type: "string",
+    description: "trace|debug|info|warn|error (default info)",
+  },
+  poolWorkers: {
+    flag: "pool-workers",
+    env: "POOL_WORKERS",
+    type: "string",
+    description: "concurrent BuilderPool reconciles (default 2)",
+  },
+  buildWorkers: {
+    flag: "build-workers",
+    env: "BUILD_WORKERS",
+    type: "string",
+    description: "concurrent ImageBuild reconciles (default 4)",
+  },
+  buildkitImage: {
+    flag: "buildkit-image",
+    env: "BUILDKIT_IMAGE",
+    type: "string",
+    description: `default rootless BuildKit image (default ${DEFAULT_BUILDKIT_IMAGE})`,
+  },
+  operatorImage: {
+    flag: "operator-image",
+    env: "OPERATOR_IMAGE",
+    type: "string",
+    description: "this operator's image, run by index Jobs as `buildfarm assemble`",
+  },
+  shutdownTimeout: {
+    flag: "shutdown-timeout",
+    env: "SHUTDOWN_TIMEOUT",
+    type: "string",
+    description: "how long in-flight reconciles may finish after SIGTERM (default 30s)",
+  },
+  kubeconfig: {
+    flag: "kubeconfig",
+    env: "KUBECONFIG",
+    type: "string",
+    description: "kubeconfig file (default: in-cluster, else ~/.kube/config)",
+  },
+} as const satisfies Record<string, Setting>;
+
+type SettingName = keyof typeof SETTINGS;
+
+const NAMESPACE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const bool = z
+  .enum(["true", "false", "1", "0"], { message: "must be true or false" })
+  .transform((v) => v === "true" || v === "1");
+const count = (max: number) =>
+  z
+    .string()
+    .regex(/^[0-9]+$/, { message: "must be a whole number" })
+    .transform(Number)
+    .pipe(
+      z
+        .number()
+        .int()
+        .min(1, { message: "must be at least 1" })
+        .max(max, { message: `must be at most ${max}` }),
+    );
+const hostPort = z.string().regex(/^(0|(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]*):[0-9]{1,5})$/, {
+  message: "must be host:port (e.g. 0.0.0.0:8080 or :8080), or 0 to disable",
+});
+
+const schema = z.object({
+  namespaces: z
+    .string()
+    .default("")
+    .transform((text) =>
+      text
+        .split(",")
+        .map((item) => item.trim())
+        .filter(Boolean),
+    )
+    .pipe(
+      z.array(
+        z.string().max(63).regex(NAMESPACE, { message: "each namespace must be a DNS label" }),
+      ),
+    ),
+  leaderElect: bool.default(true),
+  leaseName: z
+    .string()
+    .max(253)
+    .regex(NAMESPACE, { message: "must be a Kubernetes name" })
+    .default("buildfarm-operator"),
+  leaseNamespace: z
+    .string()
+    .max(63)
+    .regex(NAMESPACE, { message: "must be a namespace name" })
+    .default("default"),
+  identity: z.string().min(1).max(128).optional(),
+  metricsAddress: hostPort.default("0.0.0.0:8080"),
+  logLevel: z
+    .enum(["trace", "debug", "info", "warn", "error", "silent"], {
+      message: "must be trace, debug, info, warn or error",
+    })
+    .default("info"),
+  poolWorkers: count(64).default(2),
+  buildWorkers: count(256).default(4),
+  buildkitImage: z
+    .string()
+    .max(512)
+    .regex(IMAGE_WITH_TAG, { message: "must be an image reference" })
+    .default(DEFAULT_BUILDKIT_IMAGE),
+  operatorImage: z
+    .string()
+    .max(512)
+    .regex(IMAGE_WITH_TAG, { message: "must be an image reference" })
+    .default(DEFAULT_OPERATOR_IMAGE),
+  shutdownTimeout: z
+    .string()
+    .regex(DURATION, { message: "must be a duration such as 30s" })
+    .default("30s")
+    .transform(parseDuration),
+  kubeconfig: z.string().min(1).optional(),
+});
+
+export type OperatorConfig = z.infer<typeof schema> & {
+  metrics: { host: string; port: number } | undefined;
+};
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+export const CONFIG_USAGE = Object.values(SETTINGS)
+  .map(
+    (setting: Setting) => `  --${setting.flag.padEnd(22)} ${setting.description} [$${setting.env}]`,
+  )
+  .join("\n");
+
+/** Flags win over environment variables; both are validated. */
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorConfig {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({
+      args: argv,
+      options: Object.fromEntries(
+        Object.values(SETTINGS).map((setting) => [setting.flag, { type: "string" as const }]),
+      ),
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (error) {
+    throw new ConfigError(
+      `${error instanceof Error ? error.message : String(error)}\n\noptions:\n${CONFIG_USAGE}`,
+    );
+  }
+  const raw: Record<string, string | undefined> = {};
+  for (const [name, setting] of Object.entries(SETTINGS) as [SettingName, Setting][]) {
+    const value = values[setting.flag] ?? env[setting.env];
+    raw[name] = typeof value === "string" && value !== "" ? value : undefined;
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => {
+      const setting = SETTINGS[issue.path[0] as SettingName];
+      return `--${setting.flag} (or $${setting.env}) ${JSON.stringify(raw[issue.path[0] as string] ?? "")}: ${issue.message}`;
+    });
+    throw new ConfigError(lines.join("\n"));
+  }
+  const address = parsed.data.metricsAddress;
+  const colon = address.lastIndexOf(":");
+  const metrics =
+    address === "0"
+      ? undefined
+      : { host: address.slice(0, colon) || "0.0.0.0", port: Number(address.slice(colon + 1)) };
+  if (metrics && metrics.port > 65535)
+    throw new ConfigError(
+      `--metrics-bind-address ${JSON.stringify(address)}: port must be at most 65535`,
+    );
+  return { ...parsed.data, metrics };
+}

@@ -1,0 +1,113 @@
+// Process entry of `buildfarm operator`: configuration, logger, a reachability check of the
+// API server, the manager (caches, health/metrics server, leader election) and the controllers.
+
+import { randomUUID } from "node:crypto";
+import { hostname } from "node:os";
+import { KubeConfig } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import type { OperatorConfig } from "./config.ts";
+import { KubeClient } from "./runtime/client.ts";
+import { createLogger } from "./runtime/log.ts";
+import { Manager, type ManagerOutcome } from "./runtime/manager.ts";
+import { RuntimeMetrics } from "./runtime/metrics.ts";
+
+/** Registers a controller on the manager; each controller module exports one. */
+export type ControllerSetup = (manager: Manager, config: OperatorConfig) => void;
+
+export const CONTROLLERS: ControllerSetup[] = [];
+
+export function loadKubeConfig(path: string | undefined): KubeConfig {
+  const config = new KubeConfig();
+  try {
+    if (path) config.loadFromFile(path);
+    else config.loadFromDefault();
+  } catch (error) {
+    throw new Error(
+      `cannot load kubeconfig ${path ?? "(default)"}: ${error instanceof Error ? error.message : String(error)}`,
+    );
+  }
+  if (!config.getCurrentCluster()) {
+    throw new Error(
+      "no Kubernetes cluster configured: set --kubeconfig, KUBECONFIG, ~/.kube/config, or run in a pod",
+    );
+  }
+  return config;
+}
+
+/** Asks the API server for its version, retrying with backoff; throws the last reason. */
+export async function waitForApiServer(
+  client: KubeClient,
+  log: Logger,
+  attempts = 5,
+  baseMs = 1000,
+): Promise<{ major: string; minor: string; gitVersion?: string }> {
+  let lastError: unknown;
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    try {
+      return await client.request("GET", "/version");
+    } catch (error) {
+      lastError = error;
+      log.warn(
+        { attempt, attempts, err: error instanceof Error ? error.message : String(error) },
+        "API server not reachable yet",
+      );
+      if (attempt < attempts)
+        await new Promise((resolve) => setTimeout(resolve, baseMs * 2 ** (attempt - 1)));
+    }
+  }
+  const reason =
+    lastError instanceof Error
+      ? lastError.cause instanceof Error
+        ? `${lastError.message}: ${lastError.cause.message}`
+        : lastError.message
+      : String(lastError);
+  throw new Error(
+    `the API server at ${client.config.getCurrentCluster()?.server} could not be reached after ${attempts} attempts: ${reason}`,
+  );
+}
+
+export interface RunningOperator {
+  manager: Manager;
+  outcome: Promise<ManagerOutcome>;
+}
+
+/** Starts the operator; resolves once caches are synced and the health server listens. */
+export async function startOperator(
+  config: OperatorConfig,
+  options: {
+    kubeConfig?: KubeConfig;
+    log?: Logger;
+    controllers?: ControllerSetup[];
+    apiAttempts?: number;
+  } = {},
+): Promise<RunningOperator> {
+  const log = options.log ?? createLogger({ level: config.logLevel });
+  const kubeConfig = options.kubeConfig ?? loadKubeConfig(config.kubeconfig);
+  const version = await waitForApiServer(new KubeClient(kubeConfig), log, options.apiAttempts);
+  log.info(
+    {
+      server: kubeConfig.getCurrentCluster()?.server,
+      version: version.gitVersion ?? `${version.major}.${version.minor}`,
+      namespaces: config.namespaces.length ? config.namespaces : "all",
+    },
+    "connected to the API server",
+  );
+  const manager = new Manager({
+    kubeConfig,
+    log,
+    metrics: new RuntimeMetrics({ defaultMetrics: true }),
+    namespaces: config.namespaces,
+    health: config.metrics,
+    shutdownDeadlineMs: config.shutdownTimeout,
+    leaderElection: config.leaderElect
+      ? {
+          leaseName: config.leaseName,
+          leaseNamespace: config.leaseNamespace,
+          identity: config.identity ?? `${hostname()}_${randomUUID().slice(0, 8)}`,
+        }
+      : undefined,
+  });
+  for (const setup of options.controllers ?? CONTROLLERS) setup(manager, config);
+  await manager.start();
+  return { manager, outcome: manager.done };
+}
