@@ -1,0 +1,196 @@
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { beforeAll, describe, expect, it } from "vitest";
+import { parseAllDocuments } from "yaml";
+import { renderCrds } from "../../src/api/crd.ts";
+import { crdValidator } from "../support/crds.ts";
+import { REPO_ROOT } from "../support/files.ts";
+import { validateUpstream } from "../support/schemas.ts";
+import { layerBinary } from "../support/tools.ts";
+
+const run = promisify(execFile);
+const CHART = join(REPO_ROOT, "charts", "buildfarm");
+
+type Obj = {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string };
+  [key: string]: unknown;
+};
+
+let helm: string;
+let scratch: string;
+
+async function template(valuesYaml?: string): Promise<Obj[]> {
+  const args = [
+    "template",
+    "buildfarm",
+    CHART,
+    "--namespace",
+    "buildfarm-system",
+    "--include-crds",
+  ];
+  if (valuesYaml !== undefined) {
+    const file = join(scratch, `values-${Math.random().toString(36).slice(2)}.yaml`);
+    await writeFile(file, valuesYaml);
+    args.push("--values", file);
+  }
+  const { stdout } = await run(helm, args, { maxBuffer: 64 << 20 });
+  return parseAllDocuments(stdout)
+    .map((document) => document.toJS() as Obj | null)
+    .filter((object): object is Obj => object !== null);
+}
+
+const NON_DEFAULT = `
+replicaCount: 3
+watchNamespaces: [team-a, team-b]
+leaderElection: { enabled: true, leaseName: farm-leader }
+logLevel: debug
+workers: { pools: 1, builds: 8 }
+image: { repository: registry.example.com/platform/buildfarm, tag: "0.1.0-rc1", pullPolicy: Always }
+imagePullSecrets: [{ name: regcred }]
+serviceAccount: { create: true, name: farm, annotations: { eks.amazonaws.com/role-arn: "arn:aws:iam::1:role/x" } }
+metrics: { port: 9090, service: { enabled: true, type: ClusterIP }, serviceMonitor: { enabled: true, interval: 15s, labels: { release: prom } } }
+grafanaDashboard: { enabled: true, labels: { grafana_dashboard: "1" } }
+defaultPool:
+  enabled: true
+  name: shared
+  namespace: builds
+  spec:
+    architectures:
+      - { name: amd64, replicas: 2 }
+      - { name: arm64, replicas: 1 }
+nodeSelector: { kubernetes.io/os: linux }
+tolerations: [{ key: dedicated, operator: Equal, value: platform, effect: NoSchedule }]
+`;
+
+beforeAll(async () => {
+  helm = layerBinary("helm");
+  scratch = await mkdtemp(join(tmpdir(), "buildfarm-chart-"));
+});
+
+describe("the Helm chart", () => {
+  it("passes helm lint with default and non-default values", async () => {
+    await run(helm, ["lint", CHART, "--strict"]);
+    const file = join(scratch, "lint-values.yaml");
+    await writeFile(file, NON_DEFAULT);
+    await run(helm, ["lint", CHART, "--strict", "--values", file]);
+  });
+
+  it("ships CRDs byte-identical to the generated ones", () => {
+    for (const { file, yaml } of renderCrds()) {
+      expect(
+        readFileSync(join(CHART, "crds", file), "utf8"),
+        `charts/buildfarm/crds/${file} is stale: npm run crds`,
+      ).toBe(yaml);
+    }
+  });
+
+  it.each([
+    ["default values", undefined],
+    ["non-default values", NON_DEFAULT],
+  ])("renders only objects valid against the upstream schemas (%s)", async (_name, values) => {
+    const objects = await template(values);
+    expect(objects.length).toBeGreaterThan(8);
+    for (const object of objects) {
+      const label = `${object.kind}/${object.metadata.name}`;
+      if (object.apiVersion === "buildfarm.dev/v1alpha1") {
+        expect(crdValidator("builderpools").admit(structuredClone(object)), label).toEqual([]);
+      } else if (object.apiVersion === "monitoring.coreos.com/v1") {
+        expect(object.spec, label).toMatchObject({ endpoints: [{ port: "metrics" }] });
+      } else {
+        await expect(validateUpstream(object), label).resolves.toBeUndefined();
+      }
+    }
+  });
+
+  it("runs the operator restricted: non-root, read-only, no capabilities, RuntimeDefault seccomp", async () => {
+    const deployment = (await template()).find((o) => o.kind === "Deployment") as Obj & {
+      spec: {
+        replicas: number;
+        template: {
+          spec: {
+            securityContext: object;
+            containers: {
+              securityContext: object;
+              args: string[];
+              livenessProbe: object;
+              readinessProbe: object;
+            }[];
+          };
+        };
+      };
+    };
+    expect(deployment.spec.replicas).toBe(2);
+    const pod = deployment.spec.template.spec;
+    expect(pod.securityContext).toMatchObject({
+      runAsNonRoot: true,
+      seccompProfile: { type: "RuntimeDefault" },
+    });
+    const [container] = pod.containers;
+    expect(container?.securityContext).toEqual({
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ["ALL"] },
+    });
+    expect(container?.args).toContain("--leader-elect=true");
+    expect(container?.livenessProbe).toMatchObject({ httpGet: { path: "/healthz" } });
+    expect(container?.readinessProbe).toMatchObject({ httpGet: { path: "/readyz" } });
+  });
+
+  it("grants no wildcard, and binds namespaced rules only in watched namespaces when given", async () => {
+    const scoped = await template(NON_DEFAULT);
+    const roles = scoped.filter((o) => o.kind === "ClusterRole" || o.kind === "Role") as (Obj & {
+      rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[];
+    })[];
+    for (const role of roles)
+      for (const rule of role.rules)
+        expect([...rule.apiGroups, ...rule.resources, ...rule.verbs]).not.toContain("*");
+    const bindings = scoped.filter(
+      (o) => o.kind === "RoleBinding" && o.metadata.name === "buildfarm",
+    );
+    expect(bindings.map((b) => b.metadata.namespace).sort()).toEqual(["team-a", "team-b"]);
+    expect(
+      scoped.filter((o) => o.kind === "ClusterRoleBinding").map((o) => o.metadata.name),
+    ).toEqual(["buildfarm-cluster"]);
+    expect(
+      (await template())
+        .filter((o) => o.kind === "ClusterRoleBinding")
+        .map((o) => o.metadata.name)
+        .sort(),
+    ).toEqual(["buildfarm", "buildfarm-cluster"]);
+  });
+
+  it("refuses values the schema does not allow, naming the value", async () => {
+    await expect(template("replicaCount: 0\n")).rejects.toThrow(/replicaCount/);
+    await expect(template("logLevel: loud\n")).rejects.toThrow(/logLevel/);
+    await expect(template("watchNamespaces: [Bad_NS]\n")).rejects.toThrow(/watchNamespaces/);
+    await expect(template("unknownKey: 1\n")).rejects.toThrow(/unknownKey/);
+  });
+
+  it("packs a Grafana dashboard that queries the operator's own metric names", async () => {
+    const dashboard = JSON.parse(
+      readFileSync(join(CHART, "dashboards", "buildfarm.json"), "utf8"),
+    ) as { panels: { targets: { expr: string }[] }[] };
+    const exprs = dashboard.panels
+      .flatMap((panel) => panel.targets.map((target) => target.expr))
+      .join("\n");
+    for (const metric of [
+      "controller_runtime_reconcile_total",
+      "workqueue_depth",
+      "leader_election_master_status",
+      "buildfarm_builds_total",
+      "buildfarm_queue_depth",
+    ]) {
+      expect(exprs).toContain(metric);
+    }
+    const configMap = (await template(NON_DEFAULT)).find(
+      (o) => o.kind === "ConfigMap" && o.metadata.name.endsWith("-dashboard"),
+    ) as Obj & { data: Record<string, string> };
+    expect(JSON.parse(configMap.data["buildfarm.json"] as string)).toEqual(dashboard);
+  });
+});
