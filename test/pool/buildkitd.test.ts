@@ -1,7 +1,7 @@
 // The builder pod's container args, TLS Secret and buildkitd.toml, run by real buildkitd
 // (rootless, as UID 1000): it accepts the config, probes answer over the local socket without a
 // certificate, and mTLS admits a build's client certificate from the pool CA only.
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { V1Deployment } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -68,12 +68,8 @@ describe.skipIf(skip)("a builder pod's buildkitd, for real", () => {
     "workers",
   ];
 
-  async function clientFiles(
-    name: string,
-    issued: Awaited<ReturnType<typeof issueClientCertificate>>,
-  ) {
+  function clientFiles(name: string, issued: Awaited<ReturnType<typeof issueClientCertificate>>) {
     const dir = join(daemon.dir, name);
-    const { mkdirSync } = await import("node:fs");
     mkdirSync(dir);
     writeFileSync(join(dir, "ca.crt"), certs.ca.certPem);
     writeFileSync(join(dir, "tls.crt"), issued.certPem);
@@ -115,7 +111,7 @@ describe.skipIf(skip)("a builder pod's buildkitd, for real", () => {
       commonName: "team-a/app-1",
       now: new Date(),
     });
-    const dir = await clientFiles("client", client);
+    const dir = clientFiles("client", client);
     for (const servername of [
       "default-amd64.buildfarm-builders.svc",
       "default-amd64.buildfarm-builders.svc.cluster.local",
@@ -137,7 +133,7 @@ describe.skipIf(skip)("a builder pod's buildkitd, for real", () => {
       commonName: "team-a/app-6",
       now: new Date(),
     });
-    const dir = await clientFiles("client6", client);
+    const dir = clientFiles("client6", client);
     const args = tlsArgs(dir, "default-amd64.buildfarm-builders.svc");
     args[1] = `tcp://[::1]:${daemon.port}`;
     const result = await run(bins.buildctl, args);
@@ -153,7 +149,7 @@ describe.skipIf(skip)("a builder pod's buildkitd, for real", () => {
       commonName: "team-a/app-1",
       now: new Date(),
     });
-    const dir = await clientFiles("impostor", impostor);
+    const dir = clientFiles("impostor", impostor);
     const refused = await run(bins.buildctl, tlsArgs(dir, "default-amd64.buildfarm-builders.svc"));
     expect(refused.code).not.toBe(0);
     // TLS 1.3: the server rejects the certificate after the client's side of the handshake, so
@@ -173,7 +169,7 @@ describe.skipIf(skip)("a builder pod's buildkitd, for real", () => {
       commonName: "team-a/app-2",
       now: new Date(),
     });
-    const dir = await clientFiles("wrong-name", client);
+    const dir = clientFiles("wrong-name", client);
     const result = await run(bins.buildctl, tlsArgs(dir, "default-ppc64le.buildfarm-builders.svc"));
     expect(result.code).not.toBe(0);
     expect(result.stderr).toMatch(/certificate is valid for .*not default-ppc64le/);
