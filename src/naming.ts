@@ -28,6 +28,8 @@ export const ANNOTATIONS = {
   specHash: "buildfarm.dev/spec-hash",
   /** Hash of the server certificate on the builder pod template: a new one rolls the pods. */
   certHash: "buildfarm.dev/cert-hash",
+  /** Hash of buildkitd.toml on the builder pod template: buildkitd reads it only at start. */
+  configHash: "buildfarm.dev/config-hash",
 } as const;
 
 export const BUILDKIT_PORT = 1234;

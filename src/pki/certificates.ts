@@ -1,0 +1,234 @@
+// Certificate issuance for buildkitd mTLS: a CA per pool, a server certificate for the builders
+// and short-lived client certificates for builds, all ECDSA P-256 signed with SHA-256.
+// Every function takes `now`, so tests and renewal decisions are deterministic.
+import { X509Certificate as NodeCertificate, randomBytes } from "node:crypto";
+import { isIP } from "node:net";
+import { generateKeyPair, keyMatchesCertificate, PrivateKey, SIGNING_ALGORITHM } from "./keys.ts";
+import { x509 } from "./x509.ts";
+
+export const HOUR_MS = 3_600_000;
+export const DAY_MS = 24 * HOUR_MS;
+export const CA_VALIDITY_MS = 365 * DAY_MS;
+export const SERVER_VALIDITY_MS = 90 * DAY_MS;
+export const CLIENT_VALIDITY_MS = 24 * HOUR_MS;
+/** notBefore is set this far in the past, so a node whose clock runs behind accepts a new cert. */
+export const CLOCK_SKEW_MS = 5 * 60_000;
+
+export interface CertificateAuthority {
+  certPem: string;
+  key: PrivateKey;
+}
+
+export interface IssuedCertificate {
+  /** The leaf certificate. */
+  certPem: string;
+  /** Its private key; prints as a redaction marker, exportPem() gives the PEM text. */
+  key: PrivateKey;
+  /** The CA that signed it, which is also what the peer's certificate is verified against. */
+  caPem: string;
+  serialNumber: string;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+export interface CaOptions {
+  commonName: string;
+  now: Date;
+  validForMs?: number;
+}
+
+export interface ServerCertificateOptions {
+  commonName: string;
+  /** DNS names; a leading `*.` label is a wildcard. */
+  dnsNames: readonly string[];
+  ipAddresses?: readonly string[];
+  now: Date;
+  validForMs?: number;
+}
+
+export interface ClientCertificateOptions {
+  /** The identity the server sees, e.g. `<namespace>/<build>`. */
+  commonName: string;
+  now: Date;
+  validForMs?: number;
+}
+
+const DNS_NAME = /^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/** A random positive 128-bit serial number, as hex. */
+function serialNumber(): string {
+  const bytes = randomBytes(16);
+  bytes[0] = (bytes[0] as number) & 0x7f;
+  if (bytes[0] === 0) bytes[0] = 1;
+  return bytes.toString("hex");
+}
+
+function checkCommonName(commonName: string): void {
+  if (commonName.length === 0 || commonName.length > 64 || /\p{Cc}/u.test(commonName)) {
+    throw new Error(
+      `common name ${JSON.stringify(commonName.slice(0, 80))} must be 1 to 64 printable characters`,
+    );
+  }
+}
+
+function checkValidity(validForMs: number): void {
+  if (!Number.isFinite(validForMs) || validForMs < 60_000) {
+    throw new Error(`a certificate must be valid for at least a minute, not ${validForMs} ms`);
+  }
+}
+
+function validityWindow(now: Date, validForMs: number, limit?: Date) {
+  checkValidity(validForMs);
+  const notBefore = new Date(now.getTime() - CLOCK_SKEW_MS);
+  const wanted = new Date(now.getTime() + validForMs);
+  // A certificate that outlives its CA would fail chain verification once the CA expires.
+  const notAfter = limit && limit < wanted ? limit : wanted;
+  // X.509 times have whole seconds; round so what we report is what the certificate says.
+  return { notBefore: floorSecond(notBefore), notAfter: floorSecond(notAfter) };
+}
+
+function floorSecond(date: Date): Date {
+  return new Date(Math.floor(date.getTime() / 1000) * 1000);
+}
+
+/** A new self-signed CA that may sign leaf certificates only (path length 0). */
+export async function createCertificateAuthority(
+  options: CaOptions,
+): Promise<CertificateAuthority & { notBefore: Date; notAfter: Date }> {
+  checkCommonName(options.commonName);
+  const { notBefore, notAfter } = validityWindow(options.now, options.validForMs ?? CA_VALIDITY_MS);
+  const keys = await generateKeyPair();
+  const certificate = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serialNumber(),
+    name: [{ CN: [options.commonName] }, { O: ["buildfarm"] }],
+    notBefore,
+    notAfter,
+    keys,
+    signingAlgorithm: SIGNING_ALGORITHM,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
+        true,
+      ),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  return {
+    certPem: certificate.toString("pem"),
+    key: await PrivateKey.fromCryptoKey(keys.privateKey),
+    notBefore,
+    notAfter,
+  };
+}
+
+/**
+ * Reads a CA from the text of its Secret. Throws, without quoting the key, when the
+ * certificate is not a CA or the key does not belong to it.
+ */
+export function loadCertificateAuthority(certPem: string, keyPem: string): CertificateAuthority {
+  let certificate: NodeCertificate;
+  try {
+    certificate = new NodeCertificate(certPem);
+  } catch {
+    throw new Error("the CA certificate is not a PEM certificate");
+  }
+  if (!certificate.ca) throw new Error("the CA certificate is not a CA (basicConstraints)");
+  const key = PrivateKey.fromPem(keyPem, "the CA key");
+  if (!keyMatchesCertificate(key, certPem)) {
+    throw new Error("the CA key does not belong to the CA certificate");
+  }
+  return { certPem: certificate.toString(), key };
+}
+
+async function issue(
+  ca: CertificateAuthority,
+  subject: string,
+  extensions: x509.Extension[],
+  now: Date,
+  validForMs: number,
+): Promise<IssuedCertificate> {
+  const caCertificate = new x509.X509Certificate(ca.certPem);
+  const { notBefore, notAfter } = validityWindow(now, validForMs, caCertificate.notAfter);
+  if (notAfter.getTime() <= now.getTime()) {
+    throw new Error(`the CA expired at ${caCertificate.notAfter.toISOString()}; renew it first`);
+  }
+  const keys = await generateKeyPair();
+  const serial = serialNumber();
+  const certificate = await x509.X509CertificateGenerator.create({
+    serialNumber: serial,
+    subject: [{ CN: [subject] }],
+    issuer: caCertificate.subject,
+    notBefore,
+    notAfter,
+    publicKey: keys.publicKey,
+    signingKey: await ca.key.signingKey(),
+    signingAlgorithm: SIGNING_ALGORITHM,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      await x509.AuthorityKeyIdentifierExtension.create(caCertificate.publicKey),
+      ...extensions,
+    ],
+  });
+  return {
+    certPem: certificate.toString("pem"),
+    key: await PrivateKey.fromCryptoKey(keys.privateKey),
+    caPem: ca.certPem,
+    serialNumber: serial,
+    notBefore,
+    notAfter,
+  };
+}
+
+/** A buildkitd server certificate (serverAuth) for the given names, signed by `ca`. */
+export async function issueServerCertificate(
+  ca: CertificateAuthority,
+  options: ServerCertificateOptions,
+): Promise<IssuedCertificate> {
+  checkCommonName(options.commonName);
+  const ips = options.ipAddresses ?? [];
+  if (options.dnsNames.length === 0 && ips.length === 0) {
+    throw new Error("a server certificate needs at least one DNS name or IP address");
+  }
+  for (const name of options.dnsNames) {
+    if (name.length > 253 || !DNS_NAME.test(name)) {
+      throw new Error(`${JSON.stringify(name.slice(0, 80))} is not a lowercase DNS name`);
+    }
+  }
+  for (const ip of ips) {
+    if (isIP(ip) === 0) throw new Error(`${JSON.stringify(ip.slice(0, 80))} is not an IP address`);
+  }
+  return issue(
+    ca,
+    options.commonName,
+    [
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+      new x509.SubjectAlternativeNameExtension([
+        ...options.dnsNames.map((value) => ({ type: "dns" as const, value })),
+        ...ips.map((value) => ({ type: "ip" as const, value })),
+      ]),
+    ],
+    options.now,
+    options.validForMs ?? SERVER_VALIDITY_MS,
+  );
+}
+
+/**
+ * A short-lived client certificate (clientAuth, 24 hours by default) for one build, signed by
+ * the pool's CA. buildkitd admits any client whose certificate chains to that CA.
+ */
+export async function issueClientCertificate(
+  ca: CertificateAuthority,
+  options: ClientCertificateOptions,
+): Promise<IssuedCertificate> {
+  checkCommonName(options.commonName);
+  return issue(
+    ca,
+    options.commonName,
+    [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])],
+    options.now,
+    options.validForMs ?? CLIENT_VALIDITY_MS,
+  );
+}

@@ -1,0 +1,167 @@
+// Who may reach the builders and how many may be down at once: the pool's NetworkPolicy, the
+// PodDisruptionBudgets, and the namespace rule the ImageBuild controller must apply the same way
+// when it admits a build (one function, so admission and the network agree).
+import type {
+  V1LabelSelector,
+  V1NetworkPolicy,
+  V1NetworkPolicyIngressRule,
+  V1NetworkPolicyPeer,
+  V1NetworkPolicySpec,
+  V1PodDisruptionBudget,
+} from "@kubernetes/client-node";
+import type { ArchitectureSpec } from "../api/builderpool.ts";
+import type { BuilderPool } from "../api/resources.ts";
+import {
+  BUILDKIT_PORT,
+  COMPONENTS,
+  LABELS,
+  MANAGED_BY,
+  networkPolicyName,
+  pdbName,
+} from "../naming.ts";
+import { builderSelector, childMeta } from "./meta.ts";
+
+/**
+ * A NetworkPolicy as it goes on the wire. client-node's model names the ingress peers `_from`
+ * (a TypeScript-side rename); the API server and the runtime's raw-JSON client use `from`.
+ */
+export type NetworkPolicyObject = Omit<V1NetworkPolicy, "spec"> & {
+  spec: Omit<V1NetworkPolicySpec, "ingress"> & {
+    ingress?: (Omit<V1NetworkPolicyIngressRule, "_from"> & { from?: V1NetworkPolicyPeer[] })[];
+  };
+};
+
+export const NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name";
+
+/**
+ * The namespaces whose builds may use the pool. spec.allowedNamespaces when it says anything;
+ * otherwise (absent, or an empty selector, which Kubernetes would read as "every namespace") only
+ * the pool's own, by the label the API server puts on every namespace.
+ */
+export function allowedNamespaceSelector(pool: BuilderPool): V1LabelSelector {
+  const selector = pool.spec.allowedNamespaces;
+  const hasLabels = Object.keys(selector?.matchLabels ?? {}).length > 0;
+  const hasExpressions = (selector?.matchExpressions ?? []).length > 0;
+  if (selector && (hasLabels || hasExpressions)) {
+    return {
+      ...(hasLabels ? { matchLabels: { ...selector.matchLabels } } : {}),
+      ...(hasExpressions
+        ? {
+            matchExpressions: (selector.matchExpressions ?? []).map((expression) => ({
+              key: expression.key,
+              operator: expression.operator,
+              ...(expression.values ? { values: [...expression.values] } : {}),
+            })),
+          }
+        : {}),
+    };
+  }
+  return { matchLabels: { [NAMESPACE_NAME_LABEL]: pool.metadata.namespace } };
+}
+
+/** Whether a label selector matches a label set, with the Kubernetes semantics. */
+export function selectorMatches(
+  selector: V1LabelSelector,
+  labels: Readonly<Record<string, string>>,
+): boolean {
+  for (const [key, value] of Object.entries(selector.matchLabels ?? {})) {
+    if (labels[key] !== value) return false;
+  }
+  for (const { key, operator, values = [] } of selector.matchExpressions ?? []) {
+    const has = Object.hasOwn(labels, key);
+    const value = labels[key];
+    switch (operator) {
+      case "In":
+        if (!has || !values.includes(value as string)) return false;
+        break;
+      case "NotIn":
+        if (has && values.includes(value as string)) return false;
+        break;
+      case "Exists":
+        if (!has) return false;
+        break;
+      case "DoesNotExist":
+        if (has) return false;
+        break;
+      default:
+        return false;
+    }
+  }
+  return true;
+}
+
+/**
+ * Whether builds in a namespace may use the pool. `labels` are the namespace's labels; the
+ * kubernetes.io/metadata.name label is assumed even if the caller's copy lacks it.
+ */
+export function poolAdmitsNamespace(
+  pool: BuilderPool,
+  namespace: { name: string; labels?: Readonly<Record<string, string>> },
+): boolean {
+  return selectorMatches(allowedNamespaceSelector(pool), {
+    ...namespace.labels,
+    [NAMESPACE_NAME_LABEL]: namespace.name,
+  });
+}
+
+/**
+ * Builders accept TCP 1234 only from build pods of this pool (buildPodLabels in naming.ts) in
+ * the allowed namespaces. Other ingress is denied; egress stays open (registries, git).
+ * Enforced only where the cluster's network plugin implements NetworkPolicy.
+ */
+export function networkPolicy(pool: BuilderPool): NetworkPolicyObject {
+  const name = pool.metadata.name;
+  return {
+    apiVersion: "networking.k8s.io/v1",
+    kind: "NetworkPolicy",
+    metadata: childMeta(pool, networkPolicyName(name)),
+    spec: {
+      podSelector: {
+        matchLabels: { [LABELS.pool]: name, [LABELS.component]: COMPONENTS.builder },
+      },
+      policyTypes: ["Ingress"],
+      ingress: [
+        {
+          from: [
+            {
+              // One peer with both selectors: the pod AND its namespace must match.
+              namespaceSelector: allowedNamespaceSelector(pool),
+              podSelector: {
+                matchLabels: {
+                  [LABELS.managedBy]: MANAGED_BY,
+                  [LABELS.component]: COMPONENTS.build,
+                  [LABELS.pool]: name,
+                  [LABELS.poolNamespace]: pool.metadata.namespace,
+                },
+              },
+            },
+          ],
+          ports: [{ protocol: "TCP", port: BUILDKIT_PORT }],
+        },
+      ],
+    },
+  };
+}
+
+/**
+ * At most one builder of an architecture down for voluntary disruptions (drains, upgrades),
+ * when there is more than one. Not-ready builders may always be evicted, so a broken builder
+ * never blocks a node drain.
+ */
+export function podDisruptionBudget(
+  pool: BuilderPool,
+  arch: ArchitectureSpec,
+  replicas: number,
+): V1PodDisruptionBudget | undefined {
+  if (replicas <= 1) return undefined;
+  return {
+    apiVersion: "policy/v1",
+    kind: "PodDisruptionBudget",
+    metadata: childMeta(pool, pdbName(pool.metadata.name, arch.name), { arch: arch.name }),
+    spec: {
+      maxUnavailable: 1,
+      selector: builderSelector(pool.metadata.name, arch.name),
+      unhealthyPodEvictionPolicy: "AlwaysAllow",
+    },
+  };
+}

@@ -1,0 +1,222 @@
+// The pool's status as a pure function of what the reconciler observed: per architecture the
+// builders desired and ready and a Ready condition, a pool Ready condition whose reason says
+// what to do, a one-line summary, and observedGeneration. Conditions follow the Kubernetes
+// conventions: lastTransitionTime moves only when a status flips.
+import type { V1Deployment, V1Node, V1StatefulSet } from "@kubernetes/client-node";
+import {
+  type ArchitectureSpec,
+  type ArchitectureStatus,
+  type BuilderPoolStatus,
+  builderPoolStatus,
+} from "../api/builderpool.ts";
+import type { Condition } from "../api/meta.ts";
+import type { BuilderPool, SpecError } from "../api/resources.ts";
+import { findCondition, setCondition } from "../runtime/conditions.ts";
+
+export const READY = "Ready";
+
+export const REASONS = {
+  ready: "Ready",
+  buildersReady: "BuildersReady",
+  buildersNotReady: "BuildersNotReady",
+  noNodes: "NoNodesForArchitecture",
+  scaledToZero: "ScaledToZero",
+  invalidSpec: "InvalidSpec",
+} as const;
+
+const ARCH_LABEL = "kubernetes.io/arch";
+
+export interface PoolObservation {
+  /** The builder workload of each architecture as read, or undefined when there is none yet. */
+  workloads: Readonly<Record<string, V1Deployment | V1StatefulSet | undefined>>;
+  /** The cluster's nodes; only their labels are read. */
+  nodes: readonly Pick<V1Node, "metadata">[];
+  /** When the server certificate expires. */
+  certNotAfter?: Date;
+  /** Replicas decided by the autoscaler, as in PoolContext.replicas. */
+  replicas?: Readonly<Record<string, number>>;
+}
+
+type ConditionUpdate = Omit<Condition, "lastTransitionTime">;
+
+/** RFC 3339 without fractions, as Kubernetes writes times. */
+export function kubeTime(date: Date): string {
+  return date.toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+function nodesFor(arch: ArchitectureSpec, nodes: PoolObservation["nodes"]): number {
+  return nodes.filter((node) => {
+    const labels = node.metadata?.labels ?? {};
+    if (labels[ARCH_LABEL] !== arch.name) return false;
+    return Object.entries(arch.nodeSelector ?? {}).every(([key, value]) => labels[key] === value);
+  }).length;
+}
+
+function noNodesMessage(arch: ArchitectureSpec, index: number): string {
+  const selector = Object.entries(arch.nodeSelector ?? {});
+  if (selector.length === 0) {
+    return `no node has the label ${ARCH_LABEL}=${arch.name}: add ${arch.name} nodes to the cluster, or remove ${arch.name} from spec.architectures`;
+  }
+  const wanted = selector.map(([key, value]) => `${key}=${value}`).join(", ");
+  return `no ${arch.name} node (${ARCH_LABEL}=${arch.name}) has the labels ${wanted}: label ${arch.name} nodes with them, or change spec.architectures[${index}].nodeSelector`;
+}
+
+function archCondition(
+  arch: ArchitectureSpec,
+  index: number,
+  desired: number,
+  ready: number,
+  nodeCount: number,
+  generation: number | undefined,
+): ConditionUpdate {
+  const base = {
+    type: READY,
+    ...(generation === undefined ? {} : { observedGeneration: generation }),
+  };
+  if (nodeCount === 0) {
+    return {
+      ...base,
+      status: "False",
+      reason: REASONS.noNodes,
+      message: noNodesMessage(arch, index),
+    };
+  }
+  if (desired === 0) {
+    return {
+      ...base,
+      status: "True",
+      reason: REASONS.scaledToZero,
+      message: `no ${arch.name} builders are running; builds wait until the pool scales up`,
+    };
+  }
+  if (ready < desired) {
+    return {
+      ...base,
+      status: "False",
+      reason: REASONS.buildersNotReady,
+      message: `${ready} of ${desired} ${arch.name} builders ready`,
+    };
+  }
+  return {
+    ...base,
+    status: "True",
+    reason: REASONS.buildersReady,
+    message: `${ready} of ${desired} ${arch.name} builders ready`,
+  };
+}
+
+export function summaryLine(architectures: readonly ArchitectureStatus[]): string {
+  return architectures
+    .map((arch) => `${arch.name} ${arch.readyReplicas}/${arch.replicas}`)
+    .join(", ")
+    .slice(0, 256);
+}
+
+/** The status to write for a pool whose children were reconciled and observed. */
+export function poolStatus(
+  pool: BuilderPool,
+  observed: PoolObservation,
+  now: Date,
+): BuilderPoolStatus {
+  const generation = pool.metadata.generation;
+  const previous = pool.status;
+  const architectures: ArchitectureStatus[] = [];
+  const failing: { arch: string; condition: ConditionUpdate }[] = [];
+  pool.spec.architectures.forEach((arch, index) => {
+    const desired = observed.replicas?.[arch.name] ?? arch.replicas;
+    const workload = observed.workloads[arch.name];
+    const ready = Math.min(workload?.status?.readyReplicas ?? 0, desired);
+    const update = archCondition(
+      arch,
+      index,
+      desired,
+      ready,
+      nodesFor(arch, observed.nodes),
+      generation,
+    );
+    if (update.status !== "True") failing.push({ arch: arch.name, condition: update });
+    const before = previous?.architectures?.find((entry) => entry.name === arch.name);
+    architectures.push({
+      name: arch.name,
+      replicas: desired,
+      readyReplicas: ready,
+      ...(before?.queued === undefined ? {} : { queued: before.queued }),
+      ...(before?.running === undefined ? {} : { running: before.running }),
+      conditions: setCondition(before?.conditions, update, now),
+    });
+  });
+
+  const summary = summaryLine(architectures);
+  const noNodes = failing.filter((entry) => entry.condition.reason === REASONS.noNodes);
+  const base = {
+    type: READY,
+    ...(generation === undefined ? {} : { observedGeneration: generation }),
+  };
+  let ready: ConditionUpdate;
+  if (noNodes.length > 0) {
+    ready = {
+      ...base,
+      status: "False",
+      reason: REASONS.noNodes,
+      message: noNodes.map((entry) => `${entry.arch}: ${entry.condition.message}`).join("\n"),
+    };
+  } else if (failing.length > 0) {
+    ready = {
+      ...base,
+      status: "False",
+      reason: REASONS.buildersNotReady,
+      message: `builders not ready: ${summary}`,
+    };
+  } else {
+    ready = {
+      ...base,
+      status: "True",
+      reason: REASONS.ready,
+      message: `builders ready: ${summary}`,
+    };
+  }
+
+  return {
+    ...(generation === undefined ? {} : { observedGeneration: generation }),
+    conditions: setCondition(previous?.conditions, ready, now),
+    architectures,
+    summary,
+    ...(observed.certNotAfter ? { certificateNotAfter: kubeTime(observed.certNotAfter) } : {}),
+  };
+}
+
+/**
+ * The status for a pool the operator cannot read: Ready=False, InvalidSpec, one line per
+ * problem. What was observed before is kept, since the children stay as they were. Takes the
+ * object as read, since parseBuilderPool threw.
+ */
+export function invalidSpecStatus(
+  pool: { metadata?: { generation?: number }; status?: unknown },
+  error: SpecError,
+  now: Date,
+): BuilderPoolStatus {
+  const generation = pool.metadata?.generation;
+  // The raw object's status, read with the schema; one the operator cannot read starts over.
+  const parsed = builderPoolStatus.safeParse(pool.status ?? {});
+  const previous: BuilderPoolStatus = parsed.success ? parsed.data : {};
+  return {
+    ...previous,
+    ...(generation === undefined ? {} : { observedGeneration: generation }),
+    conditions: setCondition(
+      previous.conditions,
+      {
+        type: READY,
+        status: "False",
+        reason: REASONS.invalidSpec,
+        message: error.issues.join("\n"),
+        ...(generation === undefined ? {} : { observedGeneration: generation }),
+      },
+      now,
+    ),
+  };
+}
+
+/** The pool's Ready condition, if any: what the ImageBuild controller checks before queueing. */
+export function poolReady(status: BuilderPoolStatus | undefined): Condition | undefined {
+  return findCondition(status?.conditions, READY);
+}

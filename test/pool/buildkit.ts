@@ -1,0 +1,221 @@
+// Runs a builder pod's buildkitd for real: the container args the operator generates, under
+// rootlesskit as UID 1000 like the moby/buildkit rootless image, with only the port and the
+// mounted paths mapped to a temporary directory. Finds the binaries on BUILDKIT_BIN, PATH or
+// where ../shared/buildkit/setup.sh puts them, and says why when it cannot run.
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import {
+  accessSync,
+  chmodSync,
+  chownSync,
+  constants,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { delimiter, join } from "node:path";
+import { BUILDER_PATHS, BUILDKIT_PORT } from "../../src/naming.ts";
+
+const SETUP_BIN = "/tmp/buildfarm-buildkit-v0.24.0/bin";
+const UID = 1000;
+
+function find(name: string): string | undefined {
+  const dirs = [process.env.BUILDKIT_BIN, ...(process.env.PATH ?? "").split(delimiter), SETUP_BIN];
+  for (const dir of dirs) {
+    if (!dir) continue;
+    const path = join(dir, name);
+    try {
+      accessSync(path, constants.X_OK);
+      return path;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+export interface BuildkitTools {
+  buildkitd: string;
+  buildctl: string;
+  rootlesskit: string;
+  setpriv?: string;
+}
+
+/** The tools, or the one-line reason the real-BuildKit tests skip. */
+export function buildkitTools(): BuildkitTools | string {
+  const buildkitd = find("buildkitd");
+  const buildctl = find("buildctl");
+  if (!buildkitd || !buildctl) {
+    return "buildkitd/buildctl not found on BUILDKIT_BIN or PATH (run ../shared/buildkit/setup.sh)";
+  }
+  const rootlesskit = find("rootlesskit");
+  if (!rootlesskit || !find("newuidmap")) return "rootlesskit/newuidmap not installed";
+  const uid = process.getuid?.() ?? -1;
+  if (uid === 0) {
+    const setpriv = find("setpriv");
+    if (!setpriv) return "setpriv not found (needed to run buildkitd as UID 1000)";
+    return { buildkitd, buildctl, rootlesskit, setpriv };
+  }
+  if (uid !== UID)
+    return `running as UID ${uid}: rootless buildkitd runs as UID ${UID} (root or UID 1000 needed)`;
+  return { buildkitd, buildctl, rootlesskit };
+}
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (typeof address !== "object" || !address) throw new Error("no port");
+  return address.port;
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function run(
+  file: string,
+  args: readonly string[],
+  env?: NodeJS.ProcessEnv,
+): Promise<RunResult> {
+  return new Promise((resolve) => {
+    execFile(
+      file,
+      [...args],
+      { env: env ?? process.env, timeout: 20_000 },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+/** A buildkitd started from a builder pod's container args. */
+export class PodBuildkitd {
+  readonly dir: string;
+  readonly port: number;
+  readonly paths: { certs: string; config: string; state: string; socket: string };
+  private process?: ChildProcess;
+  private log = "";
+
+  private constructor(dir: string, port: number) {
+    this.dir = dir;
+    this.port = port;
+    this.paths = {
+      certs: join(dir, "certs"),
+      config: join(dir, "config"),
+      state: join(dir, "state"),
+      socket: `unix://${join(dir, "run", "buildkit", "buildkitd.sock")}`,
+    };
+  }
+
+  /** Lays out the pod's mounted files: each volume a directory of files. */
+  static async prepare(files: {
+    certs: Record<string, string>;
+    config: Record<string, string>;
+  }): Promise<PodBuildkitd> {
+    const dir = mkdtempSync(join(tmpdir(), "buildfarm-pool-buildkitd-"));
+    const daemon = new PodBuildkitd(dir, await freePort());
+    for (const sub of ["certs", "config", "state", "run", "home", "rk"]) mkdirSync(join(dir, sub));
+    for (const [name, text] of Object.entries(files.certs))
+      writeFileSync(join(daemon.paths.certs, name), text, { mode: 0o600 });
+    for (const [name, text] of Object.entries(files.config))
+      writeFileSync(join(daemon.paths.config, name), text);
+    if (process.getuid?.() === 0) chownTree(dir, UID);
+    chmodSync(dir, 0o755);
+    return daemon;
+  }
+
+  /** The pod's path and port, mapped to this machine. */
+  map(arg: string): string {
+    const replacements: [string, string][] = [
+      [BUILDER_PATHS.socket, this.paths.socket],
+      [`tcp://:${BUILDKIT_PORT}`, `tcp://:${this.port}`],
+      [BUILDER_PATHS.certs, this.paths.certs],
+      [BUILDER_PATHS.config, this.paths.config],
+      [BUILDER_PATHS.state, this.paths.state],
+    ];
+    for (const [from, to] of replacements)
+      if (arg.startsWith(from)) return to + arg.slice(from.length);
+    return arg;
+  }
+
+  /** Starts `rootlesskit buildkitd <args>` (the rootless image's entrypoint) as UID 1000. */
+  start(tools: BuildkitTools, args: readonly string[]): void {
+    const env = {
+      PATH: `${join(tools.buildkitd, "..")}${delimiter}${process.env.PATH ?? ""}`,
+      // What the rootless image sets; BuildKit picks rootless defaults from USER and XDG_RUNTIME_DIR.
+      USER: "user",
+      HOME: join(this.dir, "home"),
+      XDG_RUNTIME_DIR: join(this.dir, "run"),
+    };
+    const command = [
+      tools.rootlesskit,
+      "--state-dir",
+      join(this.dir, "rk", "state"),
+      tools.buildkitd,
+      ...args.map((arg) => this.map(arg)),
+    ];
+    const [file, argv] = tools.setpriv
+      ? [tools.setpriv, [`--reuid=${UID}`, `--regid=${UID}`, "--init-groups", ...command]]
+      : [command[0] as string, command.slice(1)];
+    const child = spawn(file, argv, { env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    child.stdout?.on("data", (chunk) => {
+      this.log += chunk;
+    });
+    child.stderr?.on("data", (chunk) => {
+      this.log += chunk;
+    });
+    this.process = child;
+  }
+
+  /** Runs the probe command until it succeeds or the deadline passes. */
+  async waitReady(
+    probe: readonly string[],
+    buildctl: string,
+    deadlineMs = 30_000,
+  ): Promise<RunResult> {
+    const deadline = Date.now() + deadlineMs;
+    const argv = probe.slice(1).map((arg) => this.map(arg));
+    for (;;) {
+      const result = await run(buildctl, argv);
+      if (result.code === 0) return result;
+      if (this.process?.exitCode !== null || Date.now() > deadline) {
+        throw new Error(
+          `buildkitd did not become ready: ${result.stderr}\n--- buildkitd log ---\n${this.log.slice(-4000)}`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  get output(): string {
+    return this.log;
+  }
+
+  async stop(): Promise<void> {
+    const child = this.process;
+    if (child?.pid && child.exitCode === null) {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      process.kill(-child.pid, "SIGTERM");
+      const timer = setTimeout(() => child.pid && process.kill(-child.pid, "SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function chownTree(path: string, uid: number): void {
+  chownSync(path, uid, uid);
+  if (statSync(path).isDirectory())
+    for (const entry of readdirSync(path)) chownTree(join(path, entry), uid);
+}
