@@ -6,6 +6,7 @@ import { hostname } from "node:os";
 import { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import type { OperatorConfig } from "./config.ts";
+import { setupPoolController } from "./pool/controller.ts";
 import { KubeClient } from "./runtime/client.ts";
 import { createLogger } from "./runtime/log.ts";
 import { Manager, type ManagerOutcome } from "./runtime/manager.ts";
@@ -14,7 +15,14 @@ import { RuntimeMetrics } from "./runtime/metrics.ts";
 /** Registers a controller on the manager; each controller module exports one. */
 export type ControllerSetup = (manager: Manager, config: OperatorConfig) => void;
 
-export const CONTROLLERS: ControllerSetup[] = [];
+export const CONTROLLERS: ControllerSetup[] = [
+  (manager, config) => {
+    setupPoolController(manager, {
+      defaultImage: config.buildkitImage,
+      workers: config.poolWorkers,
+    });
+  },
+];
 
 export function loadKubeConfig(path: string | undefined): KubeConfig {
   const config = new KubeConfig();

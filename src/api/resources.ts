@@ -14,7 +14,23 @@ import {
   imageBuildSpec,
   imageBuildStatus,
 } from "./imagebuild.ts";
-import { API_VERSION } from "./meta.ts";
+import { API_VERSION, GROUP, VERSION } from "./meta.ts";
+
+/** The REST coordinates of the two kinds, for the runtime's client and informers. */
+export const BUILDER_POOL_RESOURCE = {
+  group: GROUP,
+  version: VERSION,
+  kind: "BuilderPool",
+  plural: "builderpools",
+  namespaced: true,
+} as const;
+export const IMAGE_BUILD_RESOURCE = {
+  group: GROUP,
+  version: VERSION,
+  kind: "ImageBuild",
+  plural: "imagebuilds",
+  namespaced: true,
+} as const;
 
 /** Metadata of an object the API server returned: name and namespace always set. */
 export type ObjectMeta = V1ObjectMeta & { name: string; namespace: string };

@@ -1,0 +1,320 @@
+// The BuilderPool reconciler: the thin shell around the pure functions of this directory. It
+// reads the pool and its children from the caches, asks what should exist, writes only the
+// differences, prunes what no longer belongs and reports status.
+import type {
+  KubernetesObject,
+  V1ConfigMap,
+  V1Deployment,
+  V1Node,
+  V1Secret,
+  V1Service,
+  V1StatefulSet,
+} from "@kubernetes/client-node";
+import {
+  BUILDER_POOL_RESOURCE,
+  type BuilderPool,
+  parseBuilderPool,
+  SpecError,
+} from "../api/resources.ts";
+import { caSecretName, LABELS, MANAGED_BY, serverSecretName } from "../naming.ts";
+import { ensure, writeStatus } from "../runtime/apply.ts";
+import { type KubeClient, RESOURCES, type ResourceType } from "../runtime/client.ts";
+import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.ts";
+import { stableHash } from "../runtime/hash.ts";
+import type { Informer } from "../runtime/informer.ts";
+import type { Manager } from "../runtime/manager.ts";
+import { ensureCertificates } from "./certificates.ts";
+import { type KubeVersion, parseKubeVersion } from "./context.ts";
+import { desiredPool, obsoleteChildren } from "./desired.ts";
+import { certificateEvents, scalingEvents } from "./events.ts";
+import { preserveServiceFields } from "./services.ts";
+import { invalidSpecStatus, poolStatus } from "./status.ts";
+
+export const MANAGED_SELECTOR = `${LABELS.managedBy}=${MANAGED_BY}`;
+
+/** Longest wait before a pool is looked at again even if nothing happens (certificate renewal). */
+const MAX_REQUEUE_MS = 12 * 3_600_000;
+
+const KIND_RESOURCES: Record<string, ResourceType> = {
+  ConfigMap: RESOURCES.configMap,
+  Secret: RESOURCES.secret,
+  Service: RESOURCES.service,
+  Deployment: RESOURCES.deployment,
+  StatefulSet: RESOURCES.statefulSet,
+  PodDisruptionBudget: RESOURCES.podDisruptionBudget,
+  NetworkPolicy: RESOURCES.networkPolicy,
+};
+
+export interface PoolControllerOptions {
+  /** The operator's --buildkit-image. */
+  defaultImage: string;
+  workers: number;
+  clusterDomain?: string;
+  now?: () => Date;
+  /** Replicas per pool architecture decided by the autoscaler (ImageBuild demand). */
+  replicas?: (pool: BuilderPool) => Readonly<Record<string, number>> | undefined;
+}
+
+export interface PoolCaches {
+  pools: Informer<KubernetesObject>;
+  secrets: Informer<V1Secret>;
+  configMaps: Informer<V1ConfigMap>;
+  services: Informer<V1Service>;
+  deployments: Informer<V1Deployment>;
+  statefulSets: Informer<V1StatefulSet>;
+  podDisruptionBudgets: Informer<KubernetesObject>;
+  networkPolicies: Informer<KubernetesObject>;
+  nodes: Informer<V1Node>;
+}
+
+/** The shared caches the pool controller reads; other controllers may use them too. */
+export function poolCaches(manager: Manager): PoolCaches {
+  const managed = { labelSelector: MANAGED_SELECTOR };
+  return {
+    pools: manager.informer(BUILDER_POOL_RESOURCE),
+    secrets: manager.informer<V1Secret>(RESOURCES.secret, managed),
+    configMaps: manager.informer<V1ConfigMap>(RESOURCES.configMap, managed),
+    services: manager.informer<V1Service>(RESOURCES.service, managed),
+    deployments: manager.informer<V1Deployment>(RESOURCES.deployment, managed),
+    statefulSets: manager.informer<V1StatefulSet>(RESOURCES.statefulSet, managed),
+    podDisruptionBudgets: manager.informer(RESOURCES.podDisruptionBudget, managed),
+    networkPolicies: manager.informer(RESOURCES.networkPolicy, managed),
+    // Only the labels of nodes matter (which architectures exist). Keeping the labels' hash as
+    // the cached resourceVersion makes the cache ignore kubelet heartbeats (a node's status
+    // changes every few seconds) and hand on only label changes.
+    nodes: manager.informer<V1Node>(RESOURCES.node, {
+      namespaces: [],
+      transform: (node) => ({
+        apiVersion: node.apiVersion,
+        kind: node.kind,
+        metadata: {
+          name: node.metadata?.name,
+          uid: node.metadata?.uid,
+          resourceVersion: stableHash(node.metadata?.labels ?? {}),
+          labels: node.metadata?.labels,
+        },
+      }),
+    }),
+  };
+}
+
+export class PoolReconciler {
+  private readonly client: KubeClient;
+  private readonly manager: Manager;
+  private readonly caches: PoolCaches;
+  private readonly options: PoolControllerOptions;
+  private serverVersion: KubeVersion | undefined;
+
+  constructor(manager: Manager, caches: PoolCaches, options: PoolControllerOptions) {
+    this.manager = manager;
+    this.client = manager.client;
+    this.caches = caches;
+    this.options = options;
+  }
+
+  private now(): Date {
+    return this.options.now?.() ?? new Date();
+  }
+
+  /** Read once: the AppArmor field depends on it, and it does not change under a running operator often enough to matter. */
+  private async version(): Promise<KubeVersion> {
+    this.serverVersion ??= parseKubeVersion(await this.client.request("GET", "/version"));
+    return this.serverVersion;
+  }
+
+  readonly reconcile = async (
+    { namespace, name }: ReconcileRequest,
+    { log }: ReconcileContext,
+  ): Promise<ReconcileResult | undefined> => {
+    const raw = this.caches.pools.get(namespace, name);
+    if (!raw || raw.metadata?.deletionTimestamp) return undefined; // children go by garbage collection
+    const now = this.now();
+    let pool: BuilderPool;
+    try {
+      pool = parseBuilderPool(raw);
+    } catch (error) {
+      if (error instanceof SpecError) return this.reportInvalid(raw, error, now);
+      throw error;
+    }
+
+    const certificates = await ensureCertificates(
+      pool,
+      {
+        caSecret: this.caches.secrets.get(namespace, caSecretName(name)),
+        serverSecret: this.caches.secrets.get(namespace, serverSecretName(name)),
+      },
+      { now, clusterDomain: this.options.clusterDomain },
+    );
+    let desired: ReturnType<typeof desiredPool>;
+    try {
+      desired = desiredPool(pool, {
+        serverVersion: await this.version(),
+        certHash: certificates.certHash,
+        defaultImage: this.options.defaultImage,
+        clusterDomain: this.options.clusterDomain,
+        replicas: this.options.replicas?.(pool),
+      });
+    } catch (error) {
+      if (error instanceof SpecError) return this.reportInvalid(raw, error, now);
+      throw error;
+    }
+
+    const workloadsBefore = this.workloads(pool);
+    const written: string[] = [];
+    for (const secret of [certificates.caSecret, certificates.serverSecret]) {
+      const result = await ensure(
+        this.client,
+        RESOURCES.secret,
+        secret,
+        this.caches.secrets.get(namespace, secret.metadata?.name as string),
+        { owner: raw },
+      );
+      if (result === "created" || result === "updated")
+        written.push(`Secret/${secret.metadata?.name}`);
+    }
+    for (const object of desired.objects) {
+      const type = KIND_RESOURCES[object.kind as string] as ResourceType;
+      const current = this.cacheFor(object.kind as string).get(
+        namespace,
+        object.metadata?.name as string,
+      );
+      const result = await ensure(this.client, type, object, current, {
+        owner: raw,
+        ...(object.kind === "Service"
+          ? {
+              preserve: preserveServiceFields as (
+                current: KubernetesObject,
+                desired: KubernetesObject,
+              ) => KubernetesObject,
+            }
+          : {}),
+      });
+      if (result === "created" || result === "updated")
+        written.push(`${object.kind}/${object.metadata?.name}`);
+    }
+    for (const obsolete of obsoleteChildren(pool, desired.objects, this.owned(raw))) {
+      await this.client.delete(
+        KIND_RESOURCES[obsolete.kind as string] as ResourceType,
+        namespace,
+        obsolete.metadata?.name as string,
+        { propagationPolicy: "Background" },
+      );
+      written.push(`-${obsolete.kind}/${obsolete.metadata?.name}`);
+    }
+    if (written.length > 0) log.info({ changed: written }, "children reconciled");
+
+    for (const event of [
+      ...certificateEvents(certificates.issued),
+      ...scalingEvents(desired.architectures, workloadsBefore),
+    ]) {
+      this.manager.events.record(raw, event.type, event.reason, event.message);
+    }
+    const status = poolStatus(
+      pool,
+      {
+        workloads: this.workloads(pool),
+        nodes: this.caches.nodes.list(),
+        certNotAfter: certificates.notAfter,
+        replicas: this.options.replicas?.(pool),
+      },
+      now,
+    );
+    await writeStatus(
+      this.client,
+      BUILDER_POOL_RESOURCE,
+      raw as KubernetesObject & { status?: unknown },
+      status,
+    );
+    return {
+      requeueAfter: Math.max(
+        1000,
+        Math.min(MAX_REQUEUE_MS, certificates.renewAt.getTime() - now.getTime()),
+      ),
+    };
+  };
+
+  private async reportInvalid(
+    raw: KubernetesObject,
+    error: SpecError,
+    now: Date,
+  ): Promise<undefined> {
+    const wrote = await writeStatus(
+      this.client,
+      BUILDER_POOL_RESOURCE,
+      raw as KubernetesObject & { status?: unknown },
+      invalidSpecStatus(raw, error, now),
+    );
+    if (wrote) this.manager.events.record(raw, "Warning", "InvalidSpec", error.issues.join("; "));
+    return undefined;
+  }
+
+  private cacheFor(kind: string): Informer<KubernetesObject> {
+    const caches: Record<string, Informer<KubernetesObject>> = {
+      ConfigMap: this.caches.configMaps,
+      Secret: this.caches.secrets,
+      Service: this.caches.services,
+      Deployment: this.caches.deployments,
+      StatefulSet: this.caches.statefulSets,
+      PodDisruptionBudget: this.caches.podDisruptionBudgets,
+      NetworkPolicy: this.caches.networkPolicies,
+    };
+    const cache = caches[kind];
+    if (!cache) throw new Error(`no cache for ${kind}`);
+    return cache;
+  }
+
+  private workloads(pool: BuilderPool): Record<string, V1Deployment | V1StatefulSet | undefined> {
+    const out: Record<string, V1Deployment | V1StatefulSet | undefined> = {};
+    const persistent = pool.spec.cache.type === "Persistent";
+    for (const arch of pool.spec.architectures) {
+      const name = `${pool.metadata.name}-${arch.name}`;
+      out[arch.name] = persistent
+        ? this.caches.statefulSets.get(pool.metadata.namespace, name)
+        : this.caches.deployments.get(pool.metadata.namespace, name);
+    }
+    return out;
+  }
+
+  private owned(pool: KubernetesObject): KubernetesObject[] {
+    const uid = pool.metadata?.uid as string;
+    return [
+      this.caches.deployments,
+      this.caches.statefulSets,
+      this.caches.services,
+      this.caches.podDisruptionBudgets,
+    ].flatMap((cache) => cache.byIndex("owner", uid));
+  }
+}
+
+/** Registers the BuilderPool controller on the manager. */
+export function setupPoolController(
+  manager: Manager,
+  options: PoolControllerOptions,
+  caches = poolCaches(manager),
+): PoolReconciler {
+  const reconciler = new PoolReconciler(manager, caches, options);
+  manager.addController({
+    name: "builderpool",
+    for: caches.pools,
+    owns: [
+      caches.secrets,
+      caches.configMaps,
+      caches.services,
+      caches.deployments,
+      caches.statefulSets,
+      caches.podDisruptionBudgets,
+      caches.networkPolicies,
+    ],
+    // A node joining or leaving can make an architecture schedulable or not.
+    watches: [
+      {
+        informer: caches.nodes,
+        map: () =>
+          caches.pools.list().map((pool) => `${pool.metadata?.namespace}/${pool.metadata?.name}`),
+      },
+    ],
+    reconcile: reconciler.reconcile,
+    workers: options.workers,
+  });
+  return reconciler;
+}
