@@ -1,0 +1,17 @@
+import { createHash } from "node:crypto";
+
+/** A sha256 content digest, the only algorithm `assemble` reads or writes. */
+export const SHA256_DIGEST = /^sha256:[a-f0-9]{64}$/;
+
+export function sha256Digest(bytes: Uint8Array): string {
+  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+}
+
+export function isSha256Digest(value: string): boolean {
+  return SHA256_DIGEST.test(value);
+}
+
+/** Short form for messages: `sha256:0123456789ab`. */
+export function shortDigest(digest: string): string {
+  return digest.slice(0, "sha256:".length + 12);
+}
