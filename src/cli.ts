@@ -5,12 +5,15 @@ const USAGE = `usage: buildfarm <command> [options]
 
 commands:
   crds [--out DIR]     print the CustomResourceDefinitions, or write them into DIR
+  assemble [options]   combine per-platform images into one multi-arch index and tag it
+                       (buildfarm assemble --help)
 `;
 
 type Command = (argv: string[]) => Promise<number>;
 
 const COMMANDS: Record<string, () => Promise<Command>> = {
   crds: async () => (await import("./commands/crds.ts")).crdsCommand,
+  assemble: async () => (await import("./commands/assemble.ts")).assembleCommand,
 };
 
 async function main(argv: string[]): Promise<number> {
