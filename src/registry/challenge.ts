@@ -40,7 +40,8 @@ export function parseWwwAuthenticate(header: string | null | undefined): Challen
         }
         rest = rest.slice(i + 1);
       } else {
-        value = TOKEN.exec(rest)?.[0] ?? "";
+        // A token by the RFC; registries are seen sending bare URLs too, so read to the comma.
+        value = /^[^\s,]*/.exec(rest)?.[0] ?? "";
         rest = rest.slice(value.length);
       }
       current.params[token.toLowerCase()] = value;

@@ -10,8 +10,3 @@ export function sha256Digest(bytes: Uint8Array): string {
 export function isSha256Digest(value: string): boolean {
   return SHA256_DIGEST.test(value);
 }
-
-/** Short form for messages: `sha256:0123456789ab`. */
-export function shortDigest(digest: string): string {
-  return digest.slice(0, "sha256:".length + 12);
-}

@@ -236,5 +236,26 @@ export function describeNetworkError(error: unknown): { message: string; retryab
       retryable: false,
     };
   }
-  return { message: code ? `${code}: ${detail}` : detail, retryable: true };
+  return {
+    message: code ? `${code}: ${detail}` : detail,
+    retryable: code !== undefined && TRANSIENT_CODES.has(code),
+  };
 }
+
+/** Network failures that another attempt may not meet. */
+const TRANSIENT_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+  "ENOTFOUND",
+  "UND_ERR_SOCKET",
+  "UND_ERR_CONNECT_TIMEOUT",
+  "UND_ERR_HEADERS_TIMEOUT",
+  "UND_ERR_BODY_TIMEOUT",
+  "UND_ERR_CLOSED",
+]);

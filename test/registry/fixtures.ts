@@ -17,6 +17,7 @@ export interface Platform {
   os: string;
   architecture: string;
   variant?: string;
+  "os.version"?: string;
 }
 
 export interface ImageFixture {
