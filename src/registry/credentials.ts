@@ -85,7 +85,7 @@ export class CredentialStore {
           { dockerConfig: file },
           "no docker config file: registries are accessed anonymously",
         );
-        return new CredentialStore(new Map(), file);
+        return new CredentialStore(new Map(), `${file} (not found)`);
       }
       throw new RegistryError(
         "config",
@@ -142,18 +142,13 @@ export class CredentialStore {
   }
 }
 
+/** The legacy .dockercfg layout: `{ "host": { "auth": "…" } }` without an `auths` map. */
 function isLegacyDockercfg(raw: unknown): boolean {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return false;
   const values = Object.values(raw);
   return (
     values.length > 0 &&
-    values.every(
-      (value) =>
-        authEntry.safeParse(value).success &&
-        typeof value === "object" &&
-        value !== null &&
-        "auth" in value,
-    )
+    values.every((value) => typeof authEntry.safeParse(value).data?.auth === "string")
   );
 }
 

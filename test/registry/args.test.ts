@@ -1,6 +1,6 @@
 // The `assemble` command line, and docker config files: what is accepted, and the message
 // naming the flag (or the file) when something is not.
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -15,6 +15,9 @@ import { RegistryError } from "../../src/registry/errors.ts";
 import type { Logger } from "../../src/registry/logger.ts";
 import { REDACTED, Redactor } from "../../src/registry/redact.ts";
 import { runAssemble } from "./cli.ts";
+import { tempDirs } from "./temp.ts";
+
+const temp = tempDirs("buildfarm-args");
 
 const D1 = `sha256:${"1".repeat(64)}`;
 const D2 = `sha256:${"2".repeat(64)}`;
@@ -216,7 +219,7 @@ describe("the termination message", () => {
 
 describe("docker config files", () => {
   async function load(content: unknown, raw?: string) {
-    const dir = await mkdtemp(join(tmpdir(), "buildfarm-creds-"));
+    const dir = await temp.make();
     await writeFile(join(dir, "config.json"), raw ?? JSON.stringify(content));
     const redactor = new Redactor();
     const warnings: string[] = [];

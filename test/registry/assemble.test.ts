@@ -1,7 +1,6 @@
 // `buildfarm assemble` as a child process against a real registry (Debian's docker-registry,
 // plain HTTP on loopback), with skopeo as the independent judge of what was pushed.
-import { mkdtemp, readFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -14,6 +13,9 @@ import {
 import { flags, outputOf, runAssemble } from "./cli.ts";
 import { makeAttestationIndex, makeImage, pushAttestationIndex, pushImage } from "./fixtures.ts";
 import { type FaultyProxy, startFaultyProxy } from "./proxy.ts";
+import { tempDirs } from "./temp.ts";
+
+const temp = tempDirs("buildfarm-assemble");
 
 const skip = skipWithoutRegistryTools("registry assemble tests");
 
@@ -406,7 +408,7 @@ describe.skipIf(skip)("buildfarm assemble against a real registry", () => {
       const repo = "demo/termination";
       const amd64 = makeImage({ platform: { os: "linux", architecture: "amd64" }, format: "oci" });
       await pushImage(registry, repo, amd64);
-      const dir = await mkdtemp(join(tmpdir(), "buildfarm-termination-"));
+      const dir = await temp.make();
       const file = join(dir, "termination-log");
       const ok = await runAssemble([
         ...flags({

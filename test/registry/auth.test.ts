@@ -1,8 +1,7 @@
 // `buildfarm assemble` against real registries that want credentials: one behind TLS (a CA
 // made for the test) with htpasswd Basic auth, one with the Bearer token flow (a token
 // service that signs real JWTs, which the registry verifies). No secret may appear on stderr.
-import { mkdtemp, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -14,6 +13,9 @@ import {
 } from "../support/registry.ts";
 import { flags, outputOf, runAssemble } from "./cli.ts";
 import { makeImage, pushImage } from "./fixtures.ts";
+import { tempDirs } from "./temp.ts";
+
+const temp = tempDirs("buildfarm-auth");
 
 const skip = skipWithoutRegistryTools("registry auth tests");
 
@@ -21,7 +23,7 @@ const USER = "builder";
 const PASSWORD = "s3cret-Pa55word!";
 
 async function dockerConfig(content: unknown): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "buildfarm-docker-config-"));
+  const dir = await temp.make();
   await writeFile(join(dir, "config.json"), JSON.stringify(content));
   return dir;
 }
