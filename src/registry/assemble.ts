@@ -5,6 +5,7 @@ import { type AssembledIndex, assembleIndex, type IndexFormat } from "./assembly
 import type { RegistryClient } from "./client.ts";
 import { isRegistryWide, RegistryError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
+import { MEDIA_TYPES } from "./media-types.ts";
 import type { Repository } from "./reference.ts";
 import { type DigestClaim, resolveInput } from "./resolve.ts";
 
@@ -54,7 +55,21 @@ export async function assemble(
 
   const index = assembleIndex(inputs, { format: request.format, annotations: request.annotations });
 
-  await client.putManifest(repo, index.digest, index.bytes, index.mediaType);
+  try {
+    await client.putManifest(repo, index.digest, index.bytes, index.mediaType);
+  } catch (error) {
+    // Some registries still refuse OCI indexes; the Docker manifest list is the way out.
+    const refused =
+      error instanceof RegistryError && (error.status === 400 || error.status === 415);
+    if (refused && index.mediaType === MEDIA_TYPES.ociIndex && request.format === "oci") {
+      throw new RegistryError(
+        error.kind,
+        `${error.message}; if this registry does not take OCI image indexes, try --format docker`,
+        error.status,
+      );
+    }
+    throw error;
+  }
   logger.info(
     { digest: index.digest, mediaType: index.mediaType, platforms: index.platforms },
     `pushed the index ${repo.name}@${index.digest}`,

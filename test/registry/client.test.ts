@@ -4,10 +4,11 @@
 import { createHash } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { assemble } from "../../src/registry/assemble.ts";
 import { RegistryClient } from "../../src/registry/client.ts";
 import { CredentialStore } from "../../src/registry/credentials.ts";
 import { RegistryError } from "../../src/registry/errors.ts";
-import type { Logger } from "../../src/registry/logger.ts";
+import { type Logger, silentLogger } from "../../src/registry/logger.ts";
 import { REDACTED, Redactor } from "../../src/registry/redact.ts";
 import { parseRepository, type Repository } from "../../src/registry/reference.ts";
 import { freePort } from "../support/registry.ts";
@@ -404,6 +405,45 @@ describe("what a registry may answer", () => {
       "application/vnd.docker.distribution.manifest.list.v2+json",
       "application/vnd.oci.image.manifest.v1+json",
       "application/vnd.docker.distribution.manifest.v2+json",
+    ]);
+  });
+});
+
+describe("assemble() against a registry that refuses OCI indexes", () => {
+  it("pushes nothing else and suggests --format docker", async () => {
+    handler = (req, _body, res) => {
+      if (req.method === "PUT") {
+        return json(res, 400, {
+          errors: [{ code: "MANIFEST_INVALID", message: "manifest invalid" }],
+        });
+      }
+      if (req.url === `/v2/team/app/blobs/${image.config.digest}`) {
+        return res.writeHead(200).end(Buffer.from(image.config.bytes));
+      }
+      serveManifest(res);
+    };
+    const c = await client();
+    const error = await failure(
+      assemble(
+        c,
+        {
+          repository: repo(),
+          inputs: [
+            { platform: { os: "linux", architecture: "amd64" }, digest: image.manifest.digest },
+          ],
+          tags: ["v1"],
+          format: "oci",
+          annotations: {},
+        },
+        silentLogger,
+      ),
+    );
+    await c.close();
+    expect(error.message).toMatch(
+      /^pushing manifest .*@sha256:[a-f0-9]{64}: .* answered 400 MANIFEST_INVALID: manifest invalid; if this registry does not take OCI image indexes, try --format docker$/,
+    );
+    expect(seen.filter((s) => s.method === "PUT").map((s) => s.url)).toEqual([
+      expect.stringMatching(/^\/v2\/team\/app\/manifests\/sha256:/),
     ]);
   });
 });
