@@ -6,6 +6,8 @@ const USAGE = `usage: buildfarm <command> [options]
 commands:
   operator [options]   run the controllers against the current kube context (--help for options)
   crds [--out DIR]     print the CustomResourceDefinitions, or write them into DIR
+  assemble [options]   combine per-platform images into one multi-arch index and tag it
+                       (buildfarm assemble --help)
 `;
 
 type Command = (argv: string[]) => Promise<number>;
@@ -13,6 +15,7 @@ type Command = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, () => Promise<Command>> = {
   operator: async () => (await import("./commands/operator.ts")).operatorCommand,
   crds: async () => (await import("./commands/crds.ts")).crdsCommand,
+  assemble: async () => (await import("./commands/assemble.ts")).assembleCommand,
 };
 
 async function main(argv: string[]): Promise<number> {
