@@ -61,7 +61,14 @@ export function gitUrlProblem(url: string): string | undefined {
   return undefined;
 }
 
-/** The dockerfile frontend's `context` value: `<url>#<revision>` and `:<subPath>` when set. */
+/**
+ * The dockerfile frontend's `context` value: `<url>#<revision>` and `:<subPath>` when set.
+ * The default revision HEAD (the remote's default branch) is left out of the fragment:
+ * BuildKit v0.24 resolves an empty ref to the default branch, but fails on a literal `#HEAD`
+ * ("repository does not contain ref HEAD", seen against git daemon).
+ */
 export function gitContext(git: GitSource): string {
-  return `${git.url}#${git.revision}${git.subPath ? `:${git.subPath}` : ""}`;
+  const ref = git.revision === "HEAD" ? "" : git.revision;
+  const fragment = `${ref}${git.subPath ? `:${git.subPath}` : ""}`;
+  return fragment === "" ? git.url : `${git.url}#${fragment}`;
 }

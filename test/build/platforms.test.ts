@@ -57,8 +57,9 @@ describe("git contexts as BuildKit's dockerfile frontend reads them", () => {
     ],
     [
       { url: "git@github.com:o/r.git", revision: "HEAD", subPath: "app" },
-      "git@github.com:o/r.git#HEAD:app",
+      "git@github.com:o/r.git#:app",
     ],
+    [{ url: "https://github.com/o/r.git", revision: "HEAD" }, "https://github.com/o/r.git"],
   ])("%j → %s", (git, context) => {
     expect(gitContext(git)).toBe(context);
   });
