@@ -136,7 +136,7 @@ function containerStatus(name: string, state: ContainerState) {
 /** A pod of a Job, owned by it; `index` orders pods by creation. */
 export function pod(job: V1Job, index: number, state: PodState): V1Pod {
   const name = `${job.metadata?.name}-${"abcdefghij"[index] ?? "z"}${index}`;
-  const created = new Date(T0.getTime() + index * 60_000).toISOString();
+  const created = new Date(T0.getTime() + index * 60_000).toISOString().replace(".000Z", "Z");
   const terminated = (exitCode: number, message?: string): ContainerState => ({
     terminated: { exitCode, ...(message === undefined ? {} : { message }), finishedAt: created },
   });
@@ -216,12 +216,12 @@ export function job(object: V1Job, state: JobState = {}): ObservedJob {
   };
   const pods = (state.pods ?? []).map((podState, index) => pod(withUid, index, podState));
   const phases = (state.pods ?? []).map((p) => p.phase);
-  const finishedAt = new Date(T0.getTime() + 30 * 60_000).toISOString();
+  const finishedAt = new Date(T0.getTime() + 30 * 60_000).toISOString().replace(".000Z", "Z");
   withUid.status = {
     active: state.outcome ? 0 : phases.filter((p) => p === "Pending" || p === "Running").length,
     succeeded: phases.filter((p) => p === "Succeeded").length,
     failed: phases.filter((p) => p === "Failed").length,
-    startTime: T0.toISOString() as unknown as Date,
+    startTime: T0.toISOString().replace(".000Z", "Z") as unknown as Date,
     ...(state.outcome?.type === "Complete"
       ? { completionTime: finishedAt as unknown as Date }
       : {}),
