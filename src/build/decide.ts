@@ -9,7 +9,7 @@
 import type { V1ConfigMap, V1Job } from "@kubernetes/client-node";
 import type { BuildPhase, ImageBuildStatus, PlatformStatus } from "../api/imagebuild.ts";
 import type { ImageBuild } from "../api/resources.ts";
-import { clientSecretName, indexJobName, inlineContextName } from "../naming.ts";
+import { buildJobName, clientSecretName, indexJobName, inlineContextName } from "../naming.ts";
 import type { Admission } from "./admission.ts";
 import { builderEndpoint } from "./argv.ts";
 import { buildConditions, type CacheCondition, isTerminal, type Outcome } from "./conditions.ts";
@@ -62,6 +62,25 @@ export interface Decision {
   actions: Action[];
   events: BuildEvent[];
   requeueAfterMs?: number;
+}
+
+/**
+ * Sorts the Jobs found for a build (listed by the buildfarm.dev/build label) into platform
+ * Jobs by slug and the index Job, by their deterministic names.
+ */
+export function jobsOf(
+  build: ImageBuild,
+  jobs: readonly ObservedJob[],
+): { jobs: Record<string, ObservedJob>; indexJob?: ObservedJob } {
+  const byName = new Map(jobs.map((job) => [job.name, job]));
+  const platformJobs: Record<string, ObservedJob> = {};
+  for (const platform of build.spec.platforms) {
+    const slug = platformSlug(platform);
+    const job = byName.get(buildJobName(build.metadata.name, slug));
+    if (job) platformJobs[slug] = job;
+  }
+  const indexJob = byName.get(indexJobName(build.metadata.name));
+  return indexJob ? { jobs: platformJobs, indexJob } : { jobs: platformJobs };
 }
 
 export interface LogRequest {

@@ -13,8 +13,8 @@
 // The state is derived from Jobs and build status alone, never stored: a restarted operator
 // computes the same queue, and two reconciles that read the same cache agree on who is next.
 import type { BuilderPoolSpec } from "../api/builderpool.ts";
-import type { ImageBuild } from "../api/resources.ts";
-import type { PlatformTarget } from "./admission.ts";
+import type { BuilderPool, ImageBuild } from "../api/resources.ts";
+import { type PlatformTarget, targetsOf } from "./admission.ts";
 import { isFinished, type ObservedJob } from "./observe.ts";
 
 export interface QueuedBuild {
@@ -152,4 +152,33 @@ export function slotRequestsOf(
     }
   }
   return requests;
+}
+
+export interface PoolMember {
+  build: ImageBuild;
+  /** Its platform Jobs by slug (see jobsOf). */
+  jobs: Readonly<Record<string, ObservedJob | undefined>>;
+}
+
+/**
+ * The whole pool's queue, from every ImageBuild that references the pool and its Jobs. The
+ * build being reconciled passes `admitted`, since its status may not say so yet; the others
+ * stand in line when their status phase is Queued or Building. Builds whose platforms the
+ * pool does not serve hold nothing.
+ */
+export function poolQueue(
+  pool: BuilderPool,
+  members: readonly PoolMember[],
+  current?: { namespace: string; name: string; admitted: boolean },
+): QueueState {
+  const requests = members.flatMap(({ build, jobs }) => {
+    const mapped = targetsOf(build, pool);
+    if ("verdict" in mapped) return [];
+    const isCurrent =
+      current !== undefined &&
+      current.namespace === build.metadata.namespace &&
+      current.name === build.metadata.name;
+    return slotRequestsOf(build, mapped.targets, jobs, isCurrent ? current.admitted : undefined);
+  });
+  return assignSlots(pool.spec, requests);
 }

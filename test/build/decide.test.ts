@@ -8,6 +8,7 @@ import {
   type Action,
   type Decision,
   decideNextStep,
+  jobsOf,
   logRequests,
   type Observed,
   WAIT_REQUEUE_MS,
@@ -585,6 +586,18 @@ describe("admission outcomes", () => {
       ["Running", undefined],
       ["Pending", "push Secret gone"],
     ]);
+  });
+});
+
+describe("sorting a build's Jobs", () => {
+  it("finds platform Jobs by slug and the index Job by name, and ignores others", () => {
+    const world = new World();
+    world.reconcile();
+    const found = Object.values(world.observedJobs());
+    const stranger = { ...found[0], name: "welcome-7f3a2c1-s390x" } as ObservedJob;
+    const sorted = jobsOf(world.build, [...found, stranger]);
+    expect(Object.keys(sorted.jobs)).toEqual(["amd64", "arm64"]);
+    expect(sorted.indexJob).toBeUndefined();
   });
 });
 

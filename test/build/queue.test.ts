@@ -5,6 +5,7 @@ import {
   assignSlots,
   capacityOf,
   compareBuilds,
+  poolQueue,
   type QueuedBuild,
   type SlotRequest,
   slotKey,
@@ -213,5 +214,55 @@ describe("a build's slot requests", () => {
       [],
     );
     expect(slotRequestsOf(exampleBuild(), plan.targets, {}, true)).toHaveLength(2);
+  });
+});
+
+describe("the whole pool's queue", () => {
+  const capped = examplePool({ spec: { maxConcurrentBuilds: 1 } });
+  const named = (name: string, minute: number, phase?: string) =>
+    exampleBuild({
+      metadata: { name, uid: `uid-${name}`, creationTimestamp: `2026-03-01T10:0${minute}:00Z` },
+      ...(phase ? { status: { phase } } : {}),
+    });
+
+  it("puts every admitted build of the pool in one line per architecture", () => {
+    const first = named("first", 1, "Queued");
+    const second = named("second", 2, "Queued");
+    const state = poolQueue(capped, [
+      { build: second, jobs: {} },
+      { build: first, jobs: {} },
+    ]);
+    expect(state.verdicts.get(slotKey(first.metadata, "amd64"))).toEqual({ start: true });
+    expect(state.verdicts.get(slotKey(second.metadata, "arm64"))).toMatchObject({
+      start: false,
+      position: 1,
+    });
+    expect(state.architectures).toEqual([
+      { architecture: "amd64", capacity: 1, running: 0, waiting: 1 },
+      { architecture: "arm64", capacity: 1, running: 0, waiting: 1 },
+    ]);
+  });
+
+  it("lets the build being reconciled in before its status says Queued, and leaves out unserved ones", () => {
+    const fresh = named("fresh", 3);
+    const unserved = exampleBuild({
+      metadata: { name: "s390x", uid: "uid-s", creationTimestamp: "2026-03-01T09:00:00Z" },
+      spec: { platforms: ["linux/s390x"] },
+      status: { phase: "Queued" },
+    });
+    const state = poolQueue(
+      capped,
+      [
+        { build: fresh, jobs: {} },
+        { build: unserved, jobs: {} },
+      ],
+      {
+        namespace: fresh.metadata.namespace,
+        name: "fresh",
+        admitted: true,
+      },
+    );
+    expect(state.verdicts.get(slotKey(fresh.metadata, "amd64"))).toEqual({ start: true });
+    expect(state.verdicts.size).toBe(2);
   });
 });
