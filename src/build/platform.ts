@@ -57,11 +57,6 @@ export interface PlatformContext {
   logs?: Readonly<Record<string, string>> | undefined;
 }
 
-/** The pod whose outcome decided the Job: the succeeded one, else the newest. */
-export function decidingPod(job: ObservedJob): ObservedPod | undefined {
-  return job.pods.find((pod) => pod.phase === "Succeeded") ?? job.pods.at(-1);
-}
-
 /** Whether the Job is this build's (its controller owner reference carries the build's uid). */
 export function ownedBy(job: ObservedJob, build: ImageBuild): boolean {
   return build.metadata.uid === undefined || job.controllerUid === build.metadata.uid;
