@@ -14,6 +14,8 @@ export const LABELS = {
   poolNamespace: "buildfarm.dev/pool-namespace",
   arch: "buildfarm.dev/arch",
   build: "buildfarm.dev/build",
+  /** The platform a build Job builds, as a label-safe slug: amd64, arm64, arm-v7. */
+  platform: "buildfarm.dev/platform",
 } as const;
 
 export const COMPONENTS = {
@@ -75,10 +77,14 @@ export const BUILD_PATHS = {
   certs: "/etc/buildkit/certs",
   dockerConfig: "/etc/buildfarm/docker",
   secrets: "/etc/buildfarm/secrets",
+  /** The private git credential: `token` or `ssh-privatekey`, as named in the auth Secret. */
+  gitAuth: "/etc/buildfarm/git",
   context: "/workspace/context",
   out: "/out",
   metadataFile: "/out/metadata.json",
   terminationLog: "/dev/termination-log",
+  /** A writable emptyDir for HOME and TMPDIR: the root filesystem is read-only. */
+  tmp: "/tmp",
 } as const;
 
 /** Labels every child of a pool carries. */

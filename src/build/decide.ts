@@ -1,0 +1,525 @@
+// The ImageBuild's next step as a pure function of what the reconciler read: admission, the
+// queue's verdicts, the client Secret, the Jobs and their pods, and the clock. It returns the
+// whole desired status and the writes that move the cluster towards it; the reconciler only
+// performs them. Restart-safe by construction: it never asks to create an object it saw, and
+// a digest already in status is kept whatever happened to the Job that produced it.
+//
+// admit → queue → client Secret (+ inline context) → platform Jobs → index Job → done
+// Pending → Queued → Building → Assembling → Succeeded | Failed | Cancelled
+import type { V1ConfigMap, V1Job } from "@kubernetes/client-node";
+import type { BuildPhase, ImageBuildStatus, PlatformStatus } from "../api/imagebuild.ts";
+import type { ImageBuild } from "../api/resources.ts";
+import { buildJobName, clientSecretName, indexJobName, inlineContextName } from "../naming.ts";
+import type { Admission } from "./admission.ts";
+import { builderEndpoint } from "./argv.ts";
+import { buildConditions, type CacheCondition, isTerminal, type Outcome } from "./conditions.ts";
+import { buildJob, CONTAINERS, indexJob, inlineContextConfigMap } from "./jobs.ts";
+import { failureMessage, parseAssembleResult } from "./metadata.ts";
+import { isFinished, type ObservedJob, rfc3339 } from "./observe.ts";
+import { cacheOutcomeOf, ownedBy, type PlatformView, platformView } from "./platform.ts";
+import { platformSlug } from "./platforms.ts";
+import { type SlotVerdict, slotKey } from "./queue.ts";
+
+/** How often a build that waits (queued, or for a pool or Secret) is looked at again. */
+export const WAIT_REQUEUE_MS = 30_000;
+
+export interface Observed {
+  now: Date;
+  admission: Admission;
+  /** The pool queue's verdicts (assignSlots), by slotKey. */
+  slots: ReadonlyMap<string, SlotVerdict>;
+  /** Whether `<build>-buildkit-client` exists. */
+  clientSecret: boolean;
+  /** Whether `<build>-context` exists (inline sources). */
+  inlineContext: boolean;
+  /** Platform Jobs found under their names, by platform slug. */
+  jobs: Readonly<Record<string, ObservedJob | undefined>>;
+  indexJob?: ObservedJob | undefined;
+  /** buildctl log tails by pod name, fetched for the pods logRequests() named. */
+  logs?: Readonly<Record<string, string>>;
+  /** The operator's image, which runs `buildfarm assemble` in the index Job. */
+  operatorImage: string;
+  operatorUser?: number;
+}
+
+export type Action =
+  | { type: "CreateClientSecret"; name: string; pool: { name: string; namespace: string } }
+  | { type: "CreateConfigMap"; object: V1ConfigMap }
+  | { type: "CreateJob"; platform?: string; object: V1Job }
+  | { type: "DeleteJob"; name: string; propagationPolicy: "Background"; reason: string }
+  | { type: "DeleteSecret"; name: string; reason: string }
+  | { type: "DeleteConfigMap"; name: string; reason: string };
+
+export interface BuildEvent {
+  type: "Normal" | "Warning";
+  reason: string;
+  message: string;
+}
+
+export interface Decision {
+  status: ImageBuildStatus;
+  /** In order: what a Job mounts is created before the Job. */
+  actions: Action[];
+  events: BuildEvent[];
+  requeueAfterMs?: number;
+}
+
+/**
+ * Sorts the Jobs found for a build (listed by the buildfarm.dev/build label) into platform
+ * Jobs by slug and the index Job, by their deterministic names.
+ */
+export function jobsOf(
+  build: ImageBuild,
+  jobs: readonly ObservedJob[],
+): { jobs: Record<string, ObservedJob>; indexJob?: ObservedJob } {
+  const byName = new Map(jobs.map((job) => [job.name, job]));
+  const platformJobs: Record<string, ObservedJob> = {};
+  for (const platform of build.spec.platforms) {
+    const slug = platformSlug(platform);
+    const job = byName.get(buildJobName(build.metadata.name, slug));
+    if (job) platformJobs[slug] = job;
+  }
+  const indexJob = byName.get(indexJobName(build.metadata.name));
+  return indexJob ? { jobs: platformJobs, indexJob } : { jobs: platformJobs };
+}
+
+export interface LogRequest {
+  pod: string;
+  container: string;
+  platform: string;
+}
+
+/**
+ * The buildctl logs decide() wants: pods of platforms that just finished without exporting
+ * the cache, whose log holds the registry's reason. Rarely any; read them with
+ * pods/log?container=buildctl&tailLines=200 and pass them as Observed.logs.
+ */
+export function logRequests(build: ImageBuild, observed: Pick<Observed, "jobs">): LogRequest[] {
+  if (build.spec.cache.disabled || isTerminal(build.status?.phase)) return [];
+  const requests: LogRequest[] = [];
+  for (const platform of build.spec.platforms) {
+    const job = observed.jobs[platformSlug(platform)];
+    const recorded = build.status?.platforms?.find((p) => p.platform === platform);
+    if (!job || recorded?.digest || !ownedBy(job, build) || job.outcome?.type !== "Complete")
+      continue;
+    const view = platformView(platform, platformSlug(platform), { build, now: "", job });
+    if (view.state.kind === "succeeded" && cacheOutcomeOf(view.status)?.exported === false) {
+      const pod = job.pods.find((candidate) => candidate.phase === "Succeeded");
+      if (pod) requests.push({ pod: pod.name, container: CONTAINERS.buildctl, platform });
+    }
+  }
+  return requests;
+}
+
+function deleteJob(job: ObservedJob, reason: string): Action {
+  return { type: "DeleteJob", name: job.name, propagationPolicy: "Background", reason };
+}
+
+/** Stops every unfinished Job of the build (platforms and index) that is not already going. */
+function stopRunning(build: ImageBuild, observed: Observed, reason: string): Action[] {
+  return [...Object.values(observed.jobs), observed.indexJob]
+    .filter((job): job is ObservedJob => job !== undefined)
+    .filter((job) => ownedBy(job, build) && !isFinished(job) && !job.deleting)
+    .map((job) => deleteJob(job, reason));
+}
+
+function cacheCondition(
+  build: ImageBuild,
+  platforms: readonly PlatformStatus[],
+): CacheCondition | undefined {
+  if (build.spec.cache.disabled) return undefined;
+  const outcomes = platforms
+    .filter((platform) => platform.digest !== undefined)
+    .map((platform) => ({ platform: platform.platform, outcome: cacheOutcomeOf(platform) }));
+  const refused = outcomes.filter(({ outcome }) => outcome?.exported === false);
+  if (refused.length > 0) {
+    return {
+      status: "False",
+      reason: "ExportFailed",
+      message: refused
+        .map(
+          ({ platform, outcome }) =>
+            `${platform}: ${outcome?.exported === false ? outcome.message : ""}`,
+        )
+        .join("\n")
+        .concat(
+          build.spec.cache.failOnExportError
+            ? ""
+            : "\nThe image was pushed; set spec.cache.failOnExportError to fail builds instead.",
+        ),
+    };
+  }
+  const exported = outcomes.filter(({ outcome }) => outcome?.exported === true).length;
+  if (exported === platforms.length && platforms.length > 0) {
+    return {
+      status: "True",
+      reason: "Exported",
+      message: "every platform exported its registry cache",
+    };
+  }
+  return {
+    status: "Unknown",
+    reason: "Pending",
+    message: "the cache is exported as each platform finishes",
+  };
+}
+
+interface Draft {
+  outcome: Outcome;
+  platforms: PlatformStatus[];
+  actions: Action[];
+  digest?: string;
+  requeueAfterMs?: number;
+  queuePosition?: number;
+}
+
+function finish(build: ImageBuild, observed: Observed, draft: Draft): Decision {
+  const previous = build.status ?? {};
+  const now = rfc3339(observed.now);
+  const { phase } = draft.outcome;
+  const started = draft.platforms.some((platform) => platform.job !== undefined || platform.digest);
+  const startTime = previous.startTime ?? (started ? now : undefined);
+  const completionTime = isTerminal(phase) ? (previous.completionTime ?? now) : undefined;
+  const digest = draft.digest ?? previous.digest;
+  const status: ImageBuildStatus = {
+    ...(build.metadata.generation === undefined
+      ? {}
+      : { observedGeneration: build.metadata.generation }),
+    phase,
+    ...(draft.queuePosition === undefined ? {} : { queuePosition: draft.queuePosition }),
+    platforms: draft.platforms,
+    ...(digest ? { digest, image: `${build.spec.output.image}@${digest}` } : {}),
+    ...(startTime ? { startTime } : {}),
+    ...(completionTime ? { completionTime } : {}),
+    conditions: buildConditions(
+      previous.conditions,
+      draft.outcome,
+      cacheCondition(build, draft.platforms),
+      build.metadata.generation,
+      observed.now,
+    ),
+  };
+  return {
+    status,
+    actions: draft.actions,
+    events: eventsFor(build, previous, status, draft.outcome),
+    ...(draft.requeueAfterMs === undefined ? {} : { requeueAfterMs: draft.requeueAfterMs }),
+  };
+}
+
+function eventsFor(
+  build: ImageBuild,
+  previous: ImageBuildStatus,
+  next: ImageBuildStatus,
+  outcome: Outcome,
+): BuildEvent[] {
+  const events: BuildEvent[] = [];
+  const before = new Map((previous.platforms ?? []).map((p) => [p.platform, p]));
+  for (const platform of next.platforms ?? []) {
+    const was = before.get(platform.platform);
+    if (platform.phase === was?.phase) continue;
+    if (platform.phase === "Succeeded") {
+      events.push({
+        type: "Normal",
+        reason: "PlatformSucceeded",
+        message: `${platform.platform} pushed ${platform.digest}`,
+      });
+      const cache = cacheOutcomeOf(platform);
+      if (cache?.exported === false) {
+        events.push({
+          type: "Warning",
+          reason: "CacheExportFailed",
+          message: `${platform.platform}: ${cache.message}`,
+        });
+      }
+    } else if (platform.phase === "Failed") {
+      events.push({
+        type: "Warning",
+        reason: "PlatformFailed",
+        message: `${platform.platform}: ${(platform.message ?? "").split("\n")[0]}`,
+      });
+    }
+  }
+  const previousReason = previous.conditions?.find((c) => c.type === "Succeeded")?.reason;
+  if (
+    next.phase !== previous.phase ||
+    (outcome.reason !== previousReason && next.phase === "Pending")
+  ) {
+    const warning = next.phase === "Failed" || next.phase === "Pending";
+    events.push({
+      type: warning ? "Warning" : "Normal",
+      reason: next.phase === "Building" ? "Started" : outcome.reason,
+      message:
+        next.phase === "Succeeded"
+          ? `pushed ${next.image}${build.spec.output.tags.length ? ` and tagged ${build.spec.output.tags.join(", ")}` : ""}`
+          : (outcome.message.split("\n")[0] ?? ""),
+    });
+  }
+  return events;
+}
+
+/** Once finished: stop stragglers and, after ttlSecondsAfterFinished, delete the children. */
+function decideFinished(build: ImageBuild, observed: Observed): Decision {
+  const status = build.status as ImageBuildStatus;
+  const actions = new Map<string, Action>();
+  for (const action of stopRunning(build, observed, "the build has finished")) {
+    actions.set(`job/${(action as { name: string }).name}`, action);
+  }
+  let requeueAfterMs: number | undefined;
+  const ttl = build.spec.ttlSecondsAfterFinished;
+  if (ttl !== undefined) {
+    // A finished build always has a completionTime; without one, the TTL counts as passed.
+    const finished =
+      Date.parse(status.completionTime ?? "") ||
+      Date.parse(
+        status.conditions?.find((c) => c.type === "Succeeded")?.lastTransitionTime ?? "",
+      ) ||
+      0;
+    const expires = finished + ttl * 1000;
+    if (observed.now.getTime() >= expires) {
+      const reason = `ttlSecondsAfterFinished (${ttl}s) has passed`;
+      for (const job of [...Object.values(observed.jobs), observed.indexJob]) {
+        if (job && ownedBy(job, build) && !job.deleting)
+          actions.set(`job/${job.name}`, deleteJob(job, reason));
+      }
+      if (observed.clientSecret) {
+        const name = clientSecretName(build.metadata.name);
+        actions.set(`secret/${name}`, { type: "DeleteSecret", name, reason });
+      }
+      if (observed.inlineContext) {
+        const name = inlineContextName(build.metadata.name);
+        actions.set(`configmap/${name}`, { type: "DeleteConfigMap", name, reason });
+      }
+    } else {
+      requeueAfterMs = expires - observed.now.getTime();
+    }
+  }
+  return {
+    status,
+    actions: [...actions.values()],
+    events: [],
+    ...(requeueAfterMs === undefined ? {} : { requeueAfterMs }),
+  };
+}
+
+function assemble(
+  build: ImageBuild,
+  observed: Observed,
+  platforms: PlatformStatus[],
+  actions: Action[],
+): Draft {
+  const job = observed.indexJob;
+  const name = indexJobName(build.metadata.name);
+  const admission = observed.admission;
+  const waiting = (message: string): Draft => ({
+    outcome: { phase: "Assembling", reason: "Assembling", message },
+    platforms,
+    actions,
+  });
+  if (!job) {
+    if (!admission.admitted)
+      return { ...waiting(admission.message), requeueAfterMs: WAIT_REQUEUE_MS };
+    const digests = platforms.map((p) => ({ platform: p.platform, digest: p.digest as string }));
+    actions.push({
+      type: "CreateJob",
+      object: indexJob(build, admission.plan, digests, {
+        image: observed.operatorImage,
+        ...(observed.operatorUser === undefined ? {} : { user: observed.operatorUser }),
+      }),
+    });
+    return waiting(`every platform is pushed; Job ${name} assembles the index`);
+  }
+  if (!ownedBy(job, build)) {
+    return waiting(`Job ${job.name} exists but does not belong to this ImageBuild; delete it`);
+  }
+  if (job.outcome?.type === "Complete") {
+    const pod = job.pods.find((candidate) => candidate.phase === "Succeeded");
+    if (!pod) {
+      actions.push(deleteJob(job, "its pod, and the index digest, are gone; assembling again"));
+      return waiting(`Job ${job.name} completed but its pod is gone; assembling again`);
+    }
+    const result = parseAssembleResult(pod.containers[CONTAINERS.assemble]?.message);
+    if (!result.ok) {
+      return {
+        outcome: { phase: "Failed", reason: "AssembleFailed", message: result.error },
+        platforms,
+        actions,
+      };
+    }
+    return {
+      outcome: {
+        phase: "Succeeded",
+        reason: "Succeeded",
+        message: `pushed ${build.spec.output.image}@${result.value.digest}`,
+      },
+      platforms,
+      actions,
+      digest: result.value.digest,
+    };
+  }
+  if (job.outcome?.type === "Failed") {
+    const pod = job.pods.at(-1);
+    const container = pod?.containers[CONTAINERS.assemble];
+    const timeout = job.outcome.reason === "DeadlineExceeded";
+    return {
+      outcome: {
+        phase: "Failed",
+        reason: timeout ? "Timeout" : "AssembleFailed",
+        message: timeout
+          ? `assembling the index did not finish in time; Job ${job.name} was stopped`
+          : `assembling the index failed: ${failureMessage(container?.message, job.outcome.message ?? `Job ${job.name} failed`)}`,
+      },
+      platforms,
+      actions,
+    };
+  }
+  return waiting(`Job ${job.name} assembles the index`);
+}
+
+export function decideNextStep(build: ImageBuild, observed: Observed): Decision {
+  const previous = build.status ?? {};
+  if (isTerminal(previous.phase)) return decideFinished(build, observed);
+  const now = rfc3339(observed.now);
+  const admission = observed.admission;
+  const plan = admission.admitted ? admission.plan : undefined;
+  const before = new Map((previous.platforms ?? []).map((p) => [p.platform, p]));
+
+  const views: PlatformView[] = build.spec.platforms.map((platform) => {
+    const slug = platformSlug(platform);
+    const target = plan?.targets.find((candidate) => candidate.platform === platform);
+    return platformView(platform, slug, {
+      build,
+      now,
+      job: observed.jobs[slug],
+      previous: before.get(platform),
+      slot: observed.slots.get(slotKey(build.metadata, slug)),
+      blocked: admission.admitted ? undefined : admission.message,
+      architecture: target?.architecture,
+      builder: plan && target ? builderEndpoint(plan, target).address : undefined,
+      logs: observed.logs,
+    });
+  });
+  const platforms = views.map((view) => view.status);
+  const actions: Action[] = views
+    .filter((view) => view.rebuild !== undefined)
+    .map((view) => ({
+      type: "DeleteJob",
+      name: view.rebuild as string,
+      propagationPolicy: "Background",
+      reason: "its pod, and the digest, are gone; building again",
+    }));
+
+  let draft: Draft;
+  const failedPlatform = views.find((view) => view.state.kind === "failed");
+  // When the build fails, platforms that have not finished are cancelled: never started
+  // ones lose their planned Job name, running ones keep it (their Job is being stopped).
+  const notBuilt = (why: string) =>
+    views.map((view): PlatformStatus => {
+      if (view.state.kind === "running") {
+        return { ...view.status, phase: "Cancelled", message: `stopped: ${why}` };
+      }
+      if (view.state.kind === "succeeded" || view.state.kind === "failed") return view.status;
+      const { job: _job, ...rest } = view.status;
+      return { ...rest, phase: "Cancelled", message: `not built: ${why}` };
+    });
+  if (previous.digest) {
+    // The index digest is final; a status that has it but no final phase is only repaired.
+    draft = {
+      outcome: {
+        phase: "Succeeded",
+        reason: "Succeeded",
+        message: `pushed ${build.spec.output.image}@${previous.digest}`,
+      },
+      platforms,
+      actions,
+      digest: previous.digest,
+    };
+  } else if (build.metadata.deletionTimestamp) {
+    actions.push(...stopRunning(build, observed, "the ImageBuild is being deleted"));
+    draft = {
+      outcome: {
+        phase: "Cancelled",
+        reason: "Cancelled",
+        message: "the ImageBuild is being deleted",
+      },
+      platforms: notBuilt("the ImageBuild is being deleted"),
+      actions,
+    };
+  } else if (!admission.admitted && admission.phase === "Failed") {
+    actions.push(...stopRunning(build, observed, `the build failed: ${admission.reason}`));
+    draft = {
+      outcome: { phase: "Failed", reason: admission.reason, message: admission.message },
+      platforms: notBuilt(admission.reason),
+      actions,
+    };
+  } else if (failedPlatform) {
+    const status = failedPlatform.status;
+    const reason =
+      failedPlatform.state.kind === "failed" ? failedPlatform.state.reason : "BuildFailed";
+    actions.push(...stopRunning(build, observed, `${status.platform} failed`));
+    draft = {
+      outcome: {
+        phase: "Failed",
+        reason,
+        message: `${status.platform}: ${status.message ?? "failed"}`,
+      },
+      platforms: notBuilt(`${status.platform} failed`),
+      actions,
+    };
+  } else if (views.every((view) => view.state.kind === "succeeded")) {
+    draft = assemble(build, observed, platforms, actions);
+  } else {
+    const starting = views.filter((view) => view.state.kind === "start");
+    const unfinished = views.some((view) => view.state.kind === "running");
+    if (plan && (starting.length > 0 || unfinished)) {
+      // What the Jobs mount comes first: the client certificate and the inline context.
+      if (!observed.clientSecret) {
+        actions.push({
+          type: "CreateClientSecret",
+          name: clientSecretName(build.metadata.name),
+          pool: { name: plan.pool, namespace: plan.poolNamespace },
+        });
+      }
+      if (build.spec.source.inline && !observed.inlineContext) {
+        actions.push({ type: "CreateConfigMap", object: inlineContextConfigMap(build, plan) });
+      }
+      for (const view of starting) {
+        const target = plan.targets.find(
+          (candidate) => candidate.platform === view.status.platform,
+        );
+        if (target) {
+          actions.push({
+            type: "CreateJob",
+            platform: target.platform,
+            object: buildJob(build, plan, target),
+          });
+        }
+      }
+    }
+    const positions = views.flatMap((view) =>
+      view.state.kind === "queued" ? [view.state.position] : [],
+    );
+    const started = platforms.some((p) => p.job !== undefined || p.digest !== undefined);
+    const queuePosition = positions.length > 0 ? Math.max(...positions) : undefined;
+    const waits = positions.length > 0 || !admission.admitted;
+    const summary = platforms.map((p) => `${p.platform} ${p.phase.toLowerCase()}`).join(", ");
+    const outcome: Outcome =
+      !admission.admitted && !started
+        ? { phase: "Pending", reason: admission.reason, message: admission.message }
+        : started
+          ? { phase: "Building" as BuildPhase, reason: "Building", message: summary }
+          : {
+              phase: "Queued",
+              reason: "Queued",
+              message: platforms.map((p) => `${p.platform}: ${p.message ?? p.phase}`).join("; "),
+            };
+    draft = {
+      outcome,
+      platforms,
+      actions,
+      ...(queuePosition === undefined ? {} : { queuePosition }),
+      ...(waits ? { requeueAfterMs: WAIT_REQUEUE_MS } : {}),
+    };
+  }
+  return finish(build, observed, draft);
+}

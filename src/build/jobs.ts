@@ -1,0 +1,393 @@
+// The objects a build runs as: one Job per platform (`<build>-<slug>`), the index Job
+// (`<build>-index`) and, for inline sources, the context ConfigMap (`<build>-context`). Pure
+// functions of the build and its plan; every pod meets Pod Security "restricted" and runs
+// argv arrays only (no shell anywhere).
+//
+// A platform pod: buildctl runs as the init container and writes --metadata-file into the
+// `out` emptyDir. It cannot write /dev/termination-log itself: buildctl writes the metadata
+// atomically (a temporary file beside the target, then a rename) and /dev is root-owned.
+// The one regular container then copies the file into its termination message with the
+// image's own `cp` (busybox in the Alpine-based moby/buildkit images), which opens the
+// kubelet's 0666 termination-log file in place. A failed buildctl is a failed init container
+// whose FallbackToLogsOnError message is the tail of its log.
+import type {
+  V1ConfigMap,
+  V1Container,
+  V1EnvVar,
+  V1Job,
+  V1PodSecurityContext,
+  V1ResourceRequirements,
+  V1SecurityContext,
+  V1Volume,
+  V1VolumeMount,
+} from "@kubernetes/client-node";
+import { parseDuration } from "../api/meta.ts";
+import type { ImageBuild } from "../api/resources.ts";
+import {
+  BUILD_PATHS,
+  buildJobName,
+  buildPodLabels,
+  COMPONENTS,
+  clientSecretName,
+  indexJobName,
+  inlineContextName,
+  LABELS,
+  TLS_KEYS,
+} from "../naming.ts";
+import { ownerReference } from "../runtime/apply.ts";
+import {
+  type BuildPlan,
+  DOCKER_CONFIG_KEY,
+  GIT_SSH_KEY,
+  GIT_TOKEN_KEY,
+  type PlatformTarget,
+} from "./admission.ts";
+import { type BuilderEndpoint, buildctlArgv, builderEndpoint } from "./argv.ts";
+
+/** The rootless BuildKit image's user (USER 1000:1000); build pods run as it. */
+export const BUILD_USER = 1000;
+/** The operator image's user (distroless nonroot); the index Job runs as it. */
+export const OPERATOR_USER = 65532;
+
+export const CONTAINERS = {
+  buildctl: "buildctl",
+  report: "report",
+  assemble: "assemble",
+} as const;
+
+/** The index Job's attempts and deadline: `assemble` only talks to the registry and is idempotent. */
+export const INDEX_BACKOFF_LIMIT = 3;
+export const INDEX_DEADLINE_SECONDS = 600;
+
+const READ_ONLY_FILE_MODE = 0o440;
+
+const VOLUMES = {
+  certs: "buildkit-client",
+  dockerConfig: "docker-config",
+  secrets: "build-secrets",
+  gitAuth: "git-auth",
+  out: "out",
+  tmp: "tmp",
+  context: "context",
+  inline: "inline-context",
+} as const;
+
+/** The ConfigMap keys of an inline source: the Dockerfile, then file-<n> in spec order. */
+export const INLINE_DOCKERFILE_KEY = "dockerfile";
+export const inlineFileKey = (index: number) => `file-${index}`;
+
+/** Pod Security "restricted": non-root, RuntimeDefault seccomp; fsGroup lets the user read 0440 Secret files. */
+export function podSecurityContext(user: number): V1PodSecurityContext {
+  return {
+    runAsNonRoot: true,
+    runAsUser: user,
+    runAsGroup: user,
+    fsGroup: user,
+    seccompProfile: { type: "RuntimeDefault" },
+  };
+}
+
+export function containerSecurityContext(): V1SecurityContext {
+  return {
+    allowPrivilegeEscalation: false,
+    readOnlyRootFilesystem: true,
+    runAsNonRoot: true,
+    capabilities: { drop: ["ALL"] },
+  };
+}
+
+const resources = (cpu: string, memory: string, memoryLimit: string): V1ResourceRequirements => ({
+  requests: { cpu, memory },
+  limits: { memory: memoryLimit },
+});
+
+function ownedMetadata(build: ImageBuild, name: string, labels: Record<string, string>) {
+  return {
+    name,
+    namespace: build.metadata.namespace,
+    labels,
+    ownerReferences: [ownerReference(build)],
+  };
+}
+
+function platformLabels(build: ImageBuild, plan: BuildPlan, target: PlatformTarget) {
+  return {
+    ...buildPodLabels(
+      build.metadata.name,
+      plan.pool,
+      plan.poolNamespace,
+      COMPONENTS.build,
+      target.architecture,
+    ),
+    [LABELS.platform]: target.slug,
+  };
+}
+
+function secretVolume(name: string, secretName: string, items: [string, string][]): V1Volume {
+  return {
+    name,
+    secret: {
+      secretName,
+      items: items.map(([key, path]) => ({ key, path })),
+      defaultMode: READ_ONLY_FILE_MODE,
+    },
+  };
+}
+
+const emptyDir = (name: string, sizeLimit: string): V1Volume => ({ name, emptyDir: { sizeLimit } });
+
+/** Push credentials as a docker config directory: `.dockerconfigjson` becomes `config.json`. */
+function dockerConfig(build: ImageBuild): {
+  volumes: V1Volume[];
+  mounts: V1VolumeMount[];
+  env: V1EnvVar[];
+} {
+  const push = build.spec.output.pushSecretRef?.name;
+  if (!push) return { volumes: [], mounts: [], env: [] };
+  return {
+    volumes: [secretVolume(VOLUMES.dockerConfig, push, [[DOCKER_CONFIG_KEY, "config.json"]])],
+    mounts: [{ name: VOLUMES.dockerConfig, mountPath: BUILD_PATHS.dockerConfig, readOnly: true }],
+    env: [{ name: "DOCKER_CONFIG", value: BUILD_PATHS.dockerConfig }],
+  };
+}
+
+/** HOME and TMPDIR on a small emptyDir, since the root filesystem is read-only. */
+const scratchEnv: V1EnvVar[] = [
+  { name: "HOME", value: BUILD_PATHS.tmp },
+  { name: "TMPDIR", value: BUILD_PATHS.tmp },
+];
+
+function sourceVolumes(
+  build: ImageBuild,
+  plan: BuildPlan,
+): { volumes: V1Volume[]; mounts: V1VolumeMount[] } {
+  const volumes: V1Volume[] = [];
+  const mounts: V1VolumeMount[] = [];
+  const { source } = build.spec;
+  const authRef = source.git?.authSecretRef?.name;
+  if (authRef && plan.gitAuth) {
+    const key = plan.gitAuth.kind === "token" ? GIT_TOKEN_KEY : GIT_SSH_KEY;
+    volumes.push(secretVolume(VOLUMES.gitAuth, authRef, [[key, key]]));
+    mounts.push({ name: VOLUMES.gitAuth, mountPath: BUILD_PATHS.gitAuth, readOnly: true });
+  }
+  if (source.inline) {
+    // Each file is mounted by subPath into an emptyDir: a ConfigMap mounted whole would put
+    // the kubelet's `..data` directory and symlinks into the build context (seen with
+    // BuildKit v0.24: COPY . copies them into the image).
+    volumes.push(emptyDir(VOLUMES.context, "1Mi"), {
+      name: VOLUMES.inline,
+      configMap: { name: inlineContextName(build.metadata.name), defaultMode: 0o444 },
+    });
+    mounts.push({ name: VOLUMES.context, mountPath: BUILD_PATHS.context });
+    mounts.push({
+      name: VOLUMES.inline,
+      mountPath: `${BUILD_PATHS.context}/${build.spec.dockerfile}`,
+      subPath: INLINE_DOCKERFILE_KEY,
+      readOnly: true,
+    });
+    (source.inline.files ?? []).forEach((file, index) => {
+      mounts.push({
+        name: VOLUMES.inline,
+        mountPath: `${BUILD_PATHS.context}/${file.path}`,
+        subPath: inlineFileKey(index),
+        readOnly: true,
+      });
+    });
+  }
+  const secrets = build.spec.secrets ?? [];
+  if (secrets.length > 0) {
+    volumes.push({
+      name: VOLUMES.secrets,
+      projected: {
+        defaultMode: READ_ONLY_FILE_MODE,
+        sources: secrets.map((secret) => ({
+          secret: {
+            name: secret.secretRef.name,
+            items: [{ key: secret.secretRef.key, path: secret.id }],
+          },
+        })),
+      },
+    });
+    mounts.push({ name: VOLUMES.secrets, mountPath: BUILD_PATHS.secrets, readOnly: true });
+  }
+  return { volumes, mounts };
+}
+
+/** One platform's Job: buildctl against the platform's builder, then the metadata copy. */
+export function buildJob(
+  build: ImageBuild,
+  plan: BuildPlan,
+  target: PlatformTarget,
+  endpoint: BuilderEndpoint = builderEndpoint(plan, target),
+): V1Job {
+  const labels = platformLabels(build, plan, target);
+  const push = dockerConfig(build);
+  const source = sourceVolumes(build, plan);
+  const outMount: V1VolumeMount = { name: VOLUMES.out, mountPath: BUILD_PATHS.out };
+  const buildctl: V1Container = {
+    name: CONTAINERS.buildctl,
+    image: plan.buildkitImage,
+    command: ["buildctl"],
+    args: buildctlArgv(build, plan, target, endpoint),
+    env: [...scratchEnv, ...push.env],
+    volumeMounts: [
+      { name: VOLUMES.certs, mountPath: BUILD_PATHS.certs, readOnly: true },
+      ...push.mounts,
+      ...source.mounts,
+      outMount,
+      { name: VOLUMES.tmp, mountPath: BUILD_PATHS.tmp },
+    ],
+    resources: resources("50m", "64Mi", "512Mi"),
+    securityContext: containerSecurityContext(),
+    terminationMessagePolicy: "FallbackToLogsOnError",
+  };
+  const report: V1Container = {
+    name: CONTAINERS.report,
+    image: plan.buildkitImage,
+    command: ["cp"],
+    args: [BUILD_PATHS.metadataFile, BUILD_PATHS.terminationLog],
+    volumeMounts: [{ ...outMount, readOnly: true }],
+    resources: resources("10m", "16Mi", "32Mi"),
+    securityContext: containerSecurityContext(),
+    terminationMessagePath: BUILD_PATHS.terminationLog,
+    terminationMessagePolicy: "FallbackToLogsOnError",
+  };
+  return {
+    apiVersion: "batch/v1",
+    kind: "Job",
+    metadata: ownedMetadata(build, buildJobName(build.metadata.name, target.slug), labels),
+    spec: {
+      backoffLimit: build.spec.retries,
+      activeDeadlineSeconds: Math.max(1, Math.ceil(parseDuration(build.spec.timeout) / 1000)),
+      template: {
+        metadata: { labels: { ...labels } },
+        spec: {
+          restartPolicy: "Never",
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          nodeSelector: { "kubernetes.io/os": "linux" },
+          securityContext: podSecurityContext(BUILD_USER),
+          initContainers: [buildctl],
+          containers: [report],
+          volumes: [
+            secretVolume(VOLUMES.certs, clientSecretName(build.metadata.name), [
+              [TLS_KEYS.ca, TLS_KEYS.ca],
+              [TLS_KEYS.cert, TLS_KEYS.cert],
+              [TLS_KEYS.key, TLS_KEYS.key],
+            ]),
+            ...push.volumes,
+            ...source.volumes,
+            emptyDir(VOLUMES.out, "1Mi"),
+            emptyDir(VOLUMES.tmp, "64Mi"),
+          ],
+        },
+      },
+    },
+  };
+}
+
+export interface PlatformDigest {
+  platform: string;
+  digest: string;
+}
+
+export interface IndexJobOptions {
+  /** The operator's own image, whose entrypoint is the `buildfarm` command. */
+  image: string;
+  /** The image's non-root user; 65532 for the distroless operator image. */
+  user?: number;
+}
+
+/** `buildfarm assemble`'s arguments (after the subcommand). */
+export function assembleArgs(
+  build: ImageBuild,
+  plan: BuildPlan,
+  digests: readonly PlatformDigest[],
+): string[] {
+  const { output } = build.spec;
+  return [
+    "--image",
+    output.image,
+    ...digests.flatMap(({ platform, digest }) => ["--digest", `${platform}=${digest}`]),
+    ...output.tags.flatMap((tag) => ["--tag", tag]),
+    ...plan.insecureRegistries.flatMap((host) => ["--insecure-registry", host]),
+    ...(output.pushSecretRef ? ["--docker-config", BUILD_PATHS.dockerConfig] : []),
+    "--termination-message-path",
+    BUILD_PATHS.terminationLog,
+  ];
+}
+
+/**
+ * The index Job: `buildfarm assemble` in the operator's image combines the platform digests
+ * into one OCI index and applies the tags. The command is left to the image's entrypoint
+ * (node dist/cli.js): the distroless image has no `buildfarm` on PATH.
+ */
+export function indexJob(
+  build: ImageBuild,
+  plan: BuildPlan,
+  digests: readonly PlatformDigest[],
+  options: IndexJobOptions,
+): V1Job {
+  const labels = buildPodLabels(
+    build.metadata.name,
+    plan.pool,
+    plan.poolNamespace,
+    COMPONENTS.index,
+  );
+  const push = dockerConfig(build);
+  const user = options.user ?? OPERATOR_USER;
+  return {
+    apiVersion: "batch/v1",
+    kind: "Job",
+    metadata: ownedMetadata(build, indexJobName(build.metadata.name), labels),
+    spec: {
+      backoffLimit: INDEX_BACKOFF_LIMIT,
+      activeDeadlineSeconds: INDEX_DEADLINE_SECONDS,
+      template: {
+        metadata: { labels: { ...labels } },
+        spec: {
+          restartPolicy: "Never",
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          nodeSelector: { "kubernetes.io/os": "linux" },
+          securityContext: podSecurityContext(user),
+          containers: [
+            {
+              name: CONTAINERS.assemble,
+              image: options.image,
+              args: ["assemble", ...assembleArgs(build, plan, digests)],
+              env: [...scratchEnv, ...push.env],
+              volumeMounts: [...push.mounts, { name: VOLUMES.tmp, mountPath: BUILD_PATHS.tmp }],
+              resources: resources("50m", "128Mi", "512Mi"),
+              securityContext: containerSecurityContext(),
+              terminationMessagePath: BUILD_PATHS.terminationLog,
+              terminationMessagePolicy: "FallbackToLogsOnError",
+            },
+          ],
+          volumes: [...push.volumes, emptyDir(VOLUMES.tmp, "64Mi")],
+        },
+      },
+    },
+  };
+}
+
+/** The inline source as an immutable ConfigMap, owned by the build. */
+export function inlineContextConfigMap(build: ImageBuild, plan: BuildPlan): V1ConfigMap {
+  const inline = build.spec.source.inline;
+  if (!inline) throw new Error(`ImageBuild ${build.metadata.name} has no inline source`);
+  const data: Record<string, string> = { [INLINE_DOCKERFILE_KEY]: inline.dockerfile };
+  (inline.files ?? []).forEach((file, index) => {
+    data[inlineFileKey(index)] = file.content;
+  });
+  return {
+    apiVersion: "v1",
+    kind: "ConfigMap",
+    metadata: ownedMetadata(
+      build,
+      inlineContextName(build.metadata.name),
+      buildPodLabels(build.metadata.name, plan.pool, plan.poolNamespace, COMPONENTS.build),
+    ),
+    immutable: true,
+    data,
+  };
+}

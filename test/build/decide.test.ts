@@ -1,0 +1,821 @@
+import type { V1Job } from "@kubernetes/client-node";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import type { ImageBuildStatus } from "../../src/api/imagebuild.ts";
+import type { BuilderPool, ImageBuild } from "../../src/api/resources.ts";
+import { type Admission, admit } from "../../src/build/admission.ts";
+import {
+  type Action,
+  type Decision,
+  decideNextStep,
+  jobsOf,
+  logRequests,
+  type Observed,
+  WAIT_REQUEUE_MS,
+} from "../../src/build/decide.ts";
+import type { ObservedJob } from "../../src/build/observe.ts";
+import { assignSlots, slotRequestsOf } from "../../src/build/queue.ts";
+import {
+  at,
+  DIGEST_AMD64,
+  DIGEST_ARM64,
+  exampleBuild,
+  examplePool,
+  fixture,
+  INDEX_DIGEST,
+  type JobState,
+  job,
+  metadataJson,
+  T0,
+} from "./fixtures.ts";
+
+const OPERATOR_IMAGE = "ghcr.io/buildfarm/buildfarm:0.1.0";
+const DOCKER = { type: "kubernetes.io/dockerconfigjson", keys: [".dockerconfigjson"] };
+const assembled = JSON.stringify({
+  digest: INDEX_DIGEST,
+  image: "registry.example.com/demo/welcome-to-docker",
+  mediaType: "application/vnd.oci.image.index.v1+json",
+  platforms: ["linux/amd64", "linux/arm64"],
+  tags: ["latest", "main"],
+});
+
+/**
+ * A tiny cluster for one build: Jobs made by CreateJob actions, states the test gives them,
+ * the status each decision writes. Each reconcile reads, decides, and applies like the
+ * reconciler will.
+ */
+class World {
+  build: ImageBuild;
+  pool: BuilderPool | undefined;
+  now = T0;
+  clientSecret = false;
+  inlineContext = false;
+  readonly objects = new Map<string, V1Job>();
+  readonly states = new Map<string, JobState>();
+  /** Other builds' Jobs holding slots on the pool, by architecture. */
+  busy: Record<string, number> = {};
+  logs: Record<string, string> = {};
+  admission?: Admission;
+  history: Decision[] = [];
+
+  /** `null` for a pool that does not exist. */
+  constructor(build = exampleBuild(), pool: BuilderPool | null = examplePool()) {
+    this.build = build;
+    this.pool = pool ?? undefined;
+  }
+
+  admit(): Admission {
+    return (
+      this.admission ??
+      admit(this.build, {
+        pool: this.pool,
+        buildNamespaceLabels: {},
+        pushSecret: DOCKER,
+        secrets: {},
+      })
+    );
+  }
+
+  observedJobs(): Record<string, ObservedJob> {
+    const jobs: Record<string, ObservedJob> = {};
+    for (const [name, object] of this.objects) {
+      jobs[name] = job(object, this.states.get(name) ?? {});
+    }
+    return jobs;
+  }
+
+  observe(): Observed {
+    const admission = this.admit();
+    const all = this.observedJobs();
+    const prefix = `${this.build.metadata.name}-`;
+    const bySlug: Record<string, ObservedJob> = {};
+    for (const [name, observed] of Object.entries(all)) {
+      if (name !== `${prefix}index`) bySlug[name.slice(prefix.length)] = observed;
+    }
+    const slots = new Map();
+    if (admission.admitted && this.pool) {
+      const others = Object.entries(this.busy).flatMap(([architecture, count]) =>
+        Array.from({ length: count }, (_, i) => ({
+          build: {
+            namespace: "other",
+            name: `older-${i}`,
+            uid: `o${i}`,
+            creationTimestamp: "2026-01-01T00:00:00Z",
+          },
+          slug: architecture,
+          architecture,
+          state: "running" as const,
+        })),
+      );
+      const mine = slotRequestsOf(this.build, admission.plan.targets, bySlug, true);
+      for (const [key, verdict] of assignSlots(this.pool.spec, [...others, ...mine]).verdicts)
+        slots.set(key, verdict);
+    }
+    return {
+      now: this.now,
+      admission,
+      slots,
+      clientSecret: this.clientSecret,
+      inlineContext: this.inlineContext,
+      jobs: bySlug,
+      indexJob: all[`${prefix}index`],
+      logs: this.logs,
+      operatorImage: OPERATOR_IMAGE,
+    };
+  }
+
+  reconcile(): Decision {
+    const observed = this.observe();
+    const decision = decideNextStep(this.build, observed);
+    for (const action of decision.actions) this.apply(action);
+    this.build = { ...this.build, status: decision.status };
+    this.history.push(decision);
+    return decision;
+  }
+
+  apply(action: Action): void {
+    switch (action.type) {
+      case "CreateClientSecret":
+        this.clientSecret = true;
+        break;
+      case "CreateConfigMap":
+        this.inlineContext = true;
+        break;
+      case "CreateJob": {
+        const name = action.object.metadata?.name as string;
+        if (this.objects.has(name)) throw new Error(`asked to create ${name}, which exists`);
+        this.objects.set(name, action.object);
+        this.states.set(name, {});
+        break;
+      }
+      case "DeleteJob":
+        this.objects.delete(action.name);
+        this.states.delete(action.name);
+        break;
+      case "DeleteSecret":
+        this.clientSecret = false;
+        break;
+      case "DeleteConfigMap":
+        this.inlineContext = false;
+        break;
+    }
+  }
+
+  set(slug: string, state: JobState): void {
+    const name = `${this.build.metadata.name}-${slug}`;
+    if (!this.objects.has(name)) throw new Error(`no Job ${name}`);
+    this.states.set(name, state);
+  }
+}
+
+const condition = (status: ImageBuildStatus, type: string) =>
+  status.conditions?.find((c) => c.type === type);
+const kinds = (decision: Decision) =>
+  decision.actions.map(
+    (a) =>
+      `${a.type}${"object" in a ? ` ${a.object.metadata?.name}` : "name" in a ? ` ${a.name}` : ""}`,
+  );
+const succeeded = (report: string): JobState => ({
+  pods: [{ phase: "Succeeded", report }],
+  outcome: { type: "Complete" },
+});
+
+describe("a two-platform build goes to Succeeded with the index digest", () => {
+  const world = new World();
+
+  it("starts both platforms at once, with the client certificate before the Jobs", () => {
+    const decision = world.reconcile();
+    expect(kinds(decision)).toEqual([
+      "CreateClientSecret welcome-7f3a2c1-buildkit-client",
+      "CreateJob welcome-7f3a2c1-amd64",
+      "CreateJob welcome-7f3a2c1-arm64",
+    ]);
+    expect(decision.status).toMatchObject({
+      observedGeneration: 1,
+      phase: "Building",
+      startTime: "2026-03-01T10:00:00Z",
+      platforms: [
+        {
+          platform: "linux/amd64",
+          architecture: "amd64",
+          phase: "Pending",
+          job: "welcome-7f3a2c1-amd64",
+          builder: "tcp://default-amd64.buildfarm-builders.svc:1234",
+        },
+        {
+          platform: "linux/arm64",
+          architecture: "arm64",
+          phase: "Pending",
+          job: "welcome-7f3a2c1-arm64",
+        },
+      ],
+    });
+    expect(condition(decision.status, "Succeeded")).toMatchObject({
+      status: "Unknown",
+      reason: "Building",
+    });
+    expect(condition(decision.status, "Reconciling")?.status).toBe("True");
+    expect(decision.events).toEqual([
+      { type: "Normal", reason: "Started", message: "linux/amd64 pending, linux/arm64 pending" },
+    ]);
+  });
+
+  it("shows each platform running", () => {
+    world.set("amd64", { pods: [{ phase: "Running" }] });
+    world.set("arm64", { pods: [{ phase: "Pending", waiting: { reason: "ContainerCreating" } }] });
+    const decision = world.reconcile();
+    expect(decision.actions).toEqual([]);
+    expect(decision.status.platforms?.map((p) => [p.phase, p.message])).toEqual([
+      ["Running", undefined],
+      ["Pending", "pod welcome-7f3a2c1-arm64-a0 waiting: ContainerCreating"],
+    ]);
+  });
+
+  it("records a platform's digest as soon as it finishes", () => {
+    world.now = at(300);
+    world.set("amd64", succeeded(metadataJson("linux/amd64", DIGEST_AMD64)));
+    const decision = world.reconcile();
+    expect(decision.status.platforms?.[0]).toMatchObject({
+      phase: "Succeeded",
+      digest: DIGEST_AMD64,
+      attempts: 1,
+      message: "image pushed; registry cache exported",
+      completionTime: "2026-03-01T10:30:00Z",
+    });
+    expect(decision.events).toContainEqual({
+      type: "Normal",
+      reason: "PlatformSucceeded",
+      message: `linux/amd64 pushed ${DIGEST_AMD64}`,
+    });
+    expect(condition(decision.status, "CacheExported")).toMatchObject({ status: "Unknown" });
+  });
+
+  it("assembles the index once every platform has pushed", () => {
+    world.set("arm64", succeeded(metadataJson("linux/arm64", DIGEST_ARM64)));
+    const decision = world.reconcile();
+    expect(decision.status.phase).toBe("Assembling");
+    expect(kinds(decision)).toEqual(["CreateJob welcome-7f3a2c1-index"]);
+    const index = decision.actions[0] as Extract<Action, { type: "CreateJob" }>;
+    expect(index.object.spec?.template.spec?.containers[0]?.args).toEqual(
+      expect.arrayContaining([
+        "--digest",
+        `linux/amd64=${DIGEST_AMD64}`,
+        "--digest",
+        `linux/arm64=${DIGEST_ARM64}`,
+      ]),
+    );
+    expect(condition(decision.status, "CacheExported")).toMatchObject({
+      status: "True",
+      reason: "Exported",
+    });
+  });
+
+  it("succeeds with the index digest, Ready and Succeeded True, no Reconciling or Stalled", () => {
+    world.now = at(400);
+    world.set("index", succeeded(assembled));
+    const decision = world.reconcile();
+    expect(decision.status).toMatchObject({
+      phase: "Succeeded",
+      digest: INDEX_DIGEST,
+      image: `registry.example.com/demo/welcome-to-docker@${INDEX_DIGEST}`,
+      completionTime: "2026-03-01T10:06:40Z",
+    });
+    expect(decision.status.queuePosition).toBeUndefined();
+    expect(decision.status.conditions?.map((c) => [c.type, c.status, c.reason])).toEqual([
+      ["Ready", "True", "Succeeded"],
+      ["Succeeded", "True", "Succeeded"],
+      ["CacheExported", "True", "Exported"],
+    ]);
+    expect(decision.events).toEqual([
+      {
+        type: "Normal",
+        reason: "Succeeded",
+        message: `pushed registry.example.com/demo/welcome-to-docker@${INDEX_DIGEST} and tagged latest, main`,
+      },
+    ]);
+  });
+
+  it("does nothing more until the TTL, then deletes the Jobs and the client Secret but keeps the status", () => {
+    world.now = at(400 + 3600);
+    const waiting = world.reconcile();
+    expect(waiting.actions).toEqual([]);
+    expect(waiting.requeueAfterMs).toBe((86400 - 3600) * 1000);
+    world.now = at(400 + 86400);
+    const expired = world.reconcile();
+    expect(kinds(expired)).toEqual([
+      "DeleteJob welcome-7f3a2c1-amd64",
+      "DeleteJob welcome-7f3a2c1-arm64",
+      "DeleteJob welcome-7f3a2c1-index",
+      "DeleteSecret welcome-7f3a2c1-buildkit-client",
+    ]);
+    expect(expired.actions[0]).toMatchObject({ propagationPolicy: "Background" });
+    expect(expired.status.digest).toBe(INDEX_DIGEST);
+    const after = world.reconcile();
+    expect(after.actions).toEqual([]);
+    expect(after.status).toEqual(expired.status);
+  });
+});
+
+describe("queueing beyond capacity", () => {
+  it("waits Queued with a position, creates nothing, and starts when a slot frees", () => {
+    const world = new World(exampleBuild(), examplePool({ spec: { maxConcurrentBuilds: 1 } }));
+    world.busy = { amd64: 1, arm64: 1 };
+    const queued = world.reconcile();
+    expect(queued.actions).toEqual([]);
+    expect(queued.status).toMatchObject({ phase: "Queued", queuePosition: 1 });
+    expect(queued.status.platforms?.[1]?.message).toBe(
+      "waiting for a free arm64 builder: position 1 (1 of 1 running)",
+    );
+    expect(queued.requeueAfterMs).toBe(WAIT_REQUEUE_MS);
+    expect(queued.events).toMatchObject([{ type: "Normal", reason: "Queued" }]);
+    expect(condition(queued.status, "Succeeded")).toMatchObject({
+      status: "Unknown",
+      reason: "Queued",
+    });
+
+    world.busy = { arm64: 1 };
+    const half = world.reconcile();
+    expect(kinds(half)).toEqual([
+      "CreateClientSecret welcome-7f3a2c1-buildkit-client",
+      "CreateJob welcome-7f3a2c1-amd64",
+    ]);
+    expect(half.status).toMatchObject({ phase: "Building", queuePosition: 1 });
+
+    world.busy = {};
+    expect(kinds(world.reconcile())).toEqual(["CreateJob welcome-7f3a2c1-arm64"]);
+  });
+});
+
+describe("one platform failing after its retries", () => {
+  const world = new World();
+  world.reconcile();
+  const log = fixture("build-failed.txt");
+  world.set("arm64", { pods: [{ phase: "Running" }] });
+  world.set("amd64", {
+    pods: [
+      { phase: "Failed", log },
+      { phase: "Failed", log },
+    ],
+    outcome: {
+      type: "Failed",
+      reason: "BackoffLimitExceeded",
+      message: "Job has reached the specified backoff limit",
+    },
+  });
+  const decision = world.reconcile();
+
+  it("fails the build with the log tail and the error line first", () => {
+    expect(decision.status.phase).toBe("Failed");
+    expect(decision.status.platforms?.[0]).toMatchObject({ phase: "Failed", attempts: 2 });
+    expect(decision.status.platforms?.[0]?.message).toMatch(
+      /^failed to solve: failed to compute cache key: .*not found\n--- log tail ---\n#1 /,
+    );
+    expect(condition(decision.status, "Succeeded")).toMatchObject({
+      status: "False",
+      reason: "BuildFailed",
+    });
+    expect(condition(decision.status, "Succeeded")?.message).toMatch(
+      /^linux\/amd64: failed to solve/,
+    );
+    expect(condition(decision.status, "Stalled")).toMatchObject({
+      status: "True",
+      reason: "BuildFailed",
+    });
+    expect(condition(decision.status, "Ready")?.status).toBe("False");
+    expect(condition(decision.status, "Reconciling")).toBeUndefined();
+  });
+
+  it("stops the sibling Job and marks its platform cancelled", () => {
+    expect(decision.actions).toEqual([
+      {
+        type: "DeleteJob",
+        name: "welcome-7f3a2c1-arm64",
+        propagationPolicy: "Background",
+        reason: "linux/amd64 failed",
+      },
+    ]);
+    expect(decision.status.platforms?.[1]).toMatchObject({
+      phase: "Cancelled",
+      message: "stopped: linux/amd64 failed",
+    });
+  });
+
+  it("emits warnings for the platform and the build", () => {
+    expect(decision.events.map((e) => [e.type, e.reason])).toEqual([
+      ["Warning", "PlatformFailed"],
+      ["Warning", "BuildFailed"],
+    ]);
+  });
+
+  it("stays Failed and creates nothing afterwards", () => {
+    const again = world.reconcile();
+    expect(again.status).toEqual(decision.status);
+    expect(again.actions).toEqual([]);
+  });
+});
+
+describe("a retry then success", () => {
+  it("says which attempt runs and why the last one failed, then records the digest", () => {
+    const world = new World();
+    world.reconcile();
+    world.set("amd64", {
+      pods: [
+        { phase: "Failed", log: "error: failed to solve: connection reset by peer" },
+        { phase: "Running" },
+      ],
+    });
+    const retrying = world.reconcile();
+    expect(retrying.status.platforms?.[0]).toMatchObject({
+      phase: "Running",
+      attempts: 2,
+      message: "attempt 2 of 2; the previous one failed: failed to solve: connection reset by peer",
+    });
+    expect(retrying.status.phase).toBe("Building");
+    world.set("amd64", {
+      pods: [
+        { phase: "Failed", log: "error: boom" },
+        { phase: "Succeeded", report: metadataJson("linux/amd64", DIGEST_AMD64) },
+      ],
+      outcome: { type: "Complete" },
+    });
+    expect(world.reconcile().status.platforms?.[0]).toMatchObject({
+      phase: "Succeeded",
+      digest: DIGEST_AMD64,
+      attempts: 2,
+    });
+  });
+});
+
+describe("a timeout", () => {
+  it("fails the build with reason Timeout when the Job's deadline passes", () => {
+    const world = new World();
+    world.reconcile();
+    world.set("amd64", {
+      pods: [{ phase: "Failed", log: "" }],
+      outcome: { type: "Failed", reason: "DeadlineExceeded" },
+    });
+    const decision = world.reconcile();
+    expect(decision.status.phase).toBe("Failed");
+    expect(condition(decision.status, "Succeeded")).toMatchObject({
+      status: "False",
+      reason: "Timeout",
+      message:
+        "linux/amd64: did not finish within 30m (spec.timeout); Job welcome-7f3a2c1-amd64 was stopped",
+    });
+  });
+});
+
+describe("a garbled termination message", () => {
+  it("fails that platform with a clear message instead of guessing a digest", () => {
+    const world = new World();
+    world.reconcile();
+    world.set("amd64", succeeded(metadataJson("linux/amd64", DIGEST_AMD64).slice(100)));
+    const decision = world.reconcile();
+    expect(decision.status.phase).toBe("Failed");
+    expect(condition(decision.status, "Succeeded")).toMatchObject({ reason: "InvalidMetadata" });
+    expect(decision.status.platforms?.[0]?.message).toMatch(
+      /^the linux\/amd64 build's metadata is not JSON \(cut at the kubelet's 4096-byte limit, or garbled\)/,
+    );
+    expect(decision.status.platforms?.[0]?.digest).toBeUndefined();
+  });
+});
+
+describe("a refused cache export", () => {
+  const refused = fixture("metadata-cache-refused.json").replaceAll(
+    "sha256:da95639f489335cc8db7baac2d71e23378f359c2b88dc7849f4e507aad501c1f",
+    DIGEST_AMD64,
+  );
+
+  it("asks for the buildctl log, reports the registry's words, and still ships the image", () => {
+    const world = new World(exampleBuild({ spec: { platforms: ["linux/amd64"] } }));
+    world.reconcile();
+    world.set("amd64", succeeded(refused));
+    const [request] = logRequests(world.build, world.observe());
+    expect(request).toEqual({
+      pod: "welcome-7f3a2c1-amd64-a0",
+      container: "buildctl",
+      platform: "linux/amd64",
+    });
+    world.logs = { [request?.pod as string]: fixture("cache-export-refused.txt") };
+    const decision = world.reconcile();
+    expect(decision.status.phase).toBe("Assembling");
+    expect(condition(decision.status, "CacheExported")).toMatchObject({
+      status: "False",
+      reason: "ExportFailed",
+      message:
+        "linux/amd64: error writing layer blob: unexpected status from POST request to http://127.0.0.1:5056/v2/demo/app/blobs/uploads/: 405 Method Not Allowed\nThe image was pushed; set spec.cache.failOnExportError to fail builds instead.",
+    });
+    expect(decision.events).toContainEqual(
+      expect.objectContaining({ type: "Warning", reason: "CacheExportFailed" }),
+    );
+    // Later passes need no log: the status remembers.
+    world.logs = {};
+    expect(logRequests(world.build, world.observe())).toEqual([]);
+    world.set("index", succeeded(assembled));
+    const done = world.reconcile();
+    expect(done.status.phase).toBe("Succeeded");
+    expect(condition(done.status, "CacheExported")?.status).toBe("False");
+    expect(condition(done.status, "Ready")?.status).toBe("True");
+  });
+
+  it("names the pod to look at when the log could not be read", () => {
+    const world = new World(exampleBuild({ spec: { platforms: ["linux/amd64"] } }));
+    world.reconcile();
+    world.set("amd64", succeeded(refused));
+    const decision = world.reconcile();
+    expect(condition(decision.status, "CacheExported")?.message).toMatch(
+      /^linux\/amd64: the registry refused the cache export; see the log of pod welcome-7f3a2c1-amd64-a0 \(container buildctl\)/,
+    );
+  });
+
+  it("has no CacheExported condition when the cache is disabled", () => {
+    const world = new World(exampleBuild({ spec: { cache: { disabled: true } } }));
+    expect(condition(world.reconcile().status, "CacheExported")).toBeUndefined();
+  });
+});
+
+describe("admission outcomes", () => {
+  it("waits Pending while the pool is missing, and says so once", () => {
+    const world = new World(exampleBuild(), null);
+    const decision = world.reconcile();
+    expect(decision.actions).toEqual([]);
+    expect(decision.status).toMatchObject({
+      phase: "Pending",
+      platforms: [{ phase: "Pending" }, { phase: "Pending" }],
+    });
+    expect(condition(decision.status, "Succeeded")).toMatchObject({
+      status: "Unknown",
+      reason: "PoolNotFound",
+    });
+    expect(condition(decision.status, "Reconciling")).toMatchObject({
+      status: "True",
+      reason: "PoolNotFound",
+    });
+    expect(decision.requeueAfterMs).toBe(WAIT_REQUEUE_MS);
+    expect(decision.events).toMatchObject([{ type: "Warning", reason: "PoolNotFound" }]);
+    expect(world.reconcile().events).toEqual([]);
+  });
+
+  it("fails at once for a platform the pool does not serve", () => {
+    const world = new World(
+      exampleBuild(),
+      examplePool({ spec: { architectures: [{ name: "amd64" }] } }),
+    );
+    const decision = world.reconcile();
+    expect(decision.status.phase).toBe("Failed");
+    expect(condition(decision.status, "Stalled")).toMatchObject({ reason: "PlatformNotServed" });
+    expect(decision.status.platforms?.every((p) => p.phase === "Cancelled")).toBe(true);
+  });
+
+  it("keeps running Jobs but starts no new one while a Secret it needs is missing", () => {
+    const world = new World(exampleBuild(), examplePool({ spec: { maxConcurrentBuilds: 1 } }));
+    world.busy = { arm64: 1 };
+    world.reconcile();
+    world.set("amd64", { pods: [{ phase: "Running" }] });
+    world.admission = {
+      admitted: false,
+      phase: "Pending",
+      reason: "PushSecretNotFound",
+      message: "push Secret gone",
+    };
+    world.busy = {};
+    const decision = world.reconcile();
+    expect(decision.actions).toEqual([]);
+    expect(decision.status.phase).toBe("Building");
+    expect(decision.status.platforms?.map((p) => [p.phase, p.message])).toEqual([
+      ["Running", undefined],
+      ["Pending", "push Secret gone"],
+    ]);
+  });
+});
+
+describe("sorting a build's Jobs", () => {
+  it("finds platform Jobs by slug and the index Job by name, and ignores others", () => {
+    const world = new World();
+    world.reconcile();
+    const found = Object.values(world.observedJobs());
+    const stranger = { ...found[0], name: "welcome-7f3a2c1-s390x" } as ObservedJob;
+    const sorted = jobsOf(world.build, [...found, stranger]);
+    expect(Object.keys(sorted.jobs)).toEqual(["amd64", "arm64"]);
+    expect(sorted.indexJob).toBeUndefined();
+  });
+});
+
+describe("cancellation and strangers", () => {
+  it("cancels a build being deleted and stops its Jobs", () => {
+    const world = new World();
+    world.reconcile();
+    world.set("amd64", { pods: [{ phase: "Running" }] });
+    world.build = {
+      ...world.build,
+      metadata: { ...world.build.metadata, deletionTimestamp: at(10) },
+    };
+    const decision = world.reconcile();
+    expect(decision.status.phase).toBe("Cancelled");
+    expect(kinds(decision)).toEqual([
+      "DeleteJob welcome-7f3a2c1-amd64",
+      "DeleteJob welcome-7f3a2c1-arm64",
+    ]);
+    expect(condition(decision.status, "Succeeded")).toMatchObject({
+      status: "False",
+      reason: "Cancelled",
+    });
+  });
+
+  it("never adopts or replaces a Job of the same name that another object controls", () => {
+    const world = new World();
+    world.reconcile();
+    world.set("amd64", { pods: [{ phase: "Running" }], ownerUid: "previous-build-uid" });
+    const decision = world.reconcile();
+    expect(decision.actions).toEqual([]);
+    expect(decision.status.platforms?.[0]?.message).toMatch(
+      /exists but does not belong to this ImageBuild/,
+    );
+  });
+
+  it("builds a platform again when its Job completed but the pod, and so the digest, is gone", () => {
+    const world = new World();
+    world.reconcile();
+    world.set("amd64", { pods: [], outcome: { type: "Complete" } });
+    const decision = world.reconcile();
+    expect(kinds(decision)).toEqual(["DeleteJob welcome-7f3a2c1-amd64"]);
+    expect(kinds(world.reconcile())).toEqual(["CreateJob welcome-7f3a2c1-amd64"]);
+  });
+});
+
+describe("an inline source", () => {
+  it("creates its context ConfigMap with the client Secret, before the Job", () => {
+    const world = new World(
+      exampleBuild({
+        spec: {
+          platforms: ["linux/amd64"],
+          source: { git: null, inline: { dockerfile: "FROM scratch" } },
+        },
+      }),
+    );
+    expect(kinds(world.reconcile())).toEqual([
+      "CreateClientSecret welcome-7f3a2c1-buildkit-client",
+      "CreateConfigMap welcome-7f3a2c1-context",
+      "CreateJob welcome-7f3a2c1-amd64",
+    ]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// Restart safety: whatever the operator finds after a crash, the decision never asks to
+// create an object that exists and never drops a digest it had recorded.
+
+const podArb = fc.oneof(
+  fc.constant({ phase: "Pending" as const }),
+  fc.constant({ phase: "Running" as const }),
+  fc.constantFrom("linux/amd64", "linux/arm64").map((p) => ({
+    phase: "Succeeded" as const,
+    report: metadataJson(p, p.endsWith("amd64") ? DIGEST_AMD64 : DIGEST_ARM64),
+  })),
+  fc.constant({ phase: "Succeeded" as const, report: "garbage" }),
+  fc.constant({ phase: "Failed" as const, log: "error: failed to solve: boom" }),
+);
+const jobStateArb: fc.Arbitrary<JobState | undefined> = fc.option(
+  fc.record(
+    {
+      pods: fc.array(podArb, { maxLength: 3 }),
+      outcome: fc.option(
+        fc.record({
+          type: fc.constantFrom("Complete" as const, "Failed" as const),
+          reason: fc.constantFrom("BackoffLimitExceeded", "DeadlineExceeded"),
+        }),
+        { nil: undefined },
+      ),
+      ownerUid: fc.option(fc.constant("someone-else"), { nil: undefined, freq: 8 }),
+      deleting: fc.boolean(),
+    },
+    { requiredKeys: ["pods"] },
+  ),
+  { nil: undefined },
+);
+const recordedArb = fc.option(
+  fc.record({
+    phase: fc.constantFrom("Queued", "Building", "Assembling", "Succeeded", "Failed", "Pending"),
+    amd64: fc.boolean(),
+    arm64: fc.boolean(),
+    index: fc.boolean(),
+  }),
+  { nil: undefined },
+);
+
+describe("restart safety over arbitrary observed states", () => {
+  it("never creates what exists, never loses a digest, and keeps finished builds finished", () => {
+    fc.assert(
+      fc.property(
+        recordedArb,
+        jobStateArb,
+        jobStateArb,
+        jobStateArb,
+        fc.boolean(),
+        fc.integer({ min: 0, max: 3 }),
+        (recorded, amd64, arm64, index, clientSecret, busy) => {
+          const platforms = recorded
+            ? [
+                {
+                  platform: "linux/amd64",
+                  phase: recorded.amd64 ? "Succeeded" : "Running",
+                  ...(recorded.amd64 ? { digest: DIGEST_AMD64 } : {}),
+                },
+                {
+                  platform: "linux/arm64",
+                  phase: recorded.arm64 ? "Succeeded" : "Running",
+                  ...(recorded.arm64 ? { digest: DIGEST_ARM64 } : {}),
+                },
+              ]
+            : undefined;
+          const status = recorded
+            ? {
+                phase: recorded.phase,
+                platforms,
+                ...(recorded.index && recorded.phase === "Succeeded"
+                  ? { digest: INDEX_DIGEST, completionTime: "2026-03-01T10:00:00Z" }
+                  : {}),
+              }
+            : undefined;
+          const world = new World(exampleBuild(status ? { status } : {}));
+          world.busy = { amd64: busy, arm64: busy };
+          world.clientSecret = clientSecret;
+          const probe = world.observe();
+          const plan = probe.admission.admitted ? probe.admission.plan : undefined;
+          for (const [slug, state] of [
+            ["amd64", amd64],
+            ["arm64", arm64],
+            ["index", index],
+          ] as const) {
+            if (!state || !plan) continue;
+            const name = `welcome-7f3a2c1-${slug}`;
+            world.objects.set(name, {
+              apiVersion: "batch/v1",
+              kind: "Job",
+              metadata: {
+                name,
+                namespace: "buildfarm-builders",
+                ownerReferences: [
+                  {
+                    apiVersion: "buildfarm.dev/v1alpha1",
+                    kind: "ImageBuild",
+                    name: "welcome-7f3a2c1",
+                    uid: world.build.metadata.uid as string,
+                    controller: true,
+                  },
+                ],
+              },
+            });
+            world.states.set(name, state);
+          }
+          const before = world.build.status;
+          const observed = world.observe();
+          const decision = decideNextStep(world.build, observed);
+
+          for (const action of decision.actions) {
+            if (action.type === "CreateJob")
+              expect(world.objects.has(action.object.metadata?.name as string)).toBe(false);
+            if (action.type === "CreateClientSecret") expect(clientSecret).toBe(false);
+          }
+          for (const platform of before?.platforms ?? []) {
+            if (platform.digest) {
+              const after = decision.status.platforms?.find(
+                (p) => p.platform === platform.platform,
+              );
+              expect(after?.digest).toBe(platform.digest);
+            }
+          }
+          if (before?.digest) expect(decision.status.digest).toBe(before.digest);
+          if (before?.phase === "Succeeded" || before?.phase === "Failed") {
+            expect(decision.status.phase).toBe(before.phase);
+            expect(
+              decision.actions.some(
+                (a) => a.type === "CreateJob" || a.type === "CreateClientSecret",
+              ),
+            ).toBe(false);
+          }
+          const names = decision.actions.flatMap((a) => (a.type === "DeleteJob" ? [a.name] : []));
+          expect(new Set(names).size).toBe(names.length);
+        },
+      ),
+      { numRuns: 400 },
+    );
+  });
+
+  it("comes to the same status when it decides again on the same observations", () => {
+    fc.assert(
+      fc.property(jobStateArb, jobStateArb, (amd64, arm64) => {
+        const world = new World();
+        world.reconcile();
+        if (amd64) world.set("amd64", amd64);
+        if (arm64) world.set("arm64", arm64);
+        const observed = world.observe();
+        const first = decideNextStep(world.build, observed);
+        const second = decideNextStep({ ...world.build, status: first.status }, observed);
+        expect(second.status).toEqual(first.status);
+        expect(second.events).toEqual([]);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
