@@ -29,6 +29,14 @@ export const CACHE_REF = new RegExp(
 /** Characters a git URL may hold; '#' is excluded because the operator appends #revision:subPath. */
 export const GIT_URL =
   /^((https?|git|ssh):\/\/|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)[A-Za-z0-9._~%@:/+=-]+$/;
+/** userinfo with a password: `scheme://user:secret@host`. */
+const URL_PASSWORD = /^[a-z]+:\/\/[^/@]*:[^/@]*@/;
+const GIT_PASSWORD_MESSAGE =
+  "must not carry a password: it would be visible in the build Job; use spec.source.git.authSecretRef";
+/** BuildKit reads an http(s) URL as a git repository only when its path ends in .git. */
+const HTTP_GIT_PATH = /^https?:\/\/[^/]+\/.*\.git$/;
+const GIT_SUFFIX_MESSAGE =
+  "an https URL must end in .git: BuildKit otherwise downloads it as a file instead of cloning it";
 export const GIT_REVISION = /^[A-Za-z0-9_-]+([./][A-Za-z0-9_-]+)*$/;
 /** A relative path inside the context: no leading slash, no '.' or '..' component. */
 export const RELATIVE_PATH = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
@@ -67,15 +75,26 @@ const printableValue = (max: number) =>
 
 export const gitSource = z
   .object({
-    url: z
-      .string()
-      .min(1)
-      .max(2048)
-      .regex(GIT_URL, {
-        message:
-          "must be a git URL (https://, ssh://, git:// or user@host:path) without spaces or '#'",
-      })
-      .describe("Repository URL that BuildKit fetches itself."),
+    url: cel(
+      z
+        .string()
+        .min(1)
+        .max(2048)
+        .regex(GIT_URL, {
+          message:
+            "must be a git URL (https://, ssh://, git:// or user@host:path) without spaces or '#'",
+        })
+        .refine((url) => !URL_PASSWORD.test(url), { message: GIT_PASSWORD_MESSAGE })
+        .refine((url) => !/^https?:/.test(url) || HTTP_GIT_PATH.test(url), {
+          message: GIT_SUFFIX_MESSAGE,
+        }),
+      // The same two checks for the API server, written without backslashes for CEL.
+      { rule: "!self.matches('^[a-z]+://[^/@]*:[^/@]*@')", message: GIT_PASSWORD_MESSAGE },
+      {
+        rule: "!(self.startsWith('https://') || self.startsWith('http://')) || self.matches('^https?://[^/]+/.*[.]git$')",
+        message: GIT_SUFFIX_MESSAGE,
+      },
+    ).describe("Repository URL that BuildKit fetches itself."),
     revision: z
       .string()
       .max(255)
@@ -179,51 +198,62 @@ export const output = z
   .describe("Where the finished image goes.");
 export type Output = z.infer<typeof output>;
 
-export const cacheSpec = z
-  .object({
-    disabled: z
-      .boolean()
-      .default(false)
-      .describe("Build without importing or exporting a registry cache."),
-    ref: z
-      .string()
-      .max(255)
-      .regex(CACHE_REF, {
-        message: "must be an image reference such as registry.example.com/team/app:buildcache",
-      })
-      .optional()
-      .describe(
-        "Registry cache reference; each platform uses <ref>-<arch>. Defaults to <output.image>:buildcache.",
-      ),
-    mode: z
-      .enum(["min", "max"])
-      .default("max")
-      .describe("max exports every intermediate layer; min only the final image's."),
-    importFrom: setList(
-      z.string().max(255).regex(CACHE_REF, { message: "must be an image reference" }),
-      8,
-      "cache ref",
-    )
-      .optional()
-      .describe(
-        "More cache refs to import, e.g. the main branch's cache for a feature branch (each with -<arch>).",
-      ),
-    imageManifest: z
-      .boolean()
-      .default(true)
-      .describe("Store the cache as an image manifest, which registries such as ECR require."),
-    ociMediaTypes: z
-      .boolean()
-      .default(true)
-      .describe("Use OCI media types for the cache manifest."),
-    failOnExportError: z
-      .boolean()
-      .default(false)
-      .describe(
-        "Fail the build when the registry refuses the cache export. By default the image still ships and CacheExported=False reports the registry's message.",
-      ),
-  })
-  .describe("The registry cache shared by builds of this image.");
+export const cacheSpec = cel(
+  z
+    .object({
+      disabled: z
+        .boolean()
+        .default(false)
+        .describe("Build without importing or exporting a registry cache."),
+      ref: z
+        .string()
+        .max(255)
+        .regex(CACHE_REF, {
+          message: "must be an image reference such as registry.example.com/team/app:buildcache",
+        })
+        .optional()
+        .describe(
+          "Registry cache reference. Each platform gets its own tag, the ref's tag plus -<platform> (app:buildcache-amd64), since one ref shared by several platforms keeps only the last one's cache. Defaults to <output.image>:buildcache.",
+        ),
+      mode: z
+        .enum(["min", "max"])
+        .default("max")
+        .describe("max exports every intermediate layer; min only the final image's."),
+      importFrom: setList(
+        z.string().max(255).regex(CACHE_REF, { message: "must be an image reference" }),
+        8,
+        "cache ref",
+      )
+        .optional()
+        .describe(
+          "More cache refs to import, e.g. the main branch's cache for a feature branch (each with -<arch>).",
+        ),
+      imageManifest: z
+        .boolean()
+        .default(true)
+        .describe("Store the cache as an image manifest, which registries such as ECR require."),
+      ociMediaTypes: z
+        .boolean()
+        .default(true)
+        .describe("Use OCI media types for the cache manifest."),
+      failOnExportError: z
+        .boolean()
+        .default(false)
+        .describe(
+          "Fail the build when the registry refuses the cache export. By default the image still ships and CacheExported=False reports the registry's message.",
+        ),
+    })
+    .refine((cache) => !cache.imageManifest || cache.ociMediaTypes, {
+      message:
+        "imageManifest requires ociMediaTypes: BuildKit refuses an image-manifest cache with Docker media types",
+    })
+    .describe("The registry cache shared by builds of this image."),
+  {
+    rule: "!has(self.imageManifest) || !self.imageManifest || !has(self.ociMediaTypes) || self.ociMediaTypes",
+    message:
+      "imageManifest requires ociMediaTypes: BuildKit refuses an image-manifest cache with Docker media types",
+  },
+);
 export type CacheSpec = z.infer<typeof cacheSpec>;
 
 export const buildSecret = z

@@ -4,13 +4,14 @@
 // either a plan (which pool architecture builds each platform, how to reach it, how git
 // authenticates) or a verdict a person can act on: Pending while what is missing may still
 // appear, Failed when only a new ImageBuild or a pool change can help.
+import type { V1LabelSelector } from "@kubernetes/client-node";
 import { ARCHITECTURES, servedPlatforms } from "../api/builderpool.ts";
 import { cacheRefOf } from "../api/imagebuild.ts";
-import type { LabelSelector } from "../api/meta.ts";
 import type { BuilderPool, ImageBuild } from "../api/resources.ts";
+import { allowedNamespaceSelector, poolAdmitsNamespace } from "../pool/policy.ts";
 import { cacheRefProblem } from "./cache.ts";
 import { normalizePlatform, parsePlatform, platformSlug } from "./platforms.ts";
-import { gitHost, gitScheme, gitUrlProblem, TOKEN_HOST } from "./source.ts";
+import { gitHost, gitScheme, TOKEN_HOST } from "./source.ts";
 
 export const DOCKER_CONFIG_TYPE = "kubernetes.io/dockerconfigjson";
 export const DOCKER_CONFIG_KEY = ".dockerconfigjson";
@@ -105,8 +106,6 @@ export function specProblems(build: ImageBuild): Verdict[] {
   }
   const git = spec.source.git;
   if (git) {
-    const urlProblem = gitUrlProblem(git.url);
-    if (urlProblem) problems.push(failed("InvalidSource", `spec.source.git.url ${urlProblem}`));
     if (git.authSecretRef) {
       const scheme = gitScheme(git.url);
       if (scheme === "git" || scheme === "http") {
@@ -172,14 +171,6 @@ export function specProblems(build: ImageBuild): Verdict[] {
     seen.set(normalized, platform);
   }
   if (!spec.cache.disabled) {
-    if (spec.cache.imageManifest && !spec.cache.ociMediaTypes) {
-      problems.push(
-        failed(
-          "InvalidCacheOptions",
-          "spec.cache.imageManifest requires spec.cache.ociMediaTypes: true (BuildKit refuses an image-manifest cache without OCI media types)",
-        ),
-      );
-    }
     const refs = [cacheRefOf(spec), ...(spec.cache.importFrom ?? [])];
     for (const ref of refs) {
       for (const platform of spec.platforms) {
@@ -191,45 +182,7 @@ export function specProblems(build: ImageBuild): Verdict[] {
   return problems;
 }
 
-/** Whether a label selector admits these labels, with Kubernetes' semantics. */
-export function selectorMatches(
-  selector: LabelSelector,
-  labels: Readonly<Record<string, string>>,
-): boolean {
-  for (const [key, value] of Object.entries(selector.matchLabels ?? {})) {
-    if (labels[key] !== value) return false;
-  }
-  for (const requirement of selector.matchExpressions ?? []) {
-    const has = Object.hasOwn(labels, requirement.key);
-    const value = labels[requirement.key];
-    const values = requirement.values ?? [];
-    switch (requirement.operator) {
-      case "In":
-        if (!has || !values.includes(value as string)) return false;
-        break;
-      case "NotIn":
-        if (has && values.includes(value as string)) return false;
-        break;
-      case "Exists":
-        if (!has) return false;
-        break;
-      case "DoesNotExist":
-        if (has) return false;
-        break;
-    }
-  }
-  return true;
-}
-
-function isEmptySelector(selector: LabelSelector | undefined): boolean {
-  return (
-    selector === undefined ||
-    (Object.keys(selector.matchLabels ?? {}).length === 0 &&
-      (selector.matchExpressions ?? []).length === 0)
-  );
-}
-
-function describeSelector(selector: LabelSelector): string {
+function describeSelector(selector: V1LabelSelector): string {
   const parts = [
     ...Object.entries(selector.matchLabels ?? {}).map(([key, value]) => `${key}=${value}`),
     ...(selector.matchExpressions ?? []).map((requirement) =>
@@ -247,23 +200,19 @@ function namespaceVerdict(
   labels: Readonly<Record<string, string>>,
 ): Verdict | undefined {
   const poolName = `${pool.metadata.namespace}/${pool.metadata.name}`;
-  // The pool's own namespace is always admitted. An empty selector admits nothing more:
-  // the API documents "when empty, only the pool's own namespace".
-  if (buildNamespace === pool.metadata.namespace) return undefined;
-  const selector = pool.spec.allowedNamespaces;
-  if (isEmptySelector(selector)) {
+  // One rule for admission and the builders' NetworkPolicy (src/pool/policy.ts).
+  if (poolAdmitsNamespace(pool, { name: buildNamespace, labels })) return undefined;
+  const selector = allowedNamespaceSelector(pool);
+  if (selector === undefined) {
     return failed(
       "NamespaceNotAllowed",
       `BuilderPool ${poolName} accepts builds only from its own namespace ${JSON.stringify(pool.metadata.namespace)}; set spec.allowedNamespaces on the pool to admit namespace ${JSON.stringify(buildNamespace)}`,
     );
   }
-  if (selector && !selectorMatches(selector, labels)) {
-    return failed(
-      "NamespaceNotAllowed",
-      `namespace ${JSON.stringify(buildNamespace)} may not use BuilderPool ${poolName}: its labels do not match the pool's spec.allowedNamespaces (${describeSelector(selector)})`,
-    );
-  }
-  return undefined;
+  return failed(
+    "NamespaceNotAllowed",
+    `namespace ${JSON.stringify(buildNamespace)} may not use BuilderPool ${poolName}: its labels do not match the pool's spec.allowedNamespaces (${describeSelector(selector)})`,
+  );
 }
 
 function unservedHint(pool: BuilderPool, platform: string): string {

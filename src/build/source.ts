@@ -1,7 +1,7 @@
 // The build context as BuildKit's dockerfile frontend reads it. A git context is the
 // `context` frontend option `<url>#<ref>:<subdir>` (moby/buildkit util/gitutil/git_url.go,
 // splitGitFragment); an http(s) URL counts as a git repository only when its path ends in
-// `.git` (gitutil.ParseGitRef), otherwise the frontend downloads it as a file. Private
+// `.git` (gitutil.ParseGitRef), which the schema requires (src/api/imagebuild.ts). Private
 // repositories authenticate with the build secret `GIT_AUTH_TOKEN.<host>` (source/git/source.go,
 // authSecretNames: the URL's host exactly as Go's url.Parse returns it, port included) or with
 // the SSH agent socket `default` (client/llb/source.go mounts it for ssh URLs).
@@ -44,21 +44,6 @@ export function gitHost(url: string): string | undefined {
 /** The build secret id BuildKit reads a token for this URL from. */
 export function gitTokenSecretId(host: string): string {
   return `GIT_AUTH_TOKEN.${host}`;
-}
-
-/** Why BuildKit would not treat this URL as a git repository, if it would not. */
-export function gitUrlProblem(url: string): string | undefined {
-  const scheme = gitScheme(url);
-  if (scheme !== "https" && scheme !== "http") return undefined;
-  const parts = splitUrl(url);
-  if (!parts) return "must be a URL such as https://github.com/org/repo.git";
-  if (parts.userinfo?.includes(":")) {
-    return "must not carry a password: it would be visible in the build Job; use spec.source.git.authSecretRef";
-  }
-  if (!parts.path.endsWith(".git")) {
-    return `BuildKit reads an ${scheme} URL as a git repository only when its path ends in .git (otherwise it downloads the URL as a file); use ${url.replace(/\/+$/, "")}.git`;
-  }
-  return undefined;
 }
 
 /**

@@ -34,28 +34,31 @@ export type NetworkPolicyObject = Omit<V1NetworkPolicy, "spec"> & {
 export const NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name";
 
 /**
- * The namespaces whose builds may use the pool. spec.allowedNamespaces when it says anything;
- * otherwise (absent, or an empty selector, which Kubernetes would read as "every namespace") only
- * the pool's own, by the label the API server puts on every namespace.
+ * The namespaces whose builds may use the pool besides its own: spec.allowedNamespaces when it
+ * says anything. Absent, or an empty selector (which Kubernetes would read as "every
+ * namespace"), admits no other namespace; the API documents that.
  */
-export function allowedNamespaceSelector(pool: BuilderPool): V1LabelSelector {
+export function allowedNamespaceSelector(pool: BuilderPool): V1LabelSelector | undefined {
   const selector = pool.spec.allowedNamespaces;
   const hasLabels = Object.keys(selector?.matchLabels ?? {}).length > 0;
   const hasExpressions = (selector?.matchExpressions ?? []).length > 0;
-  if (selector && (hasLabels || hasExpressions)) {
-    return {
-      ...(hasLabels ? { matchLabels: { ...selector.matchLabels } } : {}),
-      ...(hasExpressions
-        ? {
-            matchExpressions: (selector.matchExpressions ?? []).map((expression) => ({
-              key: expression.key,
-              operator: expression.operator,
-              ...(expression.values ? { values: [...expression.values] } : {}),
-            })),
-          }
-        : {}),
-    };
-  }
+  if (!selector || (!hasLabels && !hasExpressions)) return undefined;
+  return {
+    ...(hasLabels ? { matchLabels: { ...selector.matchLabels } } : {}),
+    ...(hasExpressions
+      ? {
+          matchExpressions: (selector.matchExpressions ?? []).map((expression) => ({
+            key: expression.key,
+            operator: expression.operator,
+            ...(expression.values ? { values: [...expression.values] } : {}),
+          })),
+        }
+      : {}),
+  };
+}
+
+/** The pool's own namespace, by the label the API server puts on every namespace. */
+export function ownNamespaceSelector(pool: BuilderPool): V1LabelSelector {
   return { matchLabels: { [NAMESPACE_NAME_LABEL]: pool.metadata.namespace } };
 }
 
@@ -98,10 +101,12 @@ export function poolAdmitsNamespace(
   pool: BuilderPool,
   namespace: { name: string; labels?: Readonly<Record<string, string>> },
 ): boolean {
-  return selectorMatches(allowedNamespaceSelector(pool), {
-    ...namespace.labels,
-    [NAMESPACE_NAME_LABEL]: namespace.name,
-  });
+  if (namespace.name === pool.metadata.namespace) return true;
+  const selector = allowedNamespaceSelector(pool);
+  return (
+    selector !== undefined &&
+    selectorMatches(selector, { ...namespace.labels, [NAMESPACE_NAME_LABEL]: namespace.name })
+  );
 }
 
 /**
@@ -111,6 +116,14 @@ export function poolAdmitsNamespace(
  */
 export function networkPolicy(pool: BuilderPool): NetworkPolicyObject {
   const name = pool.metadata.name;
+  const buildPods: V1LabelSelector = {
+    matchLabels: {
+      [LABELS.managedBy]: MANAGED_BY,
+      [LABELS.component]: COMPONENTS.build,
+      [LABELS.pool]: name,
+      [LABELS.poolNamespace]: pool.metadata.namespace,
+    },
+  };
   return {
     apiVersion: "networking.k8s.io/v1",
     kind: "NetworkPolicy",
@@ -122,20 +135,12 @@ export function networkPolicy(pool: BuilderPool): NetworkPolicyObject {
       policyTypes: ["Ingress"],
       ingress: [
         {
-          from: [
-            {
-              // One peer with both selectors: the pod AND its namespace must match.
-              namespaceSelector: allowedNamespaceSelector(pool),
-              podSelector: {
-                matchLabels: {
-                  [LABELS.managedBy]: MANAGED_BY,
-                  [LABELS.component]: COMPONENTS.build,
-                  [LABELS.pool]: name,
-                  [LABELS.poolNamespace]: pool.metadata.namespace,
-                },
-              },
-            },
-          ],
+          // Each peer pairs a namespace selector with the build-pod selector: the pod AND its
+          // namespace must match. The pool's own namespace is always a peer, as admission
+          // always admits it (poolAdmitsNamespace).
+          from: [ownNamespaceSelector(pool), allowedNamespaceSelector(pool)]
+            .filter((selector): selector is V1LabelSelector => selector !== undefined)
+            .map((namespaceSelector) => ({ namespaceSelector, podSelector: buildPods })),
           ports: [{ protocol: "TCP", port: BUILDKIT_PORT }],
         },
       ],

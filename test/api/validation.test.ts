@@ -330,6 +330,30 @@ const INVALID: InvalidCase[] = [
     field: "spec.source.git.url",
   },
   {
+    name: "git URL with a password",
+    kind: "build",
+    mutate: (s) => {
+      at(s, "source.git").url = "https://bob:hunter2@example.com/r.git";
+    },
+    field: "spec.source.git.url",
+  },
+  {
+    name: "https git URL without .git",
+    kind: "build",
+    mutate: (s) => {
+      at(s, "source.git").url = "https://example.com/org/repo";
+    },
+    field: "spec.source.git.url",
+  },
+  {
+    name: "image-manifest cache with Docker media types",
+    kind: "build",
+    mutate: (s) => {
+      at(s, "cache").ociMediaTypes = false;
+    },
+    field: "spec.cache",
+  },
+  {
     name: "revision with ..",
     kind: "build",
     mutate: (s) => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { cacheRefForPlatform, cacheRefProblem, splitTag } from "../../src/build/cache.ts";
 import { normalizePlatform, platformSlug } from "../../src/build/platforms.ts";
-import { gitContext, gitHost, gitScheme, gitUrlProblem } from "../../src/build/source.ts";
+import { gitContext, gitHost, gitScheme } from "../../src/build/source.ts";
 
 describe("platforms compare as containerd normalizes them", () => {
   it.each([
@@ -73,19 +73,5 @@ describe("git contexts as BuildKit's dockerfile frontend reads them", () => {
   ])("%s is %s with host %s", (url, scheme, host) => {
     expect(gitScheme(url)).toBe(scheme);
     expect(gitHost(url)).toBe(host);
-  });
-
-  it.each([
-    ["https://github.com/o/r.git", undefined],
-    ["https://github.com/o/r", /ends in .git/],
-    ["https://github.com/o/r.git/", /ends in .git/],
-    ["http://example.com/r", /an http URL/],
-    ["https://u:p@github.com/o/r.git", /password/],
-    ["git@github.com:o/r", undefined],
-    ["ssh://github.com/o/r", undefined],
-  ])("%s: %s", (url, problem) => {
-    const found = gitUrlProblem(url);
-    if (problem === undefined) expect(found).toBeUndefined();
-    else expect(found).toMatch(problem);
   });
 });

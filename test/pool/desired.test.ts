@@ -385,18 +385,19 @@ describe("Services, budgets and the NetworkPolicy", () => {
       ingress: [
         {
           from: [
-            {
-              namespaceSelector: { matchLabels: { "buildfarm.dev/builds": "allowed" } },
-              podSelector: {
-                matchLabels: {
-                  [LABELS.managedBy]: "buildfarm",
-                  [LABELS.component]: "build",
-                  [LABELS.pool]: "default",
-                  [LABELS.poolNamespace]: "buildfarm-builders",
-                },
+            { "kubernetes.io/metadata.name": "buildfarm-builders" },
+            { "buildfarm.dev/builds": "allowed" },
+          ].map((matchLabels) => ({
+            namespaceSelector: { matchLabels },
+            podSelector: {
+              matchLabels: {
+                [LABELS.managedBy]: "buildfarm",
+                [LABELS.component]: "build",
+                [LABELS.pool]: "default",
+                [LABELS.poolNamespace]: "buildfarm-builders",
               },
             },
-          ],
+          })),
           ports: [{ protocol: "TCP", port: 1234 }],
         },
       ],

@@ -40,8 +40,8 @@ describe("which namespaces may use a pool", () => {
       poolAdmitsNamespace(pool, { name: "team-a", labels: { "buildfarm.dev/builds": "allowed" } }),
     ).toBe(true);
     expect(poolAdmitsNamespace(pool, { name: "team-b", labels: {} })).toBe(false);
-    // The selector decides alone: the pool's own namespace is not implied.
-    expect(poolAdmitsNamespace(pool, { name: "buildfarm-builders" })).toBe(false);
+    // The pool's own namespace is always admitted, as its NetworkPolicy always admits it.
+    expect(poolAdmitsNamespace(pool, { name: "buildfarm-builders" })).toBe(true);
   });
 
   it.each([
@@ -55,9 +55,7 @@ describe("which namespaces may use a pool", () => {
         if (selector === undefined) delete raw.spec.allowedNamespaces;
         else raw.spec.allowedNamespaces = selector;
       });
-      expect(allowedNamespaceSelector(pool)).toEqual({
-        matchLabels: { "kubernetes.io/metadata.name": "buildfarm-builders" },
-      });
+      expect(allowedNamespaceSelector(pool)).toBeUndefined();
       expect(poolAdmitsNamespace(pool, { name: "buildfarm-builders" })).toBe(true);
       expect(
         poolAdmitsNamespace(pool, {
