@@ -5,6 +5,7 @@ import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
+import { setupBuildController } from "./build/controller.ts";
 import type { OperatorConfig } from "./config.ts";
 import { setupPoolController } from "./pool/controller.ts";
 import { KubeClient } from "./runtime/client.ts";

@@ -190,6 +190,8 @@ export class KubeClient {
       query?: Record<string, string | number | undefined>;
       body?: unknown;
       contentType?: string;
+      /** Return the body as text (pods/log) instead of parsing JSON. */
+      text?: boolean;
     } = {},
   ): Promise<T> {
     if (method !== "GET") this.writeGuard?.();
@@ -213,7 +215,13 @@ export class KubeClient {
       });
       code = response.status;
       const text = await response.text();
-      const parsed = text ? (JSON.parse(text) as unknown) : undefined;
+      if (response.ok && options.text) return text as T;
+      let parsed: unknown;
+      try {
+        parsed = text ? (JSON.parse(text) as unknown) : undefined;
+      } catch {
+        parsed = undefined;
+      }
       if (!response.ok) {
         const retryAfter = Number(response.headers.get("retry-after")) || undefined;
         const status =
@@ -328,6 +336,22 @@ export class KubeClient {
       if (isNotFound(error)) return false;
       throw error;
     }
+  }
+
+  /** The tail of a container's log (pods/log). */
+  podLog(
+    namespace: string,
+    pod: string,
+    options: { container?: string; tailLines?: number; limitBytes?: number } = {},
+  ): Promise<string> {
+    return this.request<string>("GET", `${this.path(RESOURCES.pod, namespace, pod)}/log`, {
+      query: {
+        container: options.container,
+        tailLines: options.tailLines,
+        limitBytes: options.limitBytes,
+      },
+      text: true,
+    });
   }
 
   /**
