@@ -134,10 +134,9 @@ export class RequestLog {
       if (use) use.count++;
       else uses.set(key, { apiGroup: record.apiGroup, resource, verb: record.verb, count: 1 });
     }
+    const order = (use: RbacUse) => [use.apiGroup, use.resource, use.verb].join("\u0000");
     return [...uses.values()].sort((a, b) =>
-      `${a.apiGroup}|${a.resource}|${a.verb}`.localeCompare(
-        `${b.apiGroup}|${b.resource}|${b.verb}`,
-      ),
+      order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0,
     );
   }
 

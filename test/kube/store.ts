@@ -46,9 +46,9 @@ import {
   conflict,
   expired,
   type FieldError,
+  fieldError,
   forbiddenRequest,
   invalid,
-  invalidValue,
   KubeError,
   notFound,
   unknownError,
@@ -481,7 +481,11 @@ export class Store {
     if (!rv) {
       if (!info.allowUnconditionalUpdate)
         throw invalid(groupKindOf(info), name, [
-          invalidValue("metadata.resourceVersion", "0x0", "must be specified for an update"),
+          fieldError(
+            "FieldValueInvalid",
+            "metadata.resourceVersion",
+            "Invalid value: 0x0: must be specified for an update",
+          ),
         ]);
     } else if (rv !== existing.metadata.resourceVersion) throw conflict(info, name);
     return this.applyUpdate(table, object, existing, options);

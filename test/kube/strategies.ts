@@ -209,12 +209,12 @@ export function defaultPodSpec(spec: Obj): void {
   }
 }
 
-function validatePodSpec(spec: Obj, field: string): FieldError[] {
+function validatePodSpec(spec: Obj, field: string, extraVolumes: string[] = []): FieldError[] {
   const errors: FieldError[] = [];
   const containers = list(spec.containers);
   if (containers.length === 0) errors.push(requiredValue(`${field}.containers`));
   const names = new Set<string>();
-  const volumes = new Set(list(spec.volumes).map((v) => String(v.name)));
+  const volumes = new Set([...list(spec.volumes).map((v) => String(v.name)), ...extraVolumes]);
   for (const [group, items] of [
     ["initContainers", list(spec.initContainers)],
     ["containers", containers],
@@ -261,11 +261,15 @@ function validatePodSpec(spec: Obj, field: string): FieldError[] {
   return errors;
 }
 
-function validatePodTemplate(template: unknown, field: string): FieldError[] {
+function validatePodTemplate(
+  template: unknown,
+  field: string,
+  extraVolumes: string[] = [],
+): FieldError[] {
   const t = obj(template);
   return [
     ...validateLabels(obj(t.metadata).labels, `${field}.labels`),
-    ...validatePodSpec(obj(t.spec), `${field}.spec`),
+    ...validatePodSpec(obj(t.spec), `${field}.spec`, extraVolumes),
   ];
 }
 
@@ -499,7 +503,11 @@ const statefulsets: Strategy = {
   initialStatus: () => ({ replicas: 0, availableReplicas: 0 }),
   validate: (object) => [
     ...validateWorkloadSelector(obj(object.spec), "statefulset"),
-    ...validatePodTemplate(obj(object.spec).template, "spec.template"),
+    ...validatePodTemplate(
+      obj(object.spec).template,
+      "spec.template",
+      list(obj(object.spec).volumeClaimTemplates).map((claim) => String(obj(claim.metadata).name)),
+    ),
   ],
   validateUpdate(object, old) {
     const strip = (spec: Obj) =>

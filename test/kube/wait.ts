@@ -13,10 +13,12 @@ export interface WaitOptions {
  * Resolves with the first truthy value `check` returns (sync or async); rejects after the
  * timeout with the last error `check` threw, if any.
  */
+export type Truthy<T> = Exclude<T, false | null | undefined | 0 | "">;
+
 export async function waitFor<T>(
   check: () => T | Promise<T>,
   options: WaitOptions = {},
-): Promise<NonNullable<T>> {
+): Promise<Truthy<T>> {
   const timeout = options.timeout ?? 10_000;
   const interval = options.interval ?? 10;
   const deadline = Date.now() + timeout;
@@ -24,7 +26,7 @@ export async function waitFor<T>(
   for (;;) {
     try {
       const value = await check();
-      if (value) return value as NonNullable<T>;
+      if (value) return value as Truthy<T>;
     } catch (error) {
       lastError = error;
     }
