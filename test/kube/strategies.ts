@@ -816,7 +816,27 @@ const poddisruptionbudgets: Strategy = {
   },
 };
 
-const leases: Strategy = {};
+/** metav1.MicroTime marshals with exactly six fractional digits. */
+function microTime(value: unknown): unknown {
+  if (typeof value !== "string") return value;
+  const match = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?Z$/.exec(value);
+  if (!match) return value;
+  return `${match[1]}.${(match[2] ?? "").padEnd(6, "0").slice(0, 6)}Z`;
+}
+
+const leases: Strategy = {
+  defaults(object) {
+    const spec = child(object, "spec");
+    for (const field of ["acquireTime", "renewTime"])
+      if (spec[field] !== undefined) spec[field] = microTime(spec[field]);
+  },
+};
+
+const eventsV1: Strategy = {
+  defaults(object) {
+    if (object.eventTime !== undefined) object.eventTime = microTime(object.eventTime);
+  },
+};
 
 const nodes: Strategy = {
   initialStatus: (object) => obj(object.status),
@@ -835,5 +855,6 @@ export const STRATEGIES: Record<string, Strategy> = {
   persistentvolumeclaims,
   "poddisruptionbudgets.policy": poddisruptionbudgets,
   "leases.coordination.k8s.io": leases,
+  "events.events.k8s.io": eventsV1,
   nodes,
 };
