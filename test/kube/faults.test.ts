@@ -135,6 +135,27 @@ describe("latency and pausing", () => {
   });
 });
 
+describe("expired watches", () => {
+  it("answers the next resuming watch with a 410 ERROR event, like a resourceVersion out of the history", async () => {
+    kube.faults.expireWatches(1, { match: { resource: "configmaps" } });
+    const rv = kube.store.resourceVersion;
+    const response = await fetch(
+      `${kube.url}/api/v1/namespaces/f/configmaps?watch=true&resourceVersion=${rv}`,
+    );
+    expect(response.status).toBe(200);
+    const [line, ...rest] = (await response.text()).trim().split("\n");
+    expect(rest).toEqual([]);
+    expect(JSON.parse(line!)).toMatchObject({
+      type: "ERROR",
+      object: { kind: "Status", code: 410, reason: "Expired" },
+    });
+    const again = await fetch(
+      `${kube.url}/api/v1/namespaces/f/configmaps?watch=true&resourceVersion=${rv}&timeoutSeconds=1`,
+    );
+    expect(await again.text()).toBe("");
+  });
+});
+
 describe("request log", () => {
   it("records each request as RBAC sees it", async () => {
     const batch = kube.kubeConfig().makeApiClient(BatchV1Api);

@@ -65,6 +65,7 @@ export class Faults {
   private resume: (() => void) | undefined;
   private timers = new Set<NodeJS.Timeout>();
   private dropper: WatchDropper | undefined;
+  private expiries: { id: number; remaining: number; match: RecordFilter }[] = [];
 
   /** @internal the server wires its watches in. */
   attach(dropper: WatchDropper): void {
@@ -122,6 +123,30 @@ export class Faults {
     return this.dropper?.drop(options.mode ?? "close", options.match) ?? 0;
   }
 
+  /**
+   * The next `count` matching watches that resume from a resourceVersion are answered the way
+   * the API server answers a resourceVersion that left its history: one ERROR event with a 410
+   * Expired Status, then the end of the stream.
+   */
+  expireWatches(count = 1, options: { match?: RecordFilter } = {}): () => void {
+    const rule = { id: this.nextId++, remaining: count, match: options.match ?? {} };
+    this.expiries.push(rule);
+    return () => {
+      this.expiries = this.expiries.filter((r) => r.id !== rule.id);
+    };
+  }
+
+  /** @internal whether this watch is to be answered as expired. */
+  takeExpiry(request: RequestDescription): boolean {
+    for (const rule of this.expiries) {
+      if (rule.remaining <= 0 || !matchesRecord(request as RequestRecord, rule.match)) continue;
+      rule.remaining--;
+      if (rule.remaining <= 0) this.expiries = this.expiries.filter((r) => r !== rule);
+      return true;
+    }
+    return false;
+  }
+
   /** Drops open watches every `ms` until the returned function is called. */
   dropWatchesEvery(ms: number, options: { mode?: "close" | "reset"; match?: RecordFilter } = {}) {
     const timer = setInterval(() => this.dropWatches(options), ms);
@@ -136,6 +161,7 @@ export class Faults {
   /** Removes every rule, resumes serving, stops periodic drops. */
   clear(): void {
     this.rules = [];
+    this.expiries = [];
     this.latencies = [];
     for (const timer of this.timers) clearInterval(timer);
     this.timers.clear();

@@ -140,6 +140,7 @@ export class KubeServer {
   constructor(options: ServerOptions) {
     this.options = options;
     this.watches = new WatchHub(options.store, options.bookmarkIntervalMs);
+    this.watches.expire = (record) => options.faults.takeExpiry(record);
     options.faults.attach(this.watches);
     this.server = createServer((req, res) => void this.handle(req, res));
     this.server.keepAliveTimeout = 5_000;

@@ -116,7 +116,7 @@ class ActiveWatch implements StoreWatcher {
         );
         return;
       }
-      const events = this.table.history.since(rv);
+      const events = this.hub.expire(this.record) ? undefined : this.table.history.since(rv);
       if (!events) {
         this.fail(
           expired(`too old resource version: ${rv} (${this.table.history.oldestResumableRv()})`),
@@ -183,6 +183,9 @@ export class WatchHub {
   private readonly store: Store;
   private readonly active = new Set<ActiveWatch>();
   bookmarkIntervalMs: number;
+
+  /** Whether a watch resuming from a resourceVersion is to be told it expired (fault injection). */
+  expire: (record: RequestRecord) => boolean = () => false;
 
   constructor(store: Store, bookmarkIntervalMs: number) {
     this.store = store;
