@@ -67,7 +67,8 @@ export class JobController {
         else this.queue.add(`${meta.namespace}/${meta.name}`);
       } else if (info.resource === "pods" && !info.group) {
         const owner = controllerOf(event.object);
-        if (owner?.kind !== "Job") return;
+        // Pods of a Job that is gone (deleted, or deleted and orphaning) are nobody's to count.
+        if (owner?.kind !== "Job" || !store.byUid(owner.uid)) return;
         const pod = event.object as Pod;
         const track = this.track(owner.uid);
         if (pod.status?.phase === "Succeeded") track.succeeded.add(meta.uid!);
