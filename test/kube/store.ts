@@ -670,7 +670,14 @@ export class Store {
     const event: StoreEvent = { type, object: stored, previous, rv: this.rv };
     table.history.push(event);
     for (const watcher of table.watchers) watcher.deliver(event);
-    for (const listener of this.listeners) listener(event, table.info);
+    for (const listener of this.listeners) {
+      // A listener's bug must not turn a committed write into a failed request.
+      try {
+        listener(event, table.info);
+      } catch (error) {
+        console.error("test/kube store listener failed:", error);
+      }
+    }
     if (type === "DELETED" && table.id === "customresourcedefinitions.apiextensions.k8s.io")
       this.unregister(resourceFromCrd(clone(stored)));
     return stored;
