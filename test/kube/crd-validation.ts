@@ -2,7 +2,7 @@
 // crds/: prune unknown fields, apply schema defaults, validate the OpenAPI v3 schema and
 // evaluate x-kubernetes-validations (CEL, transition rules with oldSelf on update). Errors
 // come back as the API server's field causes, so tests see what `kubectl apply` would print.
-import { isCelError, run } from "@bufbuild/cel";
+import { celEnv, celError, isCelError, parse, plan } from "@bufbuild/cel";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 
 type Schema = { [key: string]: unknown };
@@ -273,7 +273,7 @@ function celCauses(schema: Schema, value: Json, old: Json, field: string): Field
     if (transition && old === undefined) continue;
     const bindings: Record<string, unknown> = { self: toCel(value, schema, field === "") };
     if (transition) bindings.oldSelf = toCel(old, schema, field === "");
-    const result = run(rule.rule, bindings as Parameters<typeof run>[1]);
+    const result = evaluate(rule.rule, bindings);
     if (result === true) continue;
     const message = isCelError(result)
       ? `rule evaluation failed: ${String(result.message)}`
@@ -285,6 +285,24 @@ function celCauses(schema: Schema, value: Json, old: Json, field: string): Field
     });
   }
   return causes;
+}
+
+type Program = ReturnType<typeof plan>;
+const env = celEnv();
+const programs = new Map<string, Program>();
+
+/** Evaluates a rule, parsing and planning it once (like `run`, never throws). */
+function evaluate(rule: string, bindings: Record<string, unknown>): ReturnType<Program> {
+  try {
+    let program = programs.get(rule);
+    if (!program) {
+      program = plan(env, parse(rule));
+      programs.set(rule, program);
+    }
+    return program(bindings as Parameters<Program>[0]);
+  } catch (error) {
+    return celError(error);
+  }
 }
 
 /** JSON to CEL values: objects become maps, integers of integer-typed fields become int. */
