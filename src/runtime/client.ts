@@ -157,6 +157,7 @@ export class KubeClient {
   private readonly server: string;
   private readonly watcher: Watch;
   private readonly fieldManager: string;
+  private readonly userAgent: string;
   observer: RequestObserver | undefined;
   /**
    * Called before every write; throws to refuse it. The manager fences writes this way when
@@ -165,13 +166,15 @@ export class KubeClient {
    */
   writeGuard: (() => void) | undefined;
 
-  constructor(config: KubeConfig, options: { fieldManager?: string } = {}) {
+  constructor(config: KubeConfig, options: { fieldManager?: string; userAgent?: string } = {}) {
     const cluster = config.getCurrentCluster();
     if (!cluster) throw new Error("the kubeconfig has no current cluster");
     this.config = config;
     this.server = cluster.server.replace(/\/+$/, "");
     this.watcher = new Watch(config);
     this.fieldManager = options.fieldManager ?? "buildfarm";
+    // Like client-go's, so audit logs (and test/kube's request log) tell instances apart.
+    this.userAgent = options.userAgent ?? "buildfarm";
   }
 
   path(type: ResourceType, namespace?: string, name?: string, subresource?: string): string {
@@ -201,7 +204,11 @@ export class KubeClient {
     }
     const context = new RequestContext(url.toString(), HttpMethod[method]);
     await this.config.applySecurityAuthentication(context);
-    const headers: Record<string, string> = { ...context.getHeaders(), Accept: "application/json" };
+    const headers: Record<string, string> = {
+      ...context.getHeaders(),
+      Accept: "application/json",
+      "User-Agent": this.userAgent,
+    };
     if (options.body !== undefined)
       headers["Content-Type"] = options.contentType ?? "application/json";
     const started = performance.now();

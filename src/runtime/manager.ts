@@ -71,7 +71,8 @@ export class Manager {
     this.log = options.log;
     this.metrics = options.metrics ?? new RuntimeMetrics();
     const component = options.component ?? "buildfarm";
-    this.client = new KubeClient(options.kubeConfig, { fieldManager: component });
+    const userAgent = `${component}/${options.leaderElection?.identity ?? "standalone"}`;
+    this.client = new KubeClient(options.kubeConfig, { fieldManager: component, userAgent });
     this.client.observer = (verb, _path, code, seconds) => {
       this.metrics.apiRequests.inc({ verb, code: String(code) });
       this.metrics.apiLatency.observe({ verb }, seconds);
@@ -87,7 +88,10 @@ export class Manager {
     const election = options.leaderElection;
     if (election) {
       // The elector writes the Lease through its own client: the fence below must not block it.
-      const leaseClient = new KubeClient(options.kubeConfig, { fieldManager: component });
+      const leaseClient = new KubeClient(options.kubeConfig, {
+        fieldManager: component,
+        userAgent,
+      });
       const elector = new LeaderElector(leaseClient, {
         ...election,
         log: options.log.child({ component: "leader-election" }),
