@@ -5,6 +5,8 @@ const USAGE = `usage: buildfarm <command> [options]
 
 commands:
   operator [options]   run the controllers against the current kube context (--help for options)
+  status <imagebuild>  a build's phases, builders, durations and digests (-n namespace)
+  logs <imagebuild>    the logs of a build's pods, prefixed by platform (-f follow, -w wait: exit 1 unless it succeeds)
   crds [--out DIR]     print the CustomResourceDefinitions, or write them into DIR
   assemble [options]   combine per-platform images into one multi-arch index and tag it
                        (buildfarm assemble --help)
@@ -15,6 +17,8 @@ type Command = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, () => Promise<Command>> = {
   operator: async () => (await import("./commands/operator.ts")).operatorCommand,
   crds: async () => (await import("./commands/crds.ts")).crdsCommand,
+  status: async () => (await import("./commands/status.ts")).statusCommand,
+  logs: async () => (await import("./commands/logs.ts")).logsCommand,
   assemble: async () => (await import("./commands/assemble.ts")).assembleCommand,
 };
 

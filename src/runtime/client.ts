@@ -362,6 +362,57 @@ export class KubeClient {
   }
 
   /**
+   * Follows a container's log (pods/log?follow=true) line by line until the container ends,
+   * the pod goes, or the signal aborts.
+   */
+  async *followPodLog(
+    namespace: string,
+    pod: string,
+    options: { container?: string; signal?: AbortSignal } = {},
+  ): AsyncGenerator<string> {
+    const url = new URL(`${this.server}${this.path(RESOURCES.pod, namespace, pod)}/log`);
+    url.searchParams.set("follow", "true");
+    if (options.container) url.searchParams.set("container", options.container);
+    const context = new RequestContext(url.toString(), HttpMethod.GET);
+    await this.config.applySecurityAuthentication(context);
+    const response = await fetch(url, {
+      headers: { ...context.getHeaders(), "User-Agent": this.userAgent },
+      dispatcher: context.getDispatcher(),
+      signal: options.signal,
+    });
+    if (!response.ok || !response.body) {
+      const text = await response.text();
+      let status: Partial<V1Status> | undefined;
+      try {
+        status = JSON.parse(text) as Partial<V1Status>;
+      } catch {
+        status = undefined;
+      }
+      throw new KubeApiError(
+        response.status,
+        status,
+        `log of ${namespace}/${pod}: HTTP ${response.status}`,
+      );
+    }
+    const decoder = new TextDecoder();
+    let pending = "";
+    try {
+      for await (const chunk of response.body) {
+        pending += decoder.decode(chunk as Uint8Array, { stream: true });
+        let newline = pending.indexOf("\n");
+        while (newline !== -1) {
+          yield pending.slice(0, newline);
+          pending = pending.slice(newline + 1);
+          newline = pending.indexOf("\n");
+        }
+      }
+    } catch (error) {
+      if (!options.signal?.aborted) throw error;
+    }
+    if (pending) yield pending;
+  }
+
+  /**
    * Opens a watch; `onEvent` gets each event, `onDone` the error (or null) that ended it.
    * Returns a function that closes the watch.
    */

@@ -1,0 +1,70 @@
+// What the cluster-facing commands (status, logs) share: kubeconfig and namespace options, and
+// reading one ImageBuild.
+import { parseArgs } from "node:util";
+import type { ImageBuildStatus } from "../api/imagebuild.ts";
+import { IMAGE_BUILD_RESOURCE } from "../api/resources.ts";
+import { loadKubeConfig } from "../main.ts";
+import { KubeClient } from "../runtime/client.ts";
+
+export interface BuildObject {
+  metadata: { name: string; namespace: string; creationTimestamp?: string; generation?: number };
+  spec: {
+    output?: { image?: string; tags?: string[] };
+    platforms?: string[];
+    poolRef?: { name?: string };
+  };
+  status?: ImageBuildStatus;
+}
+
+export interface ClusterArgs {
+  client: KubeClient;
+  namespace: string;
+  name: string;
+  flags: Record<string, string | boolean | undefined>;
+}
+
+export class UsageError extends Error {}
+
+/** Parses `<name> [-n ns] [--kubeconfig f]` plus the command's own boolean flags. */
+export function clusterArgs(
+  argv: string[],
+  booleans: Record<string, string | undefined>,
+): ClusterArgs {
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
+    namespace: { type: "string", short: "n" },
+    kubeconfig: { type: "string" },
+  };
+  for (const [flag, short] of Object.entries(booleans))
+    options[flag] = short ? { type: "boolean", short } : { type: "boolean" };
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  const [name, ...extra] = parsed.positionals;
+  if (!name || extra.length > 0) throw new UsageError("expected exactly one ImageBuild name");
+  const config = loadKubeConfig(parsed.values.kubeconfig as string | undefined);
+  const namespace =
+    (parsed.values.namespace as string | undefined) ??
+    config.getContextObject(config.getCurrentContext())?.namespace ??
+    "default";
+  return {
+    client: new KubeClient(config, { userAgent: "buildfarm-cli" }),
+    namespace,
+    name,
+    flags: parsed.values as ClusterArgs["flags"],
+  };
+}
+
+export async function readBuild(
+  client: KubeClient,
+  namespace: string,
+  name: string,
+): Promise<BuildObject> {
+  const build = await client.get(IMAGE_BUILD_RESOURCE, namespace, name);
+  if (!build) throw new Error(`imagebuild ${namespace}/${name} not found`);
+  return build as unknown as BuildObject;
+}
+
+export const TERMINAL = new Set(["Succeeded", "Failed", "Cancelled"]);

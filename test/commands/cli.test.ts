@@ -1,0 +1,299 @@
+import { execFile } from "node:child_process";
+import { mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { BuildObject } from "../../src/commands/cluster.ts";
+import { formatDuration, formatStatus } from "../../src/commands/status.ts";
+import { type Kube, startKube } from "../kube/index.ts";
+import type { ContainerContext } from "../kube/sim/executor.ts";
+
+const run = promisify(execFile);
+
+const BUILD: BuildObject = {
+  metadata: { name: "app-1", namespace: "team", creationTimestamp: "2026-01-01T00:00:00Z" },
+  spec: {
+    output: { image: "registry.example.com/app", tags: ["v1"] },
+    platforms: ["linux/amd64", "linux/arm64"],
+    poolRef: { name: "default" },
+  },
+};
+
+describe("buildfarm status", () => {
+  it("prints phases, builders, durations and digests as a table", () => {
+    const text = formatStatus(
+      {
+        ...BUILD,
+        status: {
+          phase: "Succeeded",
+          image: `registry.example.com/app@sha256:${"a".repeat(64)}`,
+          completionTime: "2026-01-01T00:03:05Z",
+          platforms: [
+            {
+              platform: "linux/amd64",
+              phase: "Succeeded",
+              builder: "default-amd64.builds.svc:1234",
+              digest: `sha256:${"b".repeat(64)}`,
+              startTime: "2026-01-01T00:00:05Z",
+              completionTime: "2026-01-01T00:01:35Z",
+            },
+            {
+              platform: "linux/arm64",
+              phase: "Succeeded",
+              builder: "default-arm64.builds.svc:1234",
+              digest: `sha256:${"c".repeat(64)}`,
+              startTime: "2026-01-01T00:00:05Z",
+              completionTime: "2026-01-01T00:02:50Z",
+            },
+          ],
+          conditions: [
+            {
+              type: "Succeeded",
+              status: "True",
+              reason: "Succeeded",
+              message: "pushed",
+              lastTransitionTime: "2026-01-01T00:03:05Z",
+            },
+          ],
+        },
+      },
+      new Date("2026-01-01T01:00:00Z"),
+    );
+    expect(text).toBe(
+      [
+        "ImageBuild team/app-1  pool default",
+        "Phase:  Succeeded  after 3m5s",
+        `Image:  registry.example.com/app@sha256:${"a".repeat(64)}`,
+        "Tags:   v1",
+        "",
+        "PLATFORM     PHASE      BUILDER                        DURATION  DIGEST",
+        `linux/amd64  Succeeded  default-amd64.builds.svc:1234  1m30s     sha256:bbbbbbbbbbbb…`,
+        `linux/arm64  Succeeded  default-arm64.builds.svc:1234  2m45s     sha256:cccccccccccc…`,
+        "",
+        "Conditions: Succeeded=True (Succeeded)",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  it("shows the queue position, and a failed platform's log tail", () => {
+    const queued = formatStatus(
+      { ...BUILD, status: { phase: "Queued", queuePosition: 3 } },
+      new Date("2026-01-01T00:00:09Z"),
+    );
+    expect(queued).toContain("Phase:  Queued (position 3 in the queue)  after 9s");
+    expect(queued).toMatch(/linux\/arm64\s+Pending\s+-\s+-\s+-/);
+    const failed = formatStatus(
+      {
+        ...BUILD,
+        status: {
+          phase: "Failed",
+          platforms: [
+            {
+              platform: "linux/arm64",
+              phase: "Failed",
+              message: "#7 ERROR: process exited 3\nline two",
+            },
+          ],
+        },
+      },
+      new Date(),
+    );
+    expect(failed).toContain("linux/arm64:\n  #7 ERROR: process exited 3\n  line two");
+  });
+
+  it.each([
+    [0, "0s"],
+    [59.6, "1m0s"],
+    [3725, "1h2m5s"],
+  ])("formats %s seconds as %s", (seconds, text) => {
+    expect(formatDuration(seconds)).toBe(text);
+  });
+});
+
+describe("buildfarm logs and status against a cluster", () => {
+  let kube: Kube;
+  let kubeconfig: string;
+
+  beforeEach(async () => {
+    kube = await startKube({ namespaces: ["team"] });
+    const dir = await mkdtemp(join(tmpdir(), "buildfarm-cli-"));
+    kubeconfig = join(dir, "kubeconfig");
+    await writeFile(kubeconfig, kube.kubeConfig({ namespace: "team" }).exportConfig());
+  });
+  afterEach(async () => {
+    await kube.stop();
+  });
+
+  /** A build Job as the controller makes it, whose buildctl prints a line every few ms. */
+  function buildJob(slug: string, lines: string[], exitCode = 0) {
+    kube.kubelet?.setExecutor(async (context: ContainerContext) => {
+      if (context.container.name === "buildctl") {
+        for (const line of lines) {
+          context.log(`${line}\n`);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        return { exitCode };
+      }
+      return { exitCode: 0 };
+    });
+    kube.store.create("jobs.batch", {
+      metadata: {
+        name: `app-1-${slug}`,
+        namespace: "team",
+        labels: { "buildfarm.dev/build": "app-1" },
+      },
+      spec: {
+        backoffLimit: 0,
+        template: {
+          metadata: {
+            labels: {
+              "buildfarm.dev/build": "app-1",
+              "buildfarm.dev/platform": slug,
+              "app.kubernetes.io/component": "build",
+            },
+          },
+          spec: {
+            restartPolicy: "Never",
+            initContainers: [
+              { name: "buildctl", image: "moby/buildkit:v0.24.0-rootless", command: ["buildctl"] },
+            ],
+            containers: [
+              { name: "copy", image: "moby/buildkit:v0.24.0-rootless", command: ["cp"] },
+            ],
+          },
+        },
+      },
+    });
+  }
+
+  function setPhase(phase: string, extra: Record<string, unknown> = {}) {
+    kube.store.mutate(
+      "imagebuilds.buildfarm.dev",
+      "team",
+      "app-1",
+      (draft: Record<string, unknown>) => {
+        draft.status = { phase, ...extra };
+      },
+      { subresource: "status" },
+    );
+  }
+
+  async function seedBuild() {
+    kube.store.create("imagebuilds.buildfarm.dev", {
+      apiVersion: "buildfarm.dev/v1alpha1",
+      kind: "ImageBuild",
+      metadata: { name: "app-1", namespace: "team" },
+      spec: {
+        poolRef: { name: "default" },
+        source: { git: { url: "https://example.com/app.git" } },
+        platforms: ["linux/amd64"],
+        output: { image: "registry.example.com/app" },
+      },
+    });
+  }
+
+  it("follows the pods' logs with a platform prefix and, with -w, exits 0 on success", async () => {
+    await seedBuild();
+    setPhase("Building");
+    buildJob("amd64", ["#1 [internal] load build definition", "#5 DONE 0.3s"]);
+    const cli = run(process.execPath, [
+      "src/cli.ts",
+      "logs",
+      "app-1",
+      "-w",
+      "--kubeconfig",
+      kubeconfig,
+    ]);
+    await kube.waitFor(
+      () =>
+        kube.store
+          .list("pods", { namespace: "team" })
+          .items.some(
+            (pod) => (pod as { status?: { phase?: string } }).status?.phase === "Succeeded",
+          ),
+      { timeout: 10_000 },
+    );
+    setPhase("Succeeded", { image: `registry.example.com/app@sha256:${"d".repeat(64)}` });
+    const { stdout } = await cli;
+    expect(stdout).toContain(
+      "[linux/amd64] #1 [internal] load build definition\n[linux/amd64] #5 DONE 0.3s\n",
+    );
+    expect(stdout).toContain(`==> Succeeded: registry.example.com/app@sha256:${"d".repeat(64)}`);
+  });
+
+  it("exits 1 with -w when the build fails, with the reason", async () => {
+    await seedBuild();
+    setPhase("Building");
+    buildJob(
+      "amd64",
+      ['#7 ERROR: process "/bin/sh -c exit 3" did not complete successfully: exit code: 3'],
+      1,
+    );
+    const cli = run(process.execPath, [
+      "src/cli.ts",
+      "logs",
+      "app-1",
+      "-w",
+      "--kubeconfig",
+      kubeconfig,
+    ]);
+    await kube.waitFor(
+      () =>
+        kube.store
+          .list("pods", { namespace: "team" })
+          .items.some((pod) => (pod as { status?: { phase?: string } }).status?.phase === "Failed"),
+      { timeout: 10_000 },
+    );
+    setPhase("Failed", {
+      conditions: [
+        {
+          type: "Succeeded",
+          status: "False",
+          reason: "BuildFailed",
+          message: "linux/amd64: exit code 3",
+          lastTransitionTime: "2026-01-01T00:00:00Z",
+        },
+      ],
+    });
+    const failure = await cli.then(
+      () => undefined,
+      (error: { code: number; stdout: string }) => error,
+    );
+    expect(failure?.code).toBe(1);
+    expect(failure?.stdout).toContain("[linux/amd64] #7 ERROR");
+    expect(failure?.stdout).toContain("==> Failed: linux/amd64: exit code 3");
+  });
+
+  it("status reads the build through the kubeconfig's namespace; a missing build is an error", async () => {
+    await seedBuild();
+    setPhase("Queued", { queuePosition: 2 });
+    const { stdout } = await run(process.execPath, [
+      "src/cli.ts",
+      "status",
+      "app-1",
+      "--kubeconfig",
+      kubeconfig,
+    ]);
+    expect(stdout).toContain("Phase:  Queued (position 2 in the queue)");
+    const missing = await run(process.execPath, [
+      "src/cli.ts",
+      "status",
+      "nope",
+      "--kubeconfig",
+      kubeconfig,
+    ]).catch((error: { code: number; stderr: string }) => error);
+    expect(missing).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining("imagebuild team/nope not found"),
+    });
+    const usage = await run(process.execPath, ["src/cli.ts", "status"]).catch(
+      (error: { code: number; stderr: string }) => error,
+    );
+    expect(usage).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining("expected exactly one ImageBuild name"),
+    });
+  });
+});
