@@ -23,6 +23,12 @@ export const CONTROLLERS: ControllerSetup[] = [
       workers: config.poolWorkers,
     });
   },
+  (manager, config) => {
+    setupBuildController(manager, {
+      operatorImage: config.operatorImage,
+      workers: config.buildWorkers,
+    });
+  },
 ];
 
 export function loadKubeConfig(path: string | undefined): KubeConfig {
