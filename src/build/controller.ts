@@ -9,7 +9,7 @@ import type {
   V1Pod,
   V1Secret,
 } from "@kubernetes/client-node";
-import type { BuildPhase } from "../api/imagebuild.ts";
+import type { BuildPhase, ImageBuildStatus } from "../api/imagebuild.ts";
 import {
   type BuilderPool,
   IMAGE_BUILD_RESOURCE,
@@ -53,6 +53,7 @@ import { type Action, decideNextStep, jobsOf, logRequests, WAIT_REQUEUE_MS } fro
 import { BuildMetrics } from "./metrics.ts";
 import { isFinished, type ObservedJob, observeJob } from "./observe.ts";
 import { poolQueue, type QueueState, standsInLine } from "./queue.ts";
+import { STATUS_SETTLE_MS, statusChange } from "./settle.ts";
 
 const BY_POOL = "pool";
 const BY_JOB = "job";
@@ -64,11 +65,16 @@ const QUEUE_HEAD = 5;
 /** The first poll of a build that waits for a Secret; it doubles up to WAIT_REQUEUE_MS. */
 const PENDING_POLL_MS = 1000;
 
+const earliest = (a: number | undefined, b: number | undefined) =>
+  a === undefined ? b : b === undefined ? a : Math.min(a, b);
+
 export interface BuildControllerOptions {
   /** The operator's own image: index Jobs run `buildfarm assemble` in it. */
   operatorImage: string;
   workers: number;
   now?: () => Date;
+  /** How long status progress may wait to be written with a transition (STATUS_SETTLE_MS). */
+  statusSettleMs?: number;
 }
 
 export interface BuildCaches {
@@ -188,6 +194,8 @@ export class BuildReconciler {
     string,
     { base: string | undefined; object: KubernetesObject }
   >();
+  /** Since when a build's status has had progress not yet written, by key (see settle.ts). */
+  private readonly progressSince = new Map<string, number>();
   /** Objects created by this process, by `<Kind>/<namespace>/<name>`, until the cache shows them. */
   private readonly expected = new Map<string, { owner: string; at: number }>();
   /** Parsed cached builds, by the cached object (null: invalid); see parsed(). */
@@ -266,7 +274,7 @@ export class BuildReconciler {
       operatorImage: this.options.operatorImage,
     });
     await this.perform(build, raw, decision.actions, log);
-    const wrote = await this.writeStatus(raw, decision.status);
+    const { wrote, settleAfterMs } = await this.settleStatus(raw, decision.status, now);
     if (wrote) {
       for (const event of decision.events)
         this.manager.events.record(raw, event.type, event.reason, event.message);
@@ -274,9 +282,34 @@ export class BuildReconciler {
       log.debug({ phase: decision.status.phase }, "status written");
     }
     if (queue && pool) this.metrics.observeQueue(pool, queue);
-    const requeueAfter = this.pendingRequeue(build, admission, decision.requeueAfterMs);
+    const requeueAfter = earliest(
+      this.pendingRequeue(build, admission, decision.requeueAfterMs),
+      settleAfterMs,
+    );
     return requeueAfter === undefined ? undefined : { requeueAfter };
   };
+
+  /**
+   * Writes a transition at once and progress once it has lasted statusSettleMs (see
+   * settle.ts); otherwise says when to look again.
+   */
+  private async settleStatus(
+    raw: KubernetesObject,
+    status: ImageBuildStatus,
+    now: Date,
+  ): Promise<{ wrote: boolean; settleAfterMs?: number }> {
+    const key = keyOf(raw);
+    const change = statusChange((raw as { status?: ImageBuildStatus }).status, status);
+    if (change === "progress") {
+      const since = this.progressSince.get(key) ?? now.getTime();
+      this.progressSince.set(key, since);
+      const waited = now.getTime() - since;
+      const settle = this.options.statusSettleMs ?? STATUS_SETTLE_MS;
+      if (waited < settle) return { wrote: false, settleAfterMs: settle - waited };
+    }
+    this.progressSince.delete(key);
+    return { wrote: change !== "none" && (await this.writeStatus(raw, status)) };
+  }
 
   /** The cached build, or this process's own newer write of it while the cache lags. */
   private current(namespace: string, name: string): KubernetesObject | undefined {
@@ -302,6 +335,7 @@ export class BuildReconciler {
 
   forgetDeleted(object: KubernetesObject): void {
     this.written.delete(keyOf(object));
+    this.progressSince.delete(keyOf(object));
     this.pendingPolls.delete(object.metadata?.uid ?? "");
     this.secretFacts.delete(object.metadata?.uid ?? "");
   }
