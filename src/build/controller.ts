@@ -9,7 +9,7 @@ import type {
   V1Pod,
   V1Secret,
 } from "@kubernetes/client-node";
-import type { BuildPhase } from "../api/imagebuild.ts";
+import type { BuildPhase, ImageBuildStatus } from "../api/imagebuild.ts";
 import {
   type BuilderPool,
   IMAGE_BUILD_RESOURCE,
@@ -29,7 +29,7 @@ import {
 import { issueClientCertificate } from "../pki/certificates.ts";
 import { readCaSecret, tlsSecretData } from "../pki/secrets.ts";
 import { MANAGED_SELECTOR, poolCaches } from "../pool/controller.ts";
-import { ownerReference, writeStatus } from "../runtime/apply.ts";
+import { ownerReference } from "../runtime/apply.ts";
 import {
   isAlreadyExists,
   isNotFound,
@@ -38,7 +38,7 @@ import {
   type ResourceType,
 } from "../runtime/client.ts";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.ts";
-import { stableHash } from "../runtime/hash.ts";
+import { deepEqual, stableHash } from "../runtime/hash.ts";
 import { BY_OWNER, type Informer, keyOf } from "../runtime/informer.ts";
 import type { Manager } from "../runtime/manager.ts";
 import {
@@ -49,20 +49,32 @@ import {
   type SecretSummary,
 } from "./admission.ts";
 import { isTerminal } from "./conditions.ts";
-import { type Action, decideNextStep, jobsOf, logRequests } from "./decide.ts";
+import { type Action, decideNextStep, jobsOf, logRequests, WAIT_REQUEUE_MS } from "./decide.ts";
 import { BuildMetrics } from "./metrics.ts";
 import { isFinished, type ObservedJob, observeJob } from "./observe.ts";
-import { poolQueue, type QueueState } from "./queue.ts";
+import { poolQueue, type QueueState, standsInLine } from "./queue.ts";
+import { STATUS_SETTLE_MS, statusChange } from "./settle.ts";
 
 const BY_POOL = "pool";
 const BY_JOB = "job";
 const JOB_NAME_LABEL = "batch.kubernetes.io/job-name";
+/** How long a created object is expected before the cache shows it; past that it is read again. */
+const EXPECTATION_MS = 30_000;
+/** How many places of each architecture's queue are woken, and so kept exact, when it moves. */
+const QUEUE_HEAD = 5;
+/** The first poll of a build that waits for a Secret; it doubles up to WAIT_REQUEUE_MS. */
+const PENDING_POLL_MS = 1000;
+
+const earliest = (a: number | undefined, b: number | undefined) =>
+  a === undefined ? b : b === undefined ? a : Math.min(a, b);
 
 export interface BuildControllerOptions {
   /** The operator's own image: index Jobs run `buildfarm assemble` in it. */
   operatorImage: string;
   workers: number;
   now?: () => Date;
+  /** How long status progress may wait to be written with a transition (STATUS_SETTLE_MS). */
+  statusSettleMs?: number;
 }
 
 export interface BuildCaches {
@@ -84,6 +96,11 @@ function phaseOf(build: KubernetesObject): BuildPhase | undefined {
 function poolKeyOf(build: KubernetesObject): string {
   const spec = (build as { spec?: { poolRef?: { name?: string; namespace?: string } } }).spec;
   return `${spec?.poolRef?.namespace ?? build.metadata?.namespace}/${spec?.poolRef?.name ?? ""}`;
+}
+
+/** The `pool` label of the build metrics: `<namespace>/<name>`, as pools are namespaced. */
+export function poolLabel(build: ImageBuild): string {
+  return `${poolNamespaceOf(build)}/${build.spec.poolRef.name}`;
 }
 
 /** Jobs keep what a decision reads; their pod templates (most of their size) are dropped. */
@@ -168,6 +185,23 @@ export class BuildReconciler {
    * reconcile. Lost on restart and read again once.
    */
   private readonly secretFacts = new Map<string, SecretFacts>();
+  /**
+   * The build as this process last wrote its status, by key, with the resourceVersion it was
+   * written over. Until the cache shows that write (or anything newer) the reconciler reads
+   * this instead: a status computed from the older cached object would only meet 409 Conflict.
+   */
+  private readonly written = new Map<
+    string,
+    { base: string | undefined; object: KubernetesObject }
+  >();
+  /** Since when a build's status has had progress not yet written, by key (see settle.ts). */
+  private readonly progressSince = new Map<string, number>();
+  /** Objects created by this process, by `<Kind>/<namespace>/<name>`, until the cache shows them. */
+  private readonly expected = new Map<string, { owner: string; at: number }>();
+  /** Parsed cached builds, by the cached object (null: invalid); see parsed(). */
+  private readonly parses = new WeakMap<KubernetesObject, ImageBuild | null>();
+  /** How often a build that may not run yet (a Secret it needs is missing) was polled, by uid. */
+  private readonly pendingPolls = new Map<string, number>();
 
   constructor(manager: Manager, caches: BuildCaches, options: BuildControllerOptions) {
     this.manager = manager;
@@ -185,7 +219,7 @@ export class BuildReconciler {
     { namespace, name }: ReconcileRequest,
     { log }: ReconcileContext,
   ): Promise<ReconcileResult | undefined> => {
-    const raw = this.caches.builds.get(namespace, name);
+    const raw = this.current(namespace, name);
     if (!raw) return undefined;
     const now = this.now();
     let build: ImageBuild;
@@ -201,7 +235,7 @@ export class BuildReconciler {
     const admission = isTerminal(build.status?.phase)
       ? undefined
       : await this.admission(build, pool, poolError);
-    const observedJobs = this.observedJobs(build);
+    const observedJobs = await this.observedJobs(build);
     const { jobs, indexJob } = jobsOf(build, observedJobs);
     const queue = pool && admission ? this.queue(pool, build, admission.admitted) : undefined;
     const logs: Record<string, string> = {};
@@ -224,35 +258,123 @@ export class BuildReconciler {
         message: "the build has finished",
       },
       slots: queue?.verdicts ?? new Map(),
-      clientSecret: this.caches.secrets.get(namespace, clientSecretName(name)) !== undefined,
-      inlineContext: this.caches.configMaps.get(namespace, inlineContextName(name)) !== undefined,
+      clientSecret:
+        this.caches.secrets.get(namespace, clientSecretName(name)) !== undefined ||
+        this.isExpected("Secret", namespace, clientSecretName(name)),
+      poolCa:
+        pool !== undefined &&
+        this.caches.secrets.get(pool.metadata.namespace, caSecretName(pool.metadata.name)) !==
+          undefined,
+      inlineContext:
+        this.caches.configMaps.get(namespace, inlineContextName(name)) !== undefined ||
+        this.isExpected("ConfigMap", namespace, inlineContextName(name)),
       jobs,
       indexJob,
       logs,
       operatorImage: this.options.operatorImage,
     });
     await this.perform(build, raw, decision.actions, log);
-    const wrote = await writeStatus(
-      this.client,
-      IMAGE_BUILD_RESOURCE,
-      raw as KubernetesObject & { status?: unknown },
-      decision.status,
-    );
+    const { wrote, settleAfterMs } = await this.settleStatus(raw, decision.status, now);
     if (wrote) {
       for (const event of decision.events)
         this.manager.events.record(raw, event.type, event.reason, event.message);
-      this.metrics.observeTransition(
-        build,
-        decision.status,
-        pool?.metadata.name ?? build.spec.poolRef.name,
-      );
+      this.metrics.observeTransition(build, decision.status, poolLabel(build));
       log.debug({ phase: decision.status.phase }, "status written");
     }
     if (queue && pool) this.metrics.observeQueue(pool, queue);
-    return decision.requeueAfterMs === undefined
-      ? undefined
-      : { requeueAfter: decision.requeueAfterMs };
+    const requeueAfter = earliest(
+      this.pendingRequeue(build, admission, decision.requeueAfterMs),
+      settleAfterMs,
+    );
+    return requeueAfter === undefined ? undefined : { requeueAfter };
   };
+
+  /**
+   * Writes a transition at once and progress once it has lasted statusSettleMs (see
+   * settle.ts); otherwise says when to look again.
+   */
+  private async settleStatus(
+    raw: KubernetesObject,
+    status: ImageBuildStatus,
+    now: Date,
+  ): Promise<{ wrote: boolean; settleAfterMs?: number }> {
+    const key = keyOf(raw);
+    const change = statusChange((raw as { status?: ImageBuildStatus }).status, status);
+    if (change === "progress") {
+      const since = this.progressSince.get(key) ?? now.getTime();
+      this.progressSince.set(key, since);
+      const waited = now.getTime() - since;
+      const settle = this.options.statusSettleMs ?? STATUS_SETTLE_MS;
+      if (waited < settle) return { wrote: false, settleAfterMs: settle - waited };
+    }
+    this.progressSince.delete(key);
+    return { wrote: change !== "none" && (await this.writeStatus(raw, status)) };
+  }
+
+  /** The cached build, or this process's own newer write of it while the cache lags. */
+  private current(namespace: string, name: string): KubernetesObject | undefined {
+    const cached = this.caches.builds.get(namespace, name);
+    const key = `${namespace}/${name}`;
+    const mine = this.written.get(key);
+    if (!cached) {
+      this.written.delete(key);
+      return undefined;
+    }
+    if (!mine) return cached;
+    if (cached.metadata?.resourceVersion === mine.base) return mine.object;
+    this.written.delete(key);
+    return cached;
+  }
+
+  /** Called for every cached version of a build: a write of ours the cache now shows is dropped. */
+  forgetWritten(object: KubernetesObject): void {
+    const key = keyOf(object);
+    const mine = this.written.get(key);
+    if (mine && object.metadata?.resourceVersion !== mine.base) this.written.delete(key);
+  }
+
+  forgetDeleted(object: KubernetesObject): void {
+    this.written.delete(keyOf(object));
+    this.progressSince.delete(keyOf(object));
+    this.pendingPolls.delete(object.metadata?.uid ?? "");
+    this.secretFacts.delete(object.metadata?.uid ?? "");
+  }
+
+  /** Writes the status through the status subresource unless it is what `raw` holds. */
+  private async writeStatus(raw: KubernetesObject, status: unknown): Promise<boolean> {
+    const object = raw as KubernetesObject & { status?: unknown };
+    if (deepEqual(object.status ?? {}, status ?? {})) return false;
+    let updated: KubernetesObject;
+    try {
+      updated = await this.client.replace(IMAGE_BUILD_RESOURCE, { ...object, status }, "status");
+    } catch (error) {
+      // Deleted since the cache saw it (without a finalizer it goes at once): nothing to report.
+      if (isNotFound(error)) return false;
+      throw error;
+    }
+    this.written.set(keyOf(raw), { base: raw.metadata?.resourceVersion, object: updated });
+    return true;
+  }
+
+  /**
+   * A build waiting for something no watch reports (a Secret it references: the operator
+   * caches only its own Secrets) is polled: after 1 s, then twice as long each time, up to
+   * the decision's wait. Anything else keeps the decision's requeue.
+   */
+  private pendingRequeue(
+    build: ImageBuild,
+    admission: Admission | undefined,
+    requeueAfterMs: number | undefined,
+  ): number | undefined {
+    const uid = build.metadata.uid ?? "";
+    if (!admission || admission.admitted || admission.phase !== "Pending") {
+      this.pendingPolls.delete(uid);
+      return requeueAfterMs;
+    }
+    const polls = this.pendingPolls.get(uid) ?? 0;
+    this.pendingPolls.set(uid, polls + 1);
+    return Math.min(requeueAfterMs ?? WAIT_REQUEUE_MS, PENDING_POLL_MS * 2 ** polls);
+  }
 
   private async reportInvalid(
     raw: KubernetesObject,
@@ -272,21 +394,16 @@ export class BuildReconciler {
       lastTransitionTime: time,
       ...(generation === undefined ? {} : { observedGeneration: generation }),
     });
-    const wrote = await writeStatus(
-      this.client,
-      IMAGE_BUILD_RESOURCE,
-      raw as KubernetesObject & { status?: unknown },
-      {
-        ...(generation === undefined ? {} : { observedGeneration: generation }),
-        phase: "Failed",
-        completionTime: time,
-        conditions: [
-          condition("Succeeded", "False"),
-          condition("Ready", "False"),
-          condition("Stalled", "True"),
-        ],
-      },
-    );
+    const wrote = await this.writeStatus(raw, {
+      ...(generation === undefined ? {} : { observedGeneration: generation }),
+      phase: "Failed",
+      completionTime: time,
+      conditions: [
+        condition("Succeeded", "False"),
+        condition("Ready", "False"),
+        condition("Stalled", "True"),
+      ],
+    });
     if (wrote) this.manager.events.record(raw, "Warning", "InvalidSpec", error.issues.join("; "));
     return undefined;
   }
@@ -353,41 +470,135 @@ export class BuildReconciler {
     return facts;
   }
 
-  private observedJobs(build: ImageBuild): ObservedJob[] {
-    return this.caches.jobs
-      .byIndex(BY_OWNER, build.metadata.uid ?? "")
-      .map((job) =>
-        observeJob(
-          job,
-          this.caches.pods.byIndex(BY_JOB, `${job.metadata?.namespace}/${job.metadata?.name}`),
-        ),
-      );
+  /**
+   * The build's Jobs with their pods. The Jobs and pods caches are fed by separate watches,
+   * so a Job can show its end before its pods show theirs; a decision about a finished Job is
+   * final (a digest read, a failure's log tail, or "the pod is gone, build again"), so when
+   * the cache holds fewer finished pods than the Job counts, they are listed from the server.
+   */
+  private async observedJobs(build: ImageBuild): Promise<ObservedJob[]> {
+    const cached = await Promise.all(
+      this.caches.jobs.byIndex(BY_OWNER, build.metadata.uid ?? "").map(async (job) => {
+        const namespace = job.metadata?.namespace ?? build.metadata.namespace;
+        const name = job.metadata?.name ?? "";
+        const seen = observeJob(job, this.caches.pods.byIndex(BY_JOB, `${namespace}/${name}`));
+        if (!seen.outcome || finishedPods(seen) >= seen.succeeded + seen.failed) return seen;
+        const live = await this.client.list<V1Pod>(RESOURCES.pod, namespace, {
+          labelSelector: `${JOB_NAME_LABEL}=${name}`,
+        });
+        return observeJob(job, live.items);
+      }),
+    );
+    return [...cached, ...this.expectedJobsOf(build, cached)];
+  }
+
+  /**
+   * Jobs this process created for the build that the cache does not show yet, as Jobs that
+   * have not started: so the next reconcile neither creates them again nor hands their slots
+   * to another build (client-go's "expectations"). Forgotten once the cache shows them, or
+   * after EXPECTATION_MS.
+   */
+  private expectedJobsOf(build: ImageBuild, cached: readonly ObservedJob[]): ObservedJob[] {
+    const uid = build.metadata.uid ?? "";
+    const now = Date.now();
+    const out: ObservedJob[] = [];
+    for (const [key, expected] of this.expected) {
+      if (now - expected.at > EXPECTATION_MS) {
+        this.expected.delete(key);
+        continue;
+      }
+      const [kind, , name] = key.split("/") as [string, string, string];
+      if (kind !== "Job" || expected.owner !== uid || cached.some((job) => job.name === name))
+        continue;
+      out.push({
+        name,
+        controllerUid: uid,
+        deleting: false,
+        active: 0,
+        succeeded: 0,
+        failed: 0,
+        pods: [],
+      });
+    }
+    return out;
+  }
+
+  /** Whether this process created the object and the cache does not show it yet. */
+  private isExpected(kind: string, namespace: string, name: string): boolean {
+    const expected = this.expected.get(`${kind}/${namespace}/${name}`);
+    return expected !== undefined && Date.now() - expected.at <= EXPECTATION_MS;
+  }
+
+  /** The cache shows the object (or its deletion): no longer expected. */
+  observed(object: KubernetesObject): void {
+    this.expected.delete(`${object.kind}/${object.metadata?.namespace}/${object.metadata?.name}`);
+  }
+
+  /**
+   * A cached build, parsed once per version: the queue reads every build of the pool on each
+   * reconcile, and the cache hands out a new object for every new version.
+   */
+  private parsed(raw: KubernetesObject): ImageBuild | undefined {
+    if (this.parses.has(raw)) return this.parses.get(raw) ?? undefined;
+    let build: ImageBuild | null;
+    try {
+      build = parseImageBuild(raw);
+    } catch {
+      build = null;
+    }
+    this.parses.set(raw, build);
+    return build ?? undefined;
   }
 
   /** The pool's queue from every build that names it; Jobs are read without their pods. */
-  private queue(pool: BuilderPool, current: ImageBuild, admitted: boolean): QueueState {
+  private queue(pool: BuilderPool, current?: ImageBuild, admitted?: boolean): QueueState {
     const members = this.caches.builds
       .byIndex(BY_POOL, `${pool.metadata.namespace}/${pool.metadata.name}`)
       .flatMap((raw) => {
-        let build: ImageBuild;
-        try {
-          build =
-            raw === this.caches.builds.get(current.metadata.namespace, current.metadata.name)
-              ? current
-              : parseImageBuild(raw);
-        } catch {
-          return [];
-        }
-        const observed = this.caches.jobs
+        const build =
+          current &&
+          raw.metadata?.namespace === current.metadata.namespace &&
+          raw.metadata?.name === current.metadata.name
+            ? current
+            : this.parsed(raw);
+        if (!build) return [];
+        const cached = this.caches.jobs
           .byIndex(BY_OWNER, build.metadata.uid ?? "")
           .map((job) => observeJob(job, []));
+        const observed = [...cached, ...this.expectedJobsOf(build, cached)];
         return [{ build, jobs: jobsOf(build, observed).jobs }];
       });
-    return poolQueue(pool, members, {
-      namespace: current.metadata.namespace,
-      name: current.metadata.name,
-      admitted,
-    });
+    return poolQueue(
+      pool,
+      members,
+      current && admitted !== undefined
+        ? { namespace: current.metadata.namespace, name: current.metadata.name, admitted }
+        : undefined,
+    );
+  }
+
+  /**
+   * The builds at the head of a pool's queue: those that may start now, and those whose place
+   * is at most `depth` on some architecture. When the queue moves, only they are woken; builds
+   * further back refresh their position when they look again (WAIT_REQUEUE_MS), so a release
+   * costs a bounded number of reconciles and status writes however long the queue is.
+   */
+  headOfQueue(poolKey: string, depth = QUEUE_HEAD): string[] {
+    const [namespace, name] = poolKey.split("/") as [string, string];
+    const raw = this.caches.pools.get(namespace, name);
+    if (!raw) return [];
+    let pool: BuilderPool;
+    try {
+      pool = parseBuilderPool(raw);
+    } catch {
+      return [];
+    }
+    const keys = new Set<string>();
+    for (const [slot, verdict] of this.queue(pool).verdicts) {
+      if (verdict.start || verdict.position <= depth)
+        keys.add(slot.slice(0, slot.lastIndexOf("/")));
+    }
+    return [...keys];
   }
 
   private async perform(
@@ -403,10 +614,10 @@ export class BuildReconciler {
           await this.createClientSecret(build, raw, action.name, action.pool);
           break;
         case "CreateConfigMap":
-          await this.createIgnoringExisting(RESOURCES.configMap, action.object);
+          await this.createIgnoringExisting(RESOURCES.configMap, action.object, raw);
           break;
         case "CreateJob":
-          if (await this.createIgnoringExisting(RESOURCES.job, action.object)) {
+          if (await this.createIgnoringExisting(RESOURCES.job, action.object, raw)) {
             log.info(
               { job: action.object.metadata?.name, platform: action.platform },
               "job created",
@@ -432,18 +643,27 @@ export class BuildReconciler {
     }
   }
 
-  /** Creates an object; one that exists already (a cache behind the server) is fine. */
+  /**
+   * Creates an object; one that exists already (a cache behind the server) is fine. Either
+   * way it is expected in the cache (see expectedJobsOf).
+   */
   private async createIgnoringExisting(
     type: ResourceType,
     object: KubernetesObject,
+    owner: KubernetesObject,
   ): Promise<boolean> {
+    let created = true;
     try {
       await this.client.create(type, object);
-      return true;
     } catch (error) {
-      if (isAlreadyExists(error)) return false;
-      throw error;
+      if (!isAlreadyExists(error)) throw error;
+      created = false;
     }
+    this.expected.set(`${type.kind}/${object.metadata?.namespace}/${object.metadata?.name}`, {
+      owner: owner.metadata?.uid ?? "",
+      at: Date.now(),
+    });
+    return created;
   }
 
   /** A 24 h client certificate from the pool's CA, in a Secret the build owns. */
@@ -478,7 +698,7 @@ export class BuildReconciler {
       },
       data: tlsSecretData(issued),
     };
-    await this.createIgnoringExisting(RESOURCES.secret, secret);
+    await this.createIgnoringExisting(RESOURCES.secret, secret, raw);
   }
 }
 
@@ -489,32 +709,32 @@ export function setupBuildController(
   caches = buildCaches(manager),
 ): BuildReconciler {
   const reconciler = new BuildReconciler(manager, caches, options);
+  caches.builds.addHandlers({
+    onUpdate: (_previous, current) => reconciler.forgetWritten(current),
+    onDelete: (object) => reconciler.forgetDeleted(object),
+  });
+  for (const cache of [
+    caches.jobs,
+    caches.secrets,
+    caches.configMaps,
+  ] as Informer<KubernetesObject>[]) {
+    cache.addHandlers({
+      onAdd: (object) => reconciler.observed(object),
+      onUpdate: (_previous, object) => reconciler.observed(object),
+      onDelete: (object) => reconciler.observed(object),
+    });
+  }
+  // A pool's change (capacity, architectures, validity) concerns its unfinished builds.
   const buildsOfPool = (pool: KubernetesObject) =>
-    caches.builds.byIndex(BY_POOL, keyOf(pool)).map((build) => keyOf(build));
-  /**
-   * A Job that finishes frees a slot of its pool: the builds that may now start are the
-   * unfinished ones of the same pool (the queue decides which; this only wakes them).
-   */
-  const buildsWaitingOnPoolOf = (job: KubernetesObject): string[] => {
-    const owner = job.metadata?.ownerReferences?.find(
-      (reference) => reference.controller && reference.kind === "ImageBuild",
-    );
-    if (!owner) return [];
-    const build = caches.builds.get(job.metadata?.namespace, owner.name);
-    if (!build) return [];
-    const observed = observeJob(job as V1Job, []);
-    if (!isFinished(observed) && !job.metadata?.deletionTimestamp) return [keyOf(build)];
-    return caches.builds
-      .byIndex(BY_POOL, poolKeyOf(build))
-      .filter((other) => other === build || !isTerminal(phaseOf(other)))
-      .map((other) => keyOf(other));
-  };
-  manager.addController({
+    caches.builds
+      .byIndex(BY_POOL, keyOf(pool))
+      .filter((build) => !isTerminal(phaseOf(build)))
+      .map((build) => keyOf(build));
+  const controller = manager.addController({
     name: "imagebuild",
     for: caches.builds,
-    owns: [caches.secrets, caches.configMaps],
+    owns: [caches.secrets, caches.configMaps, caches.jobs],
     watches: [
-      { informer: caches.jobs, map: buildsWaitingOnPoolOf },
       {
         informer: caches.pods,
         map: (pod) => {
@@ -523,20 +743,62 @@ export function setupBuildController(
         },
       },
       { informer: caches.pools, map: buildsOfPool },
-      // A build that finished (or went away) frees its pool's slots for the builds behind it.
+      // A new pool's CA Secret lets its builds get their client certificates.
       {
-        informer: caches.builds,
-        map: (build) =>
-          isTerminal(phaseOf(build)) || build.metadata?.deletionTimestamp
+        informer: caches.secrets,
+        map: (secret) => {
+          const pool = secret.metadata?.labels?.[LABELS.pool];
+          return pool && secret.metadata?.name === caSecretName(pool)
             ? caches.builds
-                .byIndex(BY_POOL, poolKeyOf(build))
-                .filter((other) => !isTerminal(phaseOf(other)))
-                .map((other) => keyOf(other))
-            : [],
+                .byIndex(BY_POOL, `${secret.metadata?.namespace}/${pool}`)
+                .filter((build) => phaseOf(build) === "Pending")
+                .map((build) => keyOf(build))
+            : [];
+        },
       },
     ],
     reconcile: reconciler.reconcile,
     workers: options.workers,
   });
+
+  // The queue moves when a slot frees or a build leaves the line; then the builds at its head
+  // are woken (the queue decides who starts; this only wakes them).
+  const wakeWaiting = (poolKey: string) => {
+    for (const key of reconciler.headOfQueue(poolKey)) controller.enqueue(key);
+  };
+  const poolOfJob = (job: KubernetesObject) => {
+    const labels = job.metadata?.labels ?? {};
+    const pool = labels[LABELS.pool];
+    return pool ? `${labels[LABELS.poolNamespace] ?? job.metadata?.namespace}/${pool}` : undefined;
+  };
+  const holdsSlot = (job: V1Job) => !isFinished(observeJob(job, []));
+  caches.jobs.addHandlers({
+    // A Job holds its slot until it finishes or is gone.
+    onUpdate: (previous, current) => {
+      const pool = poolOfJob(current);
+      if (pool && holdsSlot(previous) && !holdsSlot(current)) wakeWaiting(pool);
+    },
+    onDelete: (job) => {
+      const pool = poolOfJob(job);
+      if (pool && holdsSlot(job)) wakeWaiting(pool);
+    },
+  });
+  caches.builds.addHandlers({
+    // A build that leaves the line (not admitted after all, failed, cancelled, deleted) lets
+    // the builds behind it move up. Building → Assembling is no such move: its last Job
+    // finishing already woke them.
+    onUpdate: (previous, current) => {
+      if (standsInLine(previous) && !standsInLine(current) && phaseOf(current) !== "Assembling")
+        wakeWaiting(poolKeyOf(current));
+    },
+    onDelete: (build) => {
+      if (standsInLine(build)) wakeWaiting(poolKeyOf(build));
+    },
+  });
   return reconciler;
+}
+
+/** Pods of a Job that reached Succeeded or Failed. */
+function finishedPods(job: ObservedJob): number {
+  return job.pods.filter((pod) => pod.phase === "Succeeded" || pod.phase === "Failed").length;
 }

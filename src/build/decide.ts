@@ -9,7 +9,13 @@
 import type { V1ConfigMap, V1Job } from "@kubernetes/client-node";
 import type { BuildPhase, ImageBuildStatus, PlatformStatus } from "../api/imagebuild.ts";
 import type { ImageBuild } from "../api/resources.ts";
-import { buildJobName, clientSecretName, indexJobName, inlineContextName } from "../naming.ts";
+import {
+  buildJobName,
+  caSecretName,
+  clientSecretName,
+  indexJobName,
+  inlineContextName,
+} from "../naming.ts";
 import type { Admission } from "./admission.ts";
 import { builderEndpoint } from "./argv.ts";
 import { buildConditions, type CacheCondition, isTerminal, type Outcome } from "./conditions.ts";
@@ -30,6 +36,11 @@ export interface Observed {
   slots: ReadonlyMap<string, SlotVerdict>;
   /** Whether `<build>-buildkit-client` exists. */
   clientSecret: boolean;
+  /**
+   * Whether the pool's CA Secret, which issues the client certificate, exists; false while a
+   * new pool's controller has not made it yet. Undefined counts as present.
+   */
+  poolCa?: boolean;
   /** Whether `<build>-context` exists (inline sources). */
   inlineContext: boolean;
   /** Platform Jobs found under their names, by platform slug. */
@@ -199,11 +210,14 @@ function finish(build: ImageBuild, observed: Observed, draft: Draft): Decision {
       observed.now,
     ),
   };
+  // A build that finishes now is looked at again when its TTL passes: no event would wake it.
+  const ttl = build.spec.ttlSecondsAfterFinished;
+  const requeueAfterMs = isTerminal(phase) && ttl !== undefined ? ttl * 1000 : draft.requeueAfterMs;
   return {
     status,
     actions: draft.actions,
     events: eventsFor(build, previous, status, draft.outcome),
-    ...(draft.requeueAfterMs === undefined ? {} : { requeueAfterMs: draft.requeueAfterMs }),
+    ...(requeueAfterMs === undefined ? {} : { requeueAfterMs }),
   };
 }
 
@@ -373,7 +387,7 @@ function assemble(
       actions,
     };
   }
-  return waiting(`Job ${job.name} assembles the index`);
+  return waiting(`every platform is pushed; Job ${job.name} assembles the index`);
 }
 
 export function decideNextStep(build: ImageBuild, observed: Observed): Decision {
@@ -383,6 +397,11 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
   const admission = observed.admission;
   const plan = admission.admitted ? admission.plan : undefined;
   const before = new Map((previous.platforms ?? []).map((p) => [p.platform, p]));
+  // Nothing starts without a client certificate, which the pool's CA issues.
+  const noCa =
+    plan && !observed.clientSecret && observed.poolCa === false
+      ? `BuilderPool ${plan.poolNamespace}/${plan.pool} has no CA Secret ${caSecretName(plan.pool)} yet; its controller creates it`
+      : undefined;
 
   const views: PlatformView[] = build.spec.platforms.map((platform) => {
     const slug = platformSlug(platform);
@@ -393,7 +412,7 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
       job: observed.jobs[slug],
       previous: before.get(platform),
       slot: observed.slots.get(slotKey(build.metadata, slug)),
-      blocked: admission.admitted ? undefined : admission.message,
+      blocked: admission.admitted ? noCa : admission.message,
       architecture: target?.architecture,
       builder: plan && target ? builderEndpoint(plan, target).address : undefined,
       logs: observed.logs,
@@ -501,18 +520,20 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
     );
     const started = platforms.some((p) => p.job !== undefined || p.digest !== undefined);
     const queuePosition = positions.length > 0 ? Math.max(...positions) : undefined;
-    const waits = positions.length > 0 || !admission.admitted;
+    const waits = positions.length > 0 || !admission.admitted || noCa !== undefined;
     const summary = platforms.map((p) => `${p.platform} ${p.phase.toLowerCase()}`).join(", ");
     const outcome: Outcome =
       !admission.admitted && !started
         ? { phase: "Pending", reason: admission.reason, message: admission.message }
-        : started
-          ? { phase: "Building" as BuildPhase, reason: "Building", message: summary }
-          : {
-              phase: "Queued",
-              reason: "Queued",
-              message: platforms.map((p) => `${p.platform}: ${p.message ?? p.phase}`).join("; "),
-            };
+        : noCa !== undefined && !started
+          ? { phase: "Pending", reason: "PoolNotReady", message: noCa }
+          : started
+            ? { phase: "Building" as BuildPhase, reason: "Building", message: summary }
+            : {
+                phase: "Queued",
+                reason: "Queued",
+                message: platforms.map((p) => `${p.platform}: ${p.message ?? p.phase}`).join("; "),
+              };
     draft = {
       outcome,
       platforms,

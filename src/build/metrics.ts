@@ -21,7 +21,7 @@ export class BuildMetrics {
     const registers = [registry];
     this.builds = new Counter({
       name: "buildfarm_builds_total",
-      help: "ImageBuilds finished, by pool and result (Succeeded, Failed, Cancelled)",
+      help: "ImageBuilds finished, by pool (<namespace>/<name>) and result (Succeeded, Failed, Cancelled)",
       labelNames: ["pool", "result"],
       registers,
     });
@@ -47,7 +47,7 @@ export class BuildMetrics {
     });
   }
 
-  /** Counts what a status write changed: a finished build, finished platforms. */
+  /** Counts what a status write changed: a finished build, finished platforms. `pool` is `<namespace>/<name>`. */
   observeTransition(build: ImageBuild, next: ImageBuildStatus, pool: string): void {
     const previous = build.status;
     if (next.phase && isTerminal(next.phase) && !isTerminal(previous?.phase)) {

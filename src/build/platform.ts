@@ -77,8 +77,43 @@ function lastFailure(job: ObservedJob): string | undefined {
   return undefined;
 }
 
+/**
+ * Whether a pod's build has started: buildctl runs as the init container, so the pod is still
+ * Pending (Kubernetes' phase) while the build runs.
+ */
+function started(pod: ObservedPod): boolean {
+  const buildctl = pod.containers[CONTAINERS.buildctl];
+  return (
+    pod.phase === "Running" ||
+    pod.phase === "Succeeded" ||
+    pod.phase === "Failed" ||
+    buildctl?.state === "running" ||
+    buildctl?.state === "terminated"
+  );
+}
+
+/** Pods that started building, retries included; finished pods may be gone, the Job counts them. */
 function attemptsOf(job: ObservedJob): number {
-  return Math.max(job.pods.length, job.active + job.failed + job.succeeded);
+  return Math.max(job.pods.filter(started).length, job.failed + job.succeeded);
+}
+
+/**
+ * Waiting reasons worth a message: not PodInitializing, which the `report` container shows
+ * for as long as buildctl (the init container) runs.
+ */
+function waitingReason(pod: ObservedPod) {
+  const containers = [
+    pod.containers[CONTAINERS.buildctl],
+    ...Object.entries(pod.containers)
+      .filter(([name]) => name !== CONTAINERS.buildctl)
+      .map(([, container]) => container),
+  ];
+  return containers.find(
+    (container) =>
+      container?.state === "waiting" &&
+      container.reason !== undefined &&
+      container.reason !== "PodInitializing",
+  );
 }
 
 function headline(message: string): string {
@@ -140,11 +175,12 @@ export function platformView(
   }
 
   if (job) {
-    const started: PlatformStatus = {
+    const attemptCount = Math.max(attemptsOf(job), previous?.attempts ?? 0);
+    const building: PlatformStatus = {
       ...base,
       job: job.name,
       startTime: base.startTime ?? job.startTime ?? now,
-      attempts: Math.max(attemptsOf(job), previous?.attempts ?? 0),
+      ...(attemptCount > 0 ? { attempts: attemptCount } : {}),
     };
     const completed = job.completionTime ?? job.outcome?.at ?? now;
     if (job.outcome?.type === "Complete") {
@@ -152,7 +188,7 @@ export function platformView(
       if (!pod) {
         return {
           status: {
-            ...started,
+            ...building,
             phase: "Pending",
             message: `Job ${job.name} completed but its pod is gone, so the digest cannot be read; building again`,
           },
@@ -163,7 +199,12 @@ export function platformView(
       const parsed = parseBuildMetadata(pod.containers[CONTAINERS.report]?.message, platform);
       if (!parsed.ok) {
         return {
-          status: { ...started, phase: "Failed", completionTime: completed, message: parsed.error },
+          status: {
+            ...building,
+            phase: "Failed",
+            completionTime: completed,
+            message: parsed.error,
+          },
           state: { kind: "failed", reason: "InvalidMetadata" },
         };
       }
@@ -174,7 +215,7 @@ export function platformView(
           : refusedCache(pod, context.logs);
       return {
         status: {
-          ...started,
+          ...building,
           phase: "Succeeded",
           digest: parsed.value.digest,
           completionTime: completed,
@@ -195,30 +236,32 @@ export function platformView(
         : (lastFailure(job) ??
           `Job ${job.name} failed${job.outcome.reason ? ` (${job.outcome.reason})` : ""}${job.outcome.message ? `: ${job.outcome.message}` : ""}`);
       return {
-        status: { ...started, phase: "Failed", completionTime: completed, message },
+        status: { ...building, phase: "Failed", completionTime: completed, message },
         state: { kind: "failed", reason: timeout ? "Timeout" : "BuildFailed" },
       };
     }
+    // The newest pod tells where the platform stands: building (buildctl running, or the
+    // report container copying its result), failed with a retry to come, or not started yet.
     const pod = job.pods.at(-1);
-    const running = pod?.phase === "Running";
-    const waiting = pod
-      ? Object.values(pod.containers).find(
-          (container) => container.state === "waiting" && container.reason,
-        )
-      : undefined;
+    const failedLast = pod?.phase === "Failed";
+    const running = pod !== undefined && !failedLast && started(pod);
+    const waiting = pod && !running && !failedLast ? waitingReason(pod) : undefined;
     const retry = job.failed > 0 ? lastFailure(job) : undefined;
+    const attempts = `attempt ${building.attempts} of ${build.spec.retries + 1}`;
     const parts = [
       job.deleting ? `Job ${job.name} is being stopped` : undefined,
-      retry
-        ? `attempt ${started.attempts} of ${build.spec.retries + 1}; the previous one failed: ${headline(retry)}`
-        : undefined,
-      !running && waiting
+      retry && failedLast && !job.deleting
+        ? `${attempts} failed, retrying: ${headline(retry)}`
+        : retry
+          ? `${attempts}; the previous one failed: ${headline(retry)}`
+          : undefined,
+      waiting
         ? `pod ${pod?.name} waiting: ${waiting.reason}${waiting.message ? `: ${waiting.message}` : ""}`
         : undefined,
     ].filter((part): part is string => part !== undefined);
     return {
       status: {
-        ...started,
+        ...building,
         phase: running ? "Running" : "Pending",
         ...(parts.length > 0 ? { message: parts.join("; ").slice(0, 4096) } : {}),
       },
@@ -242,7 +285,6 @@ export function platformView(
         phase: "Pending",
         job: jobName,
         startTime: base.startTime ?? now,
-        message: `starting on ${context.builder ?? "its builder"}`,
       },
       state: { kind: "start" },
     };

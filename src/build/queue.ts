@@ -46,7 +46,7 @@ export interface ArchitectureQueue {
 export interface QueueState {
   /** Verdicts for waiting platforms, by slotKey. */
   verdicts: ReadonlyMap<string, SlotVerdict>;
-  /** Per architecture: for status summaries and buildfarm_queue_depth. */
+  /** Per architecture of the pool (idle ones included): for buildfarm_queue_depth. */
   architectures: ArchitectureQueue[];
 }
 
@@ -75,7 +75,13 @@ export function compareBuilds(a: QueuedBuild, b: QueuedBuild): number {
 export function assignSlots(pool: BuilderPoolSpec, requests: readonly SlotRequest[]): QueueState {
   const verdicts = new Map<string, SlotVerdict>();
   const architectures: ArchitectureQueue[] = [];
-  const names = [...new Set(requests.map((request) => request.architecture))].sort();
+  // Every architecture of the pool is reported, idle ones too, so a drained queue reads 0.
+  const names = [
+    ...new Set([
+      ...pool.architectures.map((arch) => arch.name),
+      ...requests.map((request) => request.architecture),
+    ]),
+  ].sort();
   for (const architecture of names) {
     const mine = requests.filter((request) => request.architecture === architecture);
     const running = mine.filter((request) => request.state === "running").length;
@@ -106,10 +112,25 @@ export function assignSlots(pool: BuilderPoolSpec, requests: readonly SlotReques
 const QUEUEING_PHASES = new Set(["Queued", "Building"]);
 
 /**
+ * Whether another build's unstarted platforms stand in line, by its status: Queued or
+ * Building, or no status yet. A build the operator has not looked at yet may well be admitted
+ * and older than the one being reconciled; counting it keeps first come first served when
+ * many builds arrive at once. If it turns out Pending, the builds behind it are woken.
+ */
+export function standsInLine(build: {
+  metadata?: { deletionTimestamp?: unknown };
+  status?: { phase?: string } | undefined;
+}): boolean {
+  if (build.metadata?.deletionTimestamp) return false;
+  const phase = build.status?.phase;
+  return phase === undefined || QUEUEING_PHASES.has(phase);
+}
+
+/**
  * One build's slot requests. Every unfinished Job the build controls holds a slot, whatever
  * the build's phase (a failed build's siblings run until they are gone). Platforms without a
  * Job or a digest wait while the build is admitted: `admitted` for the build being reconciled,
- * otherwise its status phase says so.
+ * otherwise its status says so (standsInLine).
  */
 export function slotRequestsOf(
   build: ImageBuild,
@@ -123,7 +144,7 @@ export function slotRequestsOf(
     uid: build.metadata.uid ?? "",
     creationTimestamp: String(build.metadata.creationTimestamp ?? ""),
   };
-  const waits = admitted ?? QUEUEING_PHASES.has(build.status?.phase ?? "");
+  const waits = admitted ?? standsInLine(build);
   const done = new Set(
     (build.status?.platforms ?? [])
       .filter((platform) => platform.digest !== undefined || platform.phase === "Failed")

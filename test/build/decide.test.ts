@@ -231,6 +231,19 @@ describe("a two-platform build goes to Succeeded with the index digest", () => {
     ]);
   });
 
+  it("counts a platform as Running while buildctl runs as the init container", () => {
+    // Kubernetes keeps the pod Pending while an init container runs; that is the build.
+    world.set("amd64", { pods: [{ phase: "Initializing" }] });
+    world.set("arm64", { pods: [{ phase: "Pending", waiting: { reason: "PodInitializing" } }] });
+    const decision = world.reconcile();
+    expect(decision.status.platforms?.map((p) => [p.phase, p.message, p.attempts])).toEqual([
+      ["Running", undefined, 1],
+      // Not started yet: no attempt counted, and PodInitializing is no news.
+      ["Pending", undefined, undefined],
+    ]);
+    world.set("arm64", { pods: [{ phase: "Pending", waiting: { reason: "ContainerCreating" } }] });
+  });
+
   it("records a platform's digest as soon as it finishes", () => {
     world.now = at(300);
     world.set("amd64", succeeded(metadataJson("linux/amd64", DIGEST_AMD64)));
@@ -293,6 +306,8 @@ describe("a two-platform build goes to Succeeded with the index digest", () => {
         message: `pushed registry.example.com/demo/welcome-to-docker@${INDEX_DIGEST} and tagged latest, main`,
       },
     ]);
+    // Nothing else wakes a finished build: it asks to be looked at when its TTL passes.
+    expect(decision.requeueAfterMs).toBe(86400 * 1000);
   });
 
   it("does nothing more until the TTL, then deletes the Jobs and the client Secret but keeps the status", () => {
@@ -446,6 +461,21 @@ describe("a retry then success", () => {
   });
 });
 
+describe("a failed attempt with a retry to come", () => {
+  it("is Pending, says the attempt failed and that it is retried", () => {
+    const world = new World();
+    world.reconcile();
+    world.set("amd64", { pods: [{ phase: "Failed", log: "error: failed to solve: reset" }] });
+    const decision = world.reconcile();
+    expect(decision.status.phase).toBe("Building");
+    expect(decision.status.platforms?.[0]).toMatchObject({
+      phase: "Pending",
+      attempts: 1,
+      message: "attempt 1 of 2 failed, retrying: failed to solve: reset",
+    });
+  });
+});
+
 describe("a timeout", () => {
   it("fails the build with reason Timeout when the Job's deadline passes", () => {
     const world = new World();
@@ -589,6 +619,32 @@ describe("admission outcomes", () => {
   });
 });
 
+describe("a pool whose CA Secret does not exist yet", () => {
+  it("waits Pending (PoolNotReady) without creating anything, then starts", () => {
+    const world = new World();
+    const waiting = decideNextStep(world.build, { ...world.observe(), poolCa: false });
+    expect(waiting.actions).toEqual([]);
+    expect(waiting.status.phase).toBe("Pending");
+    expect(condition(waiting.status, "Succeeded")).toMatchObject({
+      status: "Unknown",
+      reason: "PoolNotReady",
+      message:
+        "BuilderPool buildfarm-builders/default has no CA Secret default-buildkit-ca yet; its controller creates it",
+    });
+    expect(waiting.status.platforms?.map((p) => [p.phase, p.job])).toEqual([
+      ["Pending", undefined],
+      ["Pending", undefined],
+    ]);
+    expect(waiting.requeueAfterMs).toBe(WAIT_REQUEUE_MS);
+    world.build = { ...world.build, status: waiting.status };
+    expect(kinds(world.reconcile())).toEqual([
+      "CreateClientSecret welcome-7f3a2c1-buildkit-client",
+      "CreateJob welcome-7f3a2c1-amd64",
+      "CreateJob welcome-7f3a2c1-arm64",
+    ]);
+  });
+});
+
 describe("sorting a build's Jobs", () => {
   it("finds platform Jobs by slug and the index Job by name, and ignores others", () => {
     const world = new World();
@@ -667,6 +723,7 @@ describe("an inline source", () => {
 
 const podArb = fc.oneof(
   fc.constant({ phase: "Pending" as const }),
+  fc.constant({ phase: "Initializing" as const }),
   fc.constant({ phase: "Running" as const }),
   fc.constantFrom("linux/amd64", "linux/arm64").map((p) => ({
     phase: "Succeeded" as const,

@@ -116,6 +116,8 @@ export function metadataJson(
 
 export type PodState =
   | { phase: "Pending"; waiting?: { reason: string; message?: string } }
+  /** buildctl (the init container) runs: Kubernetes still says Pending, `report` PodInitializing. */
+  | { phase: "Initializing" }
   | { phase: "Running" }
   | { phase: "Succeeded"; report: string }
   | { phase: "Failed"; log: string; exitCode?: number; container?: string };
@@ -148,6 +150,10 @@ export function pod(job: V1Job, index: number, state: PodState): V1Pod {
   switch (state.phase) {
     case "Pending":
       init = { waiting: state.waiting ?? { reason: "PodInitializing" } };
+      break;
+    case "Initializing":
+      init = { running: {} };
+      last = { waiting: { reason: "PodInitializing" } };
       break;
     case "Running":
       init = { running: {} };
@@ -184,7 +190,7 @@ export function pod(job: V1Job, index: number, state: PodState): V1Pod {
       ],
     },
     status: {
-      phase: state.phase,
+      phase: state.phase === "Initializing" ? "Pending" : state.phase,
       initContainerStatuses: isIndex || !init ? [] : [containerStatus("buildctl", init)],
       containerStatuses: last ? [containerStatus(main, last)] : [],
     },
@@ -218,7 +224,9 @@ export function job(object: V1Job, state: JobState = {}): ObservedJob {
   const phases = (state.pods ?? []).map((p) => p.phase);
   const finishedAt = new Date(T0.getTime() + 30 * 60_000).toISOString().replace(".000Z", "Z");
   withUid.status = {
-    active: state.outcome ? 0 : phases.filter((p) => p === "Pending" || p === "Running").length,
+    active: state.outcome
+      ? 0
+      : phases.filter((p) => p === "Pending" || p === "Initializing" || p === "Running").length,
     succeeded: phases.filter((p) => p === "Succeeded").length,
     failed: phases.filter((p) => p === "Failed").length,
     startTime: T0.toISOString().replace(".000Z", "Z") as unknown as Date,

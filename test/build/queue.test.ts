@@ -61,6 +61,7 @@ describe("the queue runs at most maxConcurrentBuilds per architecture, first com
     });
     expect(state.architectures).toEqual([
       { architecture: "amd64", capacity: 2, running: 0, waiting: 2 },
+      { architecture: "arm64", capacity: 1, running: 0, waiting: 0 },
     ]);
   });
 
@@ -210,10 +211,25 @@ describe("a build's slot requests", () => {
     expect(
       slotRequestsOf(exampleBuild({ status: { phase: "Pending" } }), plan.targets, {}),
     ).toEqual([]);
+    expect(
+      slotRequestsOf(
+        exampleBuild({ metadata: { deletionTimestamp: "2026-03-01T10:00:00Z" } }),
+        plan.targets,
+        {},
+      ),
+    ).toEqual([]);
     expect(slotRequestsOf(exampleBuild({ status: { phase: "Failed" } }), plan.targets, {})).toEqual(
       [],
     );
     expect(slotRequestsOf(exampleBuild(), plan.targets, {}, true)).toHaveLength(2);
+  });
+
+  it("counts a build the operator has not looked at yet (no status) as standing in line", () => {
+    // Otherwise, of builds created together, whichever is reconciled first would start first.
+    expect(slotRequestsOf(exampleBuild(), plan.targets, {})).toEqual([
+      expect.objectContaining({ slug: "amd64", state: "waiting" }),
+      expect.objectContaining({ slug: "arm64", state: "waiting" }),
+    ]);
   });
 });
 

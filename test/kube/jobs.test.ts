@@ -259,6 +259,20 @@ describe("retries and deadlines", () => {
     ]);
   });
 
+  it("replaces a failed pod after its back-off, not at the deadline a Job also has", async () => {
+    await batch.createNamespacedJob({
+      namespace: "j",
+      body: job(
+        "flaky-deadline",
+        { backoffLimit: 2, activeDeadlineSeconds: 600 },
+        { containers: [{ name: "c", image: "busybox", command: ["flaky"], args: ["1"] }] },
+      ),
+    });
+    const done = await finished("flaky-deadline");
+    expect(conditionTypes(done)).toContain("Complete:CompletionsReached");
+    expect(done.status).toMatchObject({ failed: 1, succeeded: 1 });
+  });
+
   it("fails with BackoffLimitExceeded after backoffLimit + 1 failed pods", async () => {
     await batch.createNamespacedJob({
       namespace: "j",

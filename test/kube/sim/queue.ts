@@ -6,7 +6,7 @@ export type Reconcile = (key: string) => void | Promise<void>;
 
 export class WorkQueue {
   private readonly pending = new Set<string>();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly timers = new Map<string, { timer: NodeJS.Timeout; due: number }>();
   private readonly reconcile: Reconcile;
   private readonly onError: (key: string, error: unknown) => void;
   private scheduled = false;
@@ -33,19 +33,23 @@ export class WorkQueue {
       this.add(key);
       return;
     }
+    const due = Date.now() + ms;
     const existing = this.timers.get(key);
-    if (existing) clearTimeout(existing);
+    if (existing) {
+      if (existing.due <= due) return;
+      clearTimeout(existing.timer);
+    }
     const timer = setTimeout(() => {
       this.timers.delete(key);
       this.add(key);
     }, ms);
     timer.unref();
-    this.timers.set(key, timer);
+    this.timers.set(key, { timer, due });
   }
 
   stop(): void {
     this.stopped = true;
-    for (const timer of this.timers.values()) clearTimeout(timer);
+    for (const { timer } of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
     this.pending.clear();
   }

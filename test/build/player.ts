@@ -1,0 +1,240 @@
+// Plays the containers of a build's pods for the simulated kubelet, from the argv the operator
+// wrote, the way the real programs would behave:
+// - `buildctl` (the init container): reads the client certificate it was given and checks it
+//   against the pool's CA (as the builder's mTLS would), then writes BuildKit v0.24's metadata
+//   JSON to its --metadata-file in the `out` emptyDir, logs progress lines, exits 0; or fails
+//   with a log (FallbackToLogsOnError makes its tail the termination message), or runs until
+//   stopped, or waits until a test releases it.
+// - `cp <from> <to>` (the report container): copies the metadata file into its termination
+//   message file, or fails like busybox cp when the file is missing.
+// - the operator image with `assemble …` (the index Job): parses its argv with the real
+//   `buildfarm assemble` parser and writes the result line it would write.
+// Builder pods (buildkitd) run until stopped.
+import { createHash, X509Certificate } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
+import { parseAssembleArgs, terminationMessage } from "../../src/commands/assemble.ts";
+import { caSecretName, LABELS } from "../../src/naming.ts";
+import { formatPlatform } from "../../src/registry/platform.ts";
+import {
+  type ContainerContext,
+  type ContainerResult,
+  defaultExecutor,
+  type Executor,
+} from "../kube/index.ts";
+import { aborted } from "../kube/sim/executor.ts";
+import { fixture, metadataJson } from "./fixtures.ts";
+
+/** What one attempt of a platform's buildctl does. */
+export type Attempt =
+  | { kind: "push"; cache?: boolean; log?: string }
+  | { kind: "fail"; log: string; exitCode?: number }
+  /** Runs until its pod is stopped (deadline, deletion). */
+  | { kind: "hang" };
+
+const PUSH: Attempt = { kind: "push" };
+
+export const BUILD_LOG = [
+  "#1 [internal] load build definition from Dockerfile",
+  "#1 DONE 0.0s",
+  "#2 exporting to image",
+  "#2 pushing layers done",
+  "#2 DONE 0.1s",
+  "#3 exporting cache to registry",
+  "#3 DONE 0.1s",
+  "",
+].join("\n");
+
+/** The digest the player pushes for a Job's attempt: distinct per Job, stable across runs. */
+export function digestOf(job: string): string {
+  return `sha256:${createHash("sha256").update(job).digest("hex")}`;
+}
+
+/** The index digest the played `assemble` reports for these platform digests. */
+export function indexDigestOf(digests: readonly string[]): string {
+  return `sha256:${createHash("sha256")
+    .update([...digests].sort().join("\n"))
+    .digest("hex")}`;
+}
+
+const flag = (args: readonly string[], name: string) => {
+  const index = args.indexOf(name);
+  return index < 0 ? undefined : args[index + 1];
+};
+
+export interface PlayedContainer {
+  pod: string;
+  job: string;
+  container: string;
+  attempt: number;
+  command: string[];
+  args: string[];
+}
+
+export class BuildPlayer {
+  /** Attempts per Job name, in order; past the list (or for unknown Jobs) they push. */
+  private readonly scripts = new Map<string, Attempt[]>();
+  private readonly attempts = new Map<string, number>();
+  private readonly gates = new Map<string, { release: () => void; promise: Promise<void> }>();
+  /** Whether buildctl waits for release(job) before doing what its script says. */
+  holdAll = false;
+  /** Every container of a build or index pod the player ran. */
+  readonly played: PlayedContainer[] = [];
+  /** buildctl containers running now (started, not returned), by pod name. */
+  readonly running = new Set<string>();
+  /** Pods whose buildctl was stopped by the kubelet (deletion, deadline). */
+  readonly stopped: string[] = [];
+  /** Failures of the player's own checks (a certificate that would not pass mTLS, …). */
+  readonly problems: string[] = [];
+
+  script(job: string, ...attempts: Attempt[]): void {
+    this.scripts.set(job, attempts);
+  }
+
+  /** Lets the held buildctl of `job` go on (and any later attempt of it). */
+  release(job: string): void {
+    this.gate(job).release();
+  }
+
+  /** Jobs whose buildctl is running now. */
+  runningJobs(): string[] {
+    return [...new Set([...this.running].map((pod) => pod.replace(/-[a-z0-9]{5}$/, "")))].sort();
+  }
+
+  private gate(job: string) {
+    let gate = this.gates.get(job);
+    if (!gate) {
+      let release!: () => void;
+      const promise = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      gate = { release, promise };
+      this.gates.set(job, gate);
+    }
+    return gate;
+  }
+
+  readonly executor: Executor = (ctx) => {
+    const job = ctx.pod.metadata.labels?.["job-name"];
+    const component = ctx.pod.metadata.labels?.[LABELS.component];
+    if (!job || (component !== "build" && component !== "index")) return defaultExecutor(ctx);
+    this.played.push({
+      pod: ctx.pod.metadata.name,
+      job,
+      container: ctx.container.name ?? "",
+      attempt: ctx.attempt,
+      command: [...ctx.command],
+      args: [...ctx.args],
+    });
+    if (ctx.command[0] === "buildctl") return this.buildctl(ctx, job);
+    if (ctx.command[0] === "cp") return cp(ctx);
+    if (ctx.command.length === 0 && ctx.args[0] === "assemble") return assemble(ctx);
+    return { exitCode: 127, log: `exec: ${JSON.stringify(ctx.command[0])}: not found\n` };
+  };
+
+  private async buildctl(ctx: ContainerContext, job: string): Promise<ContainerResult> {
+    const attempt = this.attempts.get(job) ?? 0;
+    this.attempts.set(job, attempt + 1);
+    const pod = ctx.pod.metadata.name;
+    this.running.add(pod);
+    try {
+      const problem = await this.checkCertificates(ctx);
+      if (problem) {
+        this.problems.push(`${pod}: ${problem}`);
+        return { exitCode: 1, log: `error: ${problem}\n` };
+      }
+      if (this.holdAll) {
+        await Promise.race([this.gate(job).promise, aborted(ctx.signal)]);
+      }
+      const step = this.scripts.get(job)?.[attempt] ?? PUSH;
+      if (step.kind === "hang" || ctx.signal.aborted) {
+        ctx.log("#1 [internal] load build definition from Dockerfile\n");
+        await aborted(ctx.signal);
+        this.stopped.push(pod);
+        return { exitCode: 143 };
+      }
+      if (step.kind === "fail") {
+        ctx.log(step.log);
+        return { exitCode: step.exitCode ?? 1 };
+      }
+      const platform = (
+        ctx.args.find((arg, i) => ctx.args[i - 1] === "--opt" && arg.startsWith("platform=")) ?? ""
+      ).slice("platform=".length);
+      const file = ctx.hostPath(flag(ctx.args, "--metadata-file") ?? "/nowhere");
+      await mkdir(dirname(file), { recursive: true });
+      // buildctl writes the file atomically: a temporary file beside it, then a rename.
+      await writeFile(file, metadataJson(platform, digestOf(job), { cache: step.cache !== false }));
+      ctx.log(step.log ?? BUILD_LOG);
+      return { exitCode: 0 };
+    } finally {
+      this.running.delete(pod);
+    }
+  }
+
+  /** The client certificate must be issued by the pool's CA, or the builder would refuse it. */
+  private async checkCertificates(ctx: ContainerContext): Promise<string | undefined> {
+    try {
+      const [ca, cert] = await Promise.all([
+        readFile(ctx.hostPath(flag(ctx.args, "--tlscacert") ?? ""), "utf8"),
+        readFile(ctx.hostPath(flag(ctx.args, "--tlscert") ?? ""), "utf8"),
+        readFile(ctx.hostPath(flag(ctx.args, "--tlskey") ?? ""), "utf8"),
+      ]);
+      const labels = ctx.pod.metadata.labels ?? {};
+      const poolCa = ctx.store.get(
+        "secrets",
+        labels[LABELS.poolNamespace] ?? "",
+        caSecretName(labels[LABELS.pool] ?? ""),
+      ) as { data?: Record<string, string> } | undefined;
+      const poolCaCert = Buffer.from(poolCa?.data?.["ca.crt"] ?? "", "base64").toString("utf8");
+      if (poolCaCert === "") return "the pool's CA Secret is missing";
+      const issuer = new X509Certificate(poolCaCert);
+      if (new X509Certificate(ca).fingerprint256 !== issuer.fingerprint256)
+        return "the client Secret's ca.crt is not the pool's CA";
+      if (!new X509Certificate(cert).verify(issuer.publicKey))
+        return "the client certificate is not signed by the pool's CA";
+      return undefined;
+    } catch (error) {
+      return `reading the client certificate: ${error instanceof Error ? error.message : String(error)}`;
+    }
+  }
+}
+
+async function cp(ctx: ContainerContext): Promise<ContainerResult> {
+  const [from, to] = ctx.args;
+  if (!from || !to) return { exitCode: 1, log: "BusyBox: usage: cp SOURCE DEST\n" };
+  try {
+    await writeFile(ctx.hostPath(to), await readFile(ctx.hostPath(from)));
+    return { exitCode: 0 };
+  } catch {
+    return { exitCode: 1, log: `cp: can't stat '${from}': No such file or directory\n` };
+  }
+}
+
+/** `buildfarm assemble`, played: the real argv parser, the real result line. */
+async function assemble(ctx: ContainerContext): Promise<ContainerResult> {
+  const parsed = parseAssembleArgs(ctx.args.slice(1));
+  if (parsed.kind !== "ok") {
+    return {
+      exitCode: 2,
+      log: `buildfarm assemble: ${parsed.kind === "usage" ? parsed.message : "help"}\n`,
+    };
+  }
+  const { flags } = parsed;
+  const digests = flags.digest.map(({ digest }) => digest);
+  const digest = indexDigestOf(digests);
+  const output = {
+    digest,
+    image: `${flags.image}@${digest}`,
+    mediaType: "application/vnd.oci.image.index.v1+json",
+    platforms: flags.digest.map(({ platform }) => formatPlatform(platform)),
+    tags: [...new Set(flags.tag)],
+  };
+  const path = flags["termination-message-path"];
+  if (path) await writeFile(ctx.hostPath(path), terminationMessage(output));
+  return { exitCode: 0, log: `${JSON.stringify(output)}\n` };
+}
+
+/** A failing build's log, as real buildctl printed it. */
+export const FAILED_LOG = fixture("build-failed.txt");
+/** A build whose cache export the registry refused (ignore-error=true), as real buildctl printed it. */
+export const CACHE_REFUSED_LOG = fixture("cache-export-refused.txt");
