@@ -41,6 +41,16 @@ export interface RealExecutorOptions {
   maxGraceMs?: number;
 }
 
+/** One container process: when it ran (ms since the epoch) and how it ended. */
+export interface ProcessRun {
+  namespace: string;
+  pod: string;
+  container: string;
+  startMs: number;
+  endMs: number;
+  exitCode: number;
+}
+
 export interface ExecResult {
   code: number;
   output: string;
@@ -129,6 +139,8 @@ export class RealPods {
   private readonly running = new Map<string, Running>();
   private readonly exits = new Set<Promise<number>>();
   private readonly stopping = new AbortController();
+  /** Every container process that ran to its end, in order of ending (for benchmarks). */
+  readonly runs: ProcessRun[] = [];
 
   constructor(options: RealExecutorOptions) {
     this.options = options;
@@ -261,6 +273,7 @@ export class RealPods {
       const key = `${podUid}/${container.name}`;
       this.running.set(key, running);
       const grace = (pod.spec?.terminationGracePeriodSeconds ?? 30) * 1000;
+      const startMs = Date.now();
       const { exited } = runProcess({
         file: argv.file,
         args: argv.args,
@@ -274,6 +287,14 @@ export class RealPods {
       this.exits.add(exited);
       const exitCode = await exited;
       this.exits.delete(exited);
+      this.runs.push({
+        namespace: pod.metadata.namespace,
+        pod: pod.metadata.name,
+        container: container.name,
+        startMs,
+        endMs: Date.now(),
+        exitCode,
+      });
       if (this.running.get(key) === running) this.running.delete(key);
       return { exitCode };
     } finally {
