@@ -155,9 +155,14 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
     it("built each platform on a builder of a node of its architecture, as the builders' own build records say", async () => {
       const index = await getManifest(cluster.registry, "app", first.digest!);
       const built: Record<string, string[]> = {};
+      const seen: string[] = [];
       for (const pod of builderPods(cluster)) {
         const arch = nodeArch(cluster, pod)!;
-        for (const record of await histories(cluster, pod.metadata.name!)) {
+        const records = await histories(cluster, pod.metadata.name!);
+        seen.push(
+          `${pod.metadata.name} on ${arch}: ${JSON.stringify(records.map((r) => [r.Ref, r.FrontendAttrs?.platform, r.FrontendAttrs?.context, Boolean(r.CompletedAt)]))}`,
+        );
+        for (const record of records) {
           if (!record.FrontendAttrs?.context?.endsWith("#main:app")) continue;
           const platform = record.FrontendAttrs.platform ?? "";
           built[arch] = [...(built[arch] ?? []), platform];
@@ -168,7 +173,7 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
           expect(record.Result?.ResultDeprecated?.digest).toBe(pushed?.digest);
         }
       }
-      expect(built).toEqual({ amd64: ["linux/amd64"], arm64: ["linux/arm64"] });
+      expect(built, seen.join("\n")).toEqual({ amd64: ["linux/amd64"], arm64: ["linux/arm64"] });
     });
   });
 

@@ -179,10 +179,14 @@ export async function histories(cluster: RealCluster, pod: string): Promise<Hist
     "{{json .}}",
   ]);
   if (result.code !== 0) throw new Error(`buildctl debug histories in ${pod}: ${result.output}`);
-  return result.output
-    .split("\n")
-    .filter((line) => line.startsWith("{"))
-    .map((line) => (JSON.parse(line) as { record: HistoryRecord }).record);
+  // One event per record (STARTED, COMPLETE), the latest last: keep the latest per Ref.
+  const records = new Map<string, HistoryRecord>();
+  for (const line of result.output.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    const { record } = JSON.parse(line) as { record: HistoryRecord };
+    records.set(record.Ref, record);
+  }
+  return [...records.values()];
 }
 
 /** The `RUN` steps of buildctl's plain progress output and whether each was CACHED. */
