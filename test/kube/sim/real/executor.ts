@@ -299,6 +299,10 @@ export class RealPods {
       return { exitCode };
     } finally {
       for (const [port, hostPort] of bound) this.ports.release(podUid, port, hostPort);
+      const podStillRuns = [...this.running.values()].some(
+        (other) => other.context.pod.metadata.uid === podUid,
+      );
+      if (!podStillRuns) void network.release(podUid);
       await files.dispose();
     }
   }

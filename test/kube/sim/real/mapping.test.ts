@@ -314,12 +314,19 @@ describe("kube-proxy", () => {
 
   function setUp() {
     const store = new Store({ historySize: 100, serverVersion: { major: 1, minor: 31 } });
-    for (const name of ["builders", "apps"]) store.create("namespaces", { metadata: { name } });
+    for (const name of ["builders", "apps", "elsewhere"])
+      store.create("namespaces", { metadata: { name } });
     const ports = new PodPorts();
     network = new ClusterNetwork(store, ports);
-    const pod = (name: string, labels: Record<string, string>, ready: boolean, ip: string) => {
+    const pod = (
+      name: string,
+      labels: Record<string, string>,
+      ready: boolean,
+      ip: string,
+      namespace = "builders",
+    ) => {
       const created = store.create("pods", {
-        metadata: { name, namespace: "builders", labels },
+        metadata: { name, namespace, labels },
         spec: {
           containers: [
             { name: "c", image: "i", ports: [{ name: "buildkit", containerPort: 1234 }] },
@@ -328,7 +335,7 @@ describe("kube-proxy", () => {
       });
       store.mutate(
         "pods",
-        "builders",
+        namespace,
         name,
         (draft: KubeObject & { status?: unknown }) => {
           draft.status = {
@@ -355,13 +362,15 @@ describe("kube-proxy", () => {
           ...(headless ? { clusterIP: "None" } : {}),
         },
       });
-    return { store, ports, pod, service, network: network! };
+    const client = {
+      podUid: pod("client", { role: "build" }, true, "10.244.1.1", "apps"),
+      namespace: "apps",
+    };
+    return { store, ports, pod, service, client, network: network! };
   }
 
-  const from = { podUid: "client", namespace: "apps" };
-
   it("sends each connection to a Ready pod the Service selects, through its named port", async () => {
-    const { ports, pod, service, network } = setUp();
+    const { ports, pod, service, client, network } = setUp();
     const amd = pod("farm-amd64-1", { arch: "amd64" }, true, "10.244.0.2");
     const arm = pod("farm-arm64-1", { arch: "arm64" }, true, "10.244.0.3");
     ports.bind(amd, 1234, { hostPort: await echo("amd64 builder"), scope: "pod" });
@@ -369,48 +378,104 @@ describe("kube-proxy", () => {
     service("farm-amd64", { arch: "amd64" }, "buildkit");
     // A selector naming the wrong architecture sends builds to the wrong builder, as it would.
     service("farm-wrong", { arch: "arm64" }, "buildkit");
-    const address = await network.dial("farm-amd64.builders.svc", 1234, from);
+    const address = await network.dial("farm-amd64.builders.svc", 1234, client);
     expect(await call(address)).toBe("amd64 builder");
-    expect(await call(await network.dial("farm-wrong.builders.svc", 1234, from))).toBe(
+    expect(await call(await network.dial("farm-wrong.builders.svc", 1234, client))).toBe(
       "arm64 builder",
     );
     // The pod's IP reaches it directly, and so does its name under a headless Service.
-    expect(await call(await network.dial("10.244.0.3", 1234, from))).toBe("arm64 builder");
+    expect(await call(await network.dial("10.244.0.3", 1234, client))).toBe("arm64 builder");
     service("farm-arm64-headless", { arch: "arm64" }, "buildkit", true);
     expect(
-      await call(await network.dial("10-244-0-3.farm-arm64-headless.builders.svc", 1234, from)),
+      await call(await network.dial("10-244-0-3.farm-arm64-headless.builders.svc", 1234, client)),
     ).toBe("arm64 builder");
-    expect(await network.dial("10-244-0-2.farm-arm64-headless.builders.svc", 1234, from)).toBe(
+    expect(await network.dial("10-244-0-2.farm-arm64-headless.builders.svc", 1234, client)).toBe(
       undefined,
     );
-    expect(network.connections.map((c) => c.pod)).toEqual(["farm-amd64-1", "farm-arm64-1"]);
+    expect(network.connections.map((c) => [c.from, c.pod])).toEqual([
+      ["apps/client", "farm-amd64-1"],
+      ["apps/client", "farm-arm64-1"],
+      ["apps/client", "farm-arm64-1"],
+      ["apps/client", "farm-arm64-1"],
+    ]);
   });
 
   it("closes connections when no endpoint is Ready, the port is wrong, or the pod listens only on its loopback", async () => {
-    const { ports, pod, service, network } = setUp();
+    const { ports, pod, service, client, network } = setUp();
     const notReady = pod("starting", { app: "a" }, false, "10.244.0.4");
     ports.bind(notReady, 1234, { hostPort: await echo("starting"), scope: "pod" });
     service("a", { app: "a" }, "buildkit");
-    expect(await call(await network.dial("a.builders.svc", 1234, from))).toBe("closed");
+    expect(await call(await network.dial("a.builders.svc", 1234, client))).toBe("closed");
     const local = pod("local", { app: "b" }, true, "10.244.0.5");
     ports.bind(local, 1234, { hostPort: await echo("local"), scope: "loopback" });
     service("b", { app: "b" }, 1234);
-    expect(await call(await network.dial("b.builders.svc", 1234, from))).toBe("closed");
-    expect(await call(await network.dial("10.244.0.5", 1234, from))).toBe("refused");
+    expect(await call(await network.dial("b.builders.svc", 1234, client))).toBe("closed");
+    expect(await call(await network.dial("10.244.0.5", 1234, client))).toBe("closed");
     // ...but the pod itself reaches its loopback listener.
     expect(
       await call(await network.dial("127.0.0.1", 1234, { podUid: local, namespace: "builders" })),
     ).toBe("local");
     service("c", { app: "b" }, "no-such-port");
-    expect(await call(await network.dial("c.builders.svc", 1234, from))).toBe("closed");
+    expect(await call(await network.dial("c.builders.svc", 1234, client))).toBe("closed");
     // A Service port that does not exist.
-    expect(await call(await network.dial("b.builders.svc", 4321, from))).toBe("closed");
+    expect(await call(await network.dial("b.builders.svc", 4321, client))).toBe("closed");
+    expect(network.connections.map((c) => c.refused)).toEqual([
+      "no Ready endpoint",
+      "nothing listens on port 1234",
+      "nothing listens on port 1234",
+      "pod local has no port no-such-port",
+      "no port 4321 on the Service",
+    ]);
+  });
+
+  it("admits only what the destination pod's NetworkPolicies admit, as an enforcing plugin does", async () => {
+    const { store, ports, pod, service, client, network } = setUp();
+    const builder = pod("builder", { app: "builder" }, true, "10.244.0.6");
+    ports.bind(builder, 1234, { hostPort: await echo("builder"), scope: "pod" });
+    service("builder", { app: "builder" }, "buildkit");
+    const stranger = {
+      podUid: pod("stranger", { role: "other" }, true, "10.244.1.2", "apps"),
+      namespace: "apps",
+    };
+    const faraway = {
+      podUid: pod("faraway", { role: "build" }, true, "10.244.1.3", "elsewhere"),
+      namespace: "elsewhere",
+    };
+    const dialFrom = async (from: { podUid: string; namespace: string }) =>
+      call(await network.dial("builder.builders.svc", 1234, from));
+    // No policy selects the builder: everyone gets in.
+    expect(await dialFrom(stranger)).toBe("builder");
+    store.create("networkpolicies.networking.k8s.io", {
+      metadata: { name: "builders", namespace: "builders" },
+      spec: {
+        podSelector: { matchLabels: { app: "builder" } },
+        policyTypes: ["Ingress"],
+        ingress: [
+          {
+            from: [
+              {
+                namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "apps" } },
+                podSelector: { matchLabels: { role: "build" } },
+              },
+            ],
+            ports: [{ protocol: "TCP", port: "buildkit" }],
+          },
+        ],
+      },
+    });
+    expect(await dialFrom(client)).toBe("builder");
+    expect(await dialFrom(stranger)).toBe("closed");
+    expect(await dialFrom(faraway)).toBe("closed");
+    expect(network.connections.slice(-2).map((c) => c.refused)).toEqual([
+      "no NetworkPolicy admits it",
+      "no NetworkPolicy admits it",
+    ]);
   });
 
   it("leaves names the cluster does not know to the machine's resolver", async () => {
-    const { network } = setUp();
-    expect(await network.dial("nothing.builders.svc", 1234, from)).toBeUndefined();
-    expect(await network.dial("registry.example.com", 443, from)).toBeUndefined();
-    expect(await network.dial("127.0.0.1", 5000, from)).toBeUndefined();
+    const { client, network } = setUp();
+    expect(await network.dial("nothing.builders.svc", 1234, client)).toBeUndefined();
+    expect(await network.dial("registry.example.com", 443, client)).toBeUndefined();
+    expect(await network.dial("127.0.0.1", 5000, client)).toBeUndefined();
   });
 });

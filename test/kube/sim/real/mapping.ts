@@ -156,14 +156,16 @@ export class PodPorts {
 // ---------------------------------------------------------------------------------------------
 // Mapping 4: names and cluster addresses. What a pod dials → a loopback address.
 // Cluster DNS names of Services (`<svc>.<ns>.svc.cluster.local`, and the shorter forms the pod's
-// search path completes: `<svc>.<ns>.svc`, `<svc>.<ns>`, `<svc>`) → the loopback port of that
-// Service port's kube-proxy (network.ts), which picks a Ready endpoint per connection by the
-// Service's selector, as kube-proxy does for a ClusterIP; a headless Service's name goes to a
-// Ready pod directly. A pod IP (10.244.x.y from the simulated kubelet) → that pod's port
-// (mapping 3); the pod's own loopback → its loopback-scoped ports. Names the cluster does not
-// know are left to this machine's resolver, which knows none of them, so the dial fails as it
-// would in the pod. Registries and git servers are addressed by the tests as 127.0.0.1:PORT of
-// this machine, which every process reaches directly: nothing is mapped for them.
+// search path completes: `<svc>.<ns>.svc`, `<svc>.<ns>`, `<svc>`), names of pods under a
+// headless Service (`<ip-with-dashes>.<svc>.<ns>.svc`, `<hostname>.<svc>.<ns>.svc`) and pod IPs
+// (10.244.x.y from the simulated kubelet) → a loopback listener of network.ts for this pod and
+// that destination. Per connection it does what the cluster would: kube-proxy's choice of a
+// Ready endpoint by the Service's selector, the destination's NetworkPolicies applied to the
+// dialling pod, then that pod's port (mapping 3). The pod's own loopback → its own ports,
+// directly. Names the cluster does not know are left to this machine's resolver, which knows
+// none of them, so the dial fails as it would in the pod. Registries and git servers are
+// addressed by the tests as 127.0.0.1:PORT of this machine, which every process reaches
+// directly: nothing is mapped for them.
 // ---------------------------------------------------------------------------------------------
 export interface ServiceName {
   namespace: string;
