@@ -5,6 +5,7 @@
 // mapped (test/kube/sim/real/mapping.ts). One cluster serves the tests in order.
 import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildPodLabels, COMPONENTS } from "../../src/naming.ts";
 import { issueClientCertificate } from "../../src/pki/certificates.ts";
 import { readCaSecret, tlsSecretData } from "../../src/pki/secrets.ts";
 import type { KubeObject } from "../kube/index.ts";
@@ -299,14 +300,21 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
     );
   });
 
-  describe("mTLS", () => {
-    /** A pod running real buildctl against the amd64 builder Service with a client Secret. */
-    function buildctlPod(name: string, secret: string): KubeObject {
+  describe("access to the builders", () => {
+    /**
+     * A pod running real buildctl against the amd64 builder Service with a client Secret; with
+     * `labels`, the labels of the pool's build pods, which its NetworkPolicy admits.
+     */
+    function buildctlPod(name: string, secret: string, labels: boolean): KubeObject {
       const host = `${POOL}-amd64.${POOL_NAMESPACE}.svc`;
       return {
         apiVersion: "v1",
         kind: "Pod",
-        metadata: { name, namespace: BUILD_NAMESPACE },
+        metadata: {
+          name,
+          namespace: BUILD_NAMESPACE,
+          labels: labels ? buildPodLabels(name, POOL, POOL_NAMESPACE, COMPONENTS.build) : {},
+        },
         spec: {
           restartPolicy: "Never",
           securityContext: { runAsUser: 1000, runAsGroup: 1000, fsGroup: 1000 },
@@ -362,24 +370,46 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
         { timeout: 60_000, interval: 100 },
       );
 
+    const logOf = (pod: string) => podLog(cluster, BUILD_NAMESPACE, pod, "buildctl");
+
+    beforeAll(async () => {
+      cluster.kube.store.create("builderpools.buildfarm.dev", {
+        apiVersion: "buildfarm.dev/v1alpha1",
+        kind: "BuilderPool",
+        metadata: { name: "other", namespace: POOL_NAMESPACE },
+        spec: { architectures: [{ name: "amd64", replicas: 0 }] },
+      } as KubeObject);
+      await clientSecret("insider", POOL);
+      await clientSecret("impostor", "other");
+    });
+
     it(
-      "the builder refuses buildctl with a client certificate from another pool's CA",
+      "mTLS: the builder refuses buildctl with a client certificate from another pool's CA",
       async () => {
-        cluster.kube.store.create("builderpools.buildfarm.dev", {
-          apiVersion: "buildfarm.dev/v1alpha1",
-          kind: "BuilderPool",
-          metadata: { name: "other", namespace: POOL_NAMESPACE },
-          spec: { architectures: [{ name: "amd64", replicas: 0 }] },
-        } as KubeObject);
-        await clientSecret("insider", POOL);
-        await clientSecret("impostor", "other");
-        cluster.kube.store.create("pods", buildctlPod("insider", "insider"));
-        cluster.kube.store.create("pods", buildctlPod("impostor", "impostor"));
-        const logOf = (pod: string) => podLog(cluster, BUILD_NAMESPACE, pod, "buildctl");
+        // Both carry the build pods' labels, so the NetworkPolicy lets both through: labels are
+        // no authentication, the certificate is.
+        cluster.kube.store.create("pods", buildctlPod("insider", "insider", true));
+        cluster.kube.store.create("pods", buildctlPod("impostor", "impostor", true));
         expect(await finished("insider"), await logOf("insider")).toBe("Succeeded");
         expect(await logOf("insider")).toMatch(/linux\/amd64/);
         expect(await finished("impostor")).toBe("Failed");
         expect(await logOf("impostor")).toMatch(/failed to list workers/);
+        const reached = cluster.pods.connections.filter((c) => c.from.endsWith("/impostor"));
+        expect(reached.length).toBeGreaterThan(0);
+        expect(reached.every((c) => c.pod?.startsWith(`${POOL}-amd64-`) && !c.refused)).toBe(true);
+      },
+      BUILD_TIMEOUT,
+    );
+
+    it(
+      "the pool's NetworkPolicy keeps out a pod without the build labels, whatever its certificate",
+      async () => {
+        cluster.kube.store.create("pods", buildctlPod("outsider", "insider", false));
+        expect(await finished("outsider")).toBe("Failed");
+        expect(await logOf("outsider")).toMatch(/failed to list workers/);
+        const tried = cluster.pods.connections.filter((c) => c.from.endsWith("/outsider"));
+        expect(tried.length).toBeGreaterThan(0);
+        expect(tried.every((c) => c.refused === "no NetworkPolicy admits it")).toBe(true);
       },
       BUILD_TIMEOUT,
     );
