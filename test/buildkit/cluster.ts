@@ -107,8 +107,10 @@ export async function startRealCluster(
       readiness: pods.readiness,
       probePeriodMs: 200,
     });
-    stops.push(() => kube.stop());
+    // Stopped in reverse: the kubelet first (its workers stop their containers and remove their
+    // sandboxes, and nothing restarts), then whatever process is still winding down.
     stops.push(() => pods.stop());
+    stops.push(() => kube.stop());
     const config = loadConfig(
       [
         "--leader-elect=false",
