@@ -12,6 +12,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readdirSync,
+  readFileSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -66,6 +67,31 @@ export function buildkitTools(): BuildkitTools | string {
   return { buildkitd, buildctl, rootlesskit };
 }
 
+/**
+ * Why rootless buildkitd cannot run as UID 1000 here, if it cannot: newuidmap needs a user
+ * with that UID and a range of subordinate UIDs and GIDs for it (setup.sh adds both).
+ */
+function subordinateIdsMissing(): string | undefined {
+  const read = (path: string) => {
+    try {
+      return readFileSync(path, "utf8");
+    } catch {
+      return "";
+    }
+  };
+  const user = read("/etc/passwd")
+    .split("\n")
+    .map((line) => line.split(":"))
+    .find((fields) => fields[2] === String(UID))?.[0];
+  if (!user) return `no user with UID ${UID} (rootless buildkitd runs as it; see README)`;
+  for (const file of ["/etc/subuid", "/etc/subgid"]) {
+    const entries = read(file).split("\n");
+    if (!entries.some((line) => line.startsWith(`${user}:`) || line.startsWith(`${UID}:`)))
+      return `${file} has no range for ${user} (UID ${UID}); rootlesskit needs one`;
+  }
+  return undefined;
+}
+
 /** Whether the aarch64 binfmt handler is registered (linux/arm64 RUN steps under QEMU). */
 export function hasArm64Emulation(): boolean {
   if (process.arch === "arm64") return true;
@@ -89,6 +115,7 @@ export function buildkitOrSkip(
   let reason = typeof tools === "string" ? tools : undefined;
   if (!reason && needs.root && process.getuid?.() !== 0)
     reason = "not root: the pods run as their own UIDs (1000 and 65532), which needs root";
+  if (!reason) reason = subordinateIdsMissing();
   if (!reason && needs.arm64 && !hasArm64Emulation())
     reason =
       "no aarch64 binfmt handler for linux/arm64 RUN steps (run ../shared/buildkit/setup.sh)";
