@@ -10,7 +10,7 @@ import { readCaSecret } from "../../src/pki/secrets.ts";
 import { ensureCertificates, type PoolCertificates } from "../../src/pool/certificates.ts";
 import { CONFIG_KEY } from "../../src/pool/config.ts";
 import { desiredPool } from "../../src/pool/desired.ts";
-import { buildkitTools, PodBuildkitd, run } from "./buildkit.ts";
+import { buildkitTools, PodBuildkitd, run } from "../support/buildkit.ts";
 import { examplePool, poolContext } from "./fixtures.ts";
 
 const tools = buildkitTools();

@@ -93,6 +93,8 @@ export interface RunningRegistry {
   certDir?: string;
   /** A directory whose config.json holds this registry's credentials (empty auths without). */
   dockerConfigDir: string;
+  /** The registry's filesystem storage (blobs under docker/registry/v2/blobs), for scans. */
+  storageDir: string;
   auth?: { username: string; password: string; scheme: "basic" | "token" };
   /** The token service, with every request it answered, when auth.scheme is token. */
   token?: { url: string; requests: TokenRequest[] };
@@ -214,6 +216,7 @@ async function startRegistryOnce(options: RegistryOptions): Promise<RunningRegis
       ...(caFile ? { caFile } : {}),
       ...(certDir ? { certDir } : {}),
       dockerConfigDir,
+      storageDir: join(dir, "storage"),
       ...(auth ? { auth } : {}),
       ...(token ? { token } : {}),
       fetch: registryFetch,

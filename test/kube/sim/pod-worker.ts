@@ -242,7 +242,10 @@ export class PodWorker {
     const controller = new AbortController();
     state.controller = controller;
     const onAbort = () => controller.abort(this.signal.reason);
-    this.signal.addEventListener("abort", onAbort, { once: true });
+    // The pod may have been deleted while the container was being prepared: an abort listener
+    // added to an already aborted signal never runs, and the container would wait for it.
+    if (this.signal.aborted) onAbort();
+    else this.signal.addEventListener("abort", onAbort, { once: true });
     const containerID = `containerd://${randomBytes(32).toString("hex")}`;
     const image = spec.image ?? "";
     state.status.imageID = `${image.replace(/[:@].*$/, "")}@sha256:${createHash("sha256").update(image).digest("hex")}`;

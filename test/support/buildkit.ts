@@ -1,7 +1,8 @@
-// Runs a builder pod's buildkitd for real: the container args the operator generates, under
-// rootlesskit as UID 1000 like the moby/buildkit rootless image, with only the port and the
-// mounted paths mapped to a temporary directory. Finds the binaries on BUILDKIT_BIN, PATH or
-// where ../shared/buildkit/setup.sh puts them, and says why when it cannot run.
+// Real BuildKit for tests: finds buildkitd and buildctl (BUILDKIT_BIN, PATH, or where
+// ../shared/buildkit/setup.sh puts them) and says in one line why a suite cannot run. Also
+// PodBuildkitd, which runs a builder pod's buildkitd args under rootlesskit as UID 1000 like
+// the moby/buildkit rootless image, with only the port and the mounted paths mapped (the pool
+// tests use it; test/kube/sim/real runs whole pods).
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import {
   accessSync,
@@ -11,6 +12,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readdirSync,
+  readFileSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -63,6 +65,65 @@ export function buildkitTools(): BuildkitTools | string {
   if (uid !== UID)
     return `running as UID ${uid}: rootless buildkitd runs as UID ${UID} (root or UID 1000 needed)`;
   return { buildkitd, buildctl, rootlesskit };
+}
+
+/**
+ * Why rootless buildkitd cannot run as UID 1000 here, if it cannot: newuidmap needs a user
+ * with that UID and a range of subordinate UIDs and GIDs for it (setup.sh adds both).
+ */
+function subordinateIdsMissing(): string | undefined {
+  const read = (path: string) => {
+    try {
+      return readFileSync(path, "utf8");
+    } catch {
+      return "";
+    }
+  };
+  const user = read("/etc/passwd")
+    .split("\n")
+    .map((line) => line.split(":"))
+    .find((fields) => fields[2] === String(UID))?.[0];
+  if (!user) return `no user with UID ${UID} (rootless buildkitd runs as it; see README)`;
+  for (const file of ["/etc/subuid", "/etc/subgid"]) {
+    const entries = read(file).split("\n");
+    if (!entries.some((line) => line.startsWith(`${user}:`) || line.startsWith(`${UID}:`)))
+      return `${file} has no range for ${user} (UID ${UID}); rootlesskit needs one`;
+  }
+  return undefined;
+}
+
+/** Whether the aarch64 binfmt handler is registered (linux/arm64 RUN steps under QEMU). */
+export function hasArm64Emulation(): boolean {
+  if (process.arch === "arm64") return true;
+  try {
+    accessSync("/proc/sys/fs/binfmt_misc/qemu-aarch64", constants.R_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The tools, or undefined after printing the one line saying why `suite` skips. Under CI a
+ * missing piece fails instead: .ci/run runs setup.sh, so its absence is a broken setup.
+ */
+export function buildkitOrSkip(
+  suite: string,
+  needs: { arm64?: boolean; root?: boolean } = {},
+): BuildkitTools | undefined {
+  const tools = buildkitTools();
+  let reason = typeof tools === "string" ? tools : undefined;
+  if (!reason && needs.root && process.getuid?.() !== 0)
+    reason = "not root: the pods run as their own UIDs (1000 and 65532), which needs root";
+  if (!reason) reason = subordinateIdsMissing();
+  if (!reason && needs.arm64 && !hasArm64Emulation())
+    reason =
+      "no aarch64 binfmt handler for linux/arm64 RUN steps (run ../shared/buildkit/setup.sh)";
+  if (!reason) return tools as BuildkitTools;
+  const ci = process.env.CI;
+  if (ci && ci !== "false" && ci !== "0") throw new Error(`CI is set and ${suite}: ${reason}`);
+  process.stderr.write(`skipping ${suite}: ${reason}\n`);
+  return undefined;
 }
 
 export async function freePort(): Promise<number> {
