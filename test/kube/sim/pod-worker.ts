@@ -243,6 +243,9 @@ export class PodWorker {
     state.controller = controller;
     const onAbort = () => controller.abort(this.signal.reason);
     this.signal.addEventListener("abort", onAbort, { once: true });
+    // The pod may have been killed while the container was being prepared: a listener added to
+    // an aborted signal never fires, and the container would run on forever.
+    if (this.signal.aborted) onAbort();
     const containerID = `containerd://${randomBytes(32).toString("hex")}`;
     const image = spec.image ?? "";
     state.status.imageID = `${image.replace(/[:@].*$/, "")}@sha256:${createHash("sha256").update(image).digest("hex")}`;
