@@ -1,0 +1,622 @@
+// The BuilderPool controller end to end: the real Manager (informers, work queue, controller)
+// and PoolReconciler talk HTTP through client-node to test/kube, whose simulated scheduler,
+// kubelet and workload controllers run the builders. Fixtures are written through
+// `kube.store`, which bypasses the request log, so the log holds only the operator's requests.
+import { afterEach, describe, expect, it } from "vitest";
+import { DEFAULT_BUILDKIT_IMAGE } from "../../src/api/builderpool.ts";
+import { setupPoolController } from "../../src/pool/controller.ts";
+import { APPARMOR_ANNOTATION } from "../../src/pool/workload.ts";
+import { type Kube, type KubeOptions, startKube } from "../kube/index.ts";
+import type { KubeObject, Stored } from "../kube/objects.ts";
+import {
+  describeRequests,
+  reconciles,
+  startTestOperator,
+  type TestOperator,
+  writesSince,
+} from "../support/operator.ts";
+
+const NS = "builders";
+const POOLS = "builderpools.buildfarm.dev";
+const ARCH_LABEL = "kubernetes.io/arch";
+const CERT_HASH = "buildfarm.dev/cert-hash";
+const DAY = 86_400_000;
+
+// biome-ignore lint/suspicious/noExplicitAny: tests read stored JSON freely
+type Json = any;
+
+const running: { kube?: Kube; operators: TestOperator[] } = { operators: [] };
+
+afterEach(async () => {
+  for (const operator of running.operators.splice(0)) await operator.stop();
+  await running.kube?.stop();
+  running.kube = undefined;
+});
+
+async function cluster(options: KubeOptions = {}): Promise<Kube> {
+  const kube = await startKube({
+    version: "1.31",
+    nodes: [
+      { name: "amd-1", arch: "amd64" },
+      { name: "amd-2", arch: "amd64" },
+      { name: "arm-1", arch: "arm64" },
+    ],
+    namespaces: [NS],
+    // Builder pods stop at once when deleted (grace periods are scaled down).
+    timeScale: 0.01,
+    ...options,
+  });
+  running.kube = kube;
+  return kube;
+}
+
+interface OperatorOptions {
+  now?: () => Date;
+  resyncMs?: number;
+}
+
+async function operator(kube: Kube, options: OperatorOptions = {}): Promise<TestOperator> {
+  const started = await startTestOperator(kube, {
+    resyncMs: options.resyncMs ?? 60_000,
+    setup: (manager) => {
+      setupPoolController(manager, {
+        defaultImage: DEFAULT_BUILDKIT_IMAGE,
+        workers: 2,
+        now: options.now,
+      });
+    },
+  });
+  running.operators.push(started);
+  return started;
+}
+
+function poolSpec(spec: Json = {}): Json {
+  return {
+    architectures: [
+      { name: "amd64", replicas: 2 },
+      { name: "arm64", replicas: 1 },
+    ],
+    cache: { type: "EmptyDir", size: "20Gi" },
+    ...spec,
+  };
+}
+
+function createPool(kube: Kube, name: string, spec: Json = poolSpec()): Stored {
+  return kube.store.create(POOLS, {
+    apiVersion: "buildfarm.dev/v1alpha1",
+    kind: "BuilderPool",
+    metadata: { name, namespace: NS },
+    spec,
+  });
+}
+
+function changePool(kube: Kube, name: string, change: (spec: Json) => void): void {
+  kube.store.mutate<Json>(POOLS, NS, name, (pool) => change(pool.spec));
+}
+
+const pool = (kube: Kube, name: string): Json => kube.store.get(POOLS, NS, name);
+const get = (kube: Kube, resource: string, name: string): Json =>
+  kube.store.get(resource, NS, name);
+const ready = (kube: Kube, name: string): Json =>
+  pool(kube, name)?.status?.conditions?.find((c: Json) => c.type === "Ready");
+
+/** Waits until the pool's Ready condition, for its current generation, matches. */
+async function waitForReady(
+  kube: Kube,
+  name: string,
+  expected: { status: string; reason?: string },
+  timeout = 10_000,
+): Promise<Json> {
+  return kube.waitFor(
+    () => {
+      const current = pool(kube, name);
+      const condition = ready(kube, name);
+      return (
+        condition?.status === expected.status &&
+        (expected.reason === undefined || condition.reason === expected.reason) &&
+        current.status.observedGeneration === current.metadata.generation &&
+        condition
+      );
+    },
+    {
+      timeout,
+      message: `pool ${name} Ready=${expected.status} ${expected.reason ?? ""} (now ${JSON.stringify(ready(kube, name))})`,
+    },
+  );
+}
+
+/** Pods of one architecture's builders that are not being deleted. */
+function builderPods(kube: Kube, pool: string, arch: string): Json[] {
+  return kube.store
+    .objects<Json>("pods", NS)
+    .filter(
+      (pod: Json) =>
+        pod.metadata.labels?.["buildfarm.dev/pool"] === pool &&
+        pod.metadata.labels?.["buildfarm.dev/arch"] === arch &&
+        !pod.metadata.deletionTimestamp,
+    );
+}
+
+const isReady = (pod: Json) =>
+  pod.status?.conditions?.some((c: Json) => c.type === "Ready" && c.status === "True");
+
+/** Every object in the namespace whose controller owner reference is `uid`. */
+function childrenOf(kube: Kube, uid: string): string[] {
+  const kinds = [
+    "secrets",
+    "configmaps",
+    "services",
+    "deployments.apps",
+    "statefulsets.apps",
+    "poddisruptionbudgets.policy",
+    "networkpolicies.networking.k8s.io",
+  ];
+  return kinds.flatMap((resource) =>
+    kube.store
+      .objects<KubeObject>(resource, NS)
+      .filter((object) =>
+        object.metadata.ownerReferences?.some((ref) => ref.uid === uid && ref.controller),
+      )
+      .map((object) => `${resource.split(".")[0]}/${object.metadata.name}`),
+  );
+}
+
+/**
+ * Waits until the operator has written nothing for `quietMs`: converged. Resyncs and requeues
+ * keep reconciling meanwhile, so a controller that flaps never gets quiet.
+ */
+async function waitForQuiet(kube: Kube, quietMs: number, timeout = 10_000): Promise<void> {
+  await kube.waitFor(
+    () => {
+      const last = writesSince(kube, 0).at(-1);
+      return !last || Date.now() - last.time >= quietMs;
+    },
+    { timeout, interval: 50, message: "the operator to stop writing" },
+  );
+}
+
+describe("a new pool", () => {
+  it("gets per-architecture builders on native nodes, every child owned by the pool, then Ready", async () => {
+    const held = new Set(["arm64"]);
+    const kube = await cluster({
+      // arm64 builders start unready, so Ready must wait for them.
+      readiness: (pod) => !held.has(pod.metadata?.labels?.["buildfarm.dev/arch"] ?? ""),
+    });
+    await operator(kube);
+    const created = createPool(kube, "farm");
+    const uid = created.metadata.uid as string;
+
+    // amd64 comes up; the pool waits for arm64.
+    await kube.waitFor(
+      () => ready(kube, "farm")?.message === "builders not ready: amd64 2/2, arm64 0/1",
+      { message: "amd64 ready, arm64 not" },
+    );
+    expect(ready(kube, "farm")).toMatchObject({ status: "False", reason: "BuildersNotReady" });
+
+    for (const arch of ["amd64", "arm64"]) {
+      const deployment = get(kube, "deployments.apps", `farm-${arch}`);
+      expect(deployment.metadata.ownerReferences).toEqual([
+        {
+          apiVersion: "buildfarm.dev/v1alpha1",
+          kind: "BuilderPool",
+          name: "farm",
+          uid,
+          controller: true,
+          blockOwnerDeletion: true,
+        },
+      ]);
+      const affinity = deployment.spec.template.spec.affinity.nodeAffinity;
+      expect(
+        affinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]
+          .matchExpressions,
+      ).toContainEqual({ key: ARCH_LABEL, operator: "In", values: [arch] });
+      expect(deployment.spec.template.spec.containers[0].image).toBe(DEFAULT_BUILDKIT_IMAGE);
+      // Pods land only on nodes of their architecture.
+      const pods = builderPods(kube, "farm", arch);
+      expect(pods.length).toBe(arch === "amd64" ? 2 : 1);
+      for (const pod of pods) {
+        const node = kube.store.get<Json>("nodes", undefined, pod.spec.nodeName);
+        expect(node.metadata.labels[ARCH_LABEL]).toBe(arch);
+      }
+    }
+    const service = get(kube, "services", "farm-amd64");
+    expect(service.spec.clusterIP).not.toBe("None");
+    expect(service.spec.ports).toMatchObject([{ port: 1234, targetPort: "buildkit" }]);
+    expect(get(kube, "services", "farm-arm64-headless").spec.clusterIP).toBe("None");
+    expect(get(kube, "secrets", "farm-buildkit-server").type).toBe("kubernetes.io/tls");
+    expect(Object.keys(get(kube, "secrets", "farm-buildkit-ca").data).sort()).toEqual([
+      "ca.crt",
+      "ca.key",
+    ]);
+    expect(get(kube, "configmaps", "farm-buildkitd-config").data["buildkitd.toml"]).toContain(
+      "[worker.oci]",
+    );
+    expect(childrenOf(kube, uid).sort()).toEqual(
+      [
+        "configmaps/farm-buildkitd-config",
+        "deployments/farm-amd64",
+        "deployments/farm-arm64",
+        "networkpolicies/farm-builders",
+        // amd64 runs two builders, arm64 one: only amd64 gets a disruption budget.
+        "poddisruptionbudgets/farm-amd64",
+        "secrets/farm-buildkit-ca",
+        "secrets/farm-buildkit-server",
+        "services/farm-amd64",
+        "services/farm-amd64-headless",
+        "services/farm-arm64",
+        "services/farm-arm64-headless",
+      ].sort(),
+    );
+
+    held.clear();
+    const condition = await waitForReady(kube, "farm", { status: "True", reason: "Ready" });
+    expect(condition.message).toBe("builders ready: amd64 2/2, arm64 1/1");
+    const status = pool(kube, "farm").status;
+    expect(status.observedGeneration).toBe(1);
+    expect(status.summary).toBe("amd64 2/2, arm64 1/1");
+    expect(status.architectures).toMatchObject([
+      { name: "amd64", replicas: 2, readyReplicas: 2, conditions: [{ status: "True" }] },
+      { name: "arm64", replicas: 1, readyReplicas: 1, conditions: [{ status: "True" }] },
+    ]);
+    expect(Date.parse(status.certificateNotAfter)).toBeGreaterThan(Date.now() + 80 * DAY);
+    for (const arch of ["amd64", "arm64"])
+      expect(builderPods(kube, "farm", arch).every(isReady)).toBe(true);
+  });
+});
+
+describe("an architecture without nodes", () => {
+  it("reports NoNodesForArchitecture naming it, and becomes Ready when such a node joins", async () => {
+    const kube = await cluster({ nodes: [{ name: "amd-1", arch: "amd64" }] });
+    await operator(kube);
+    createPool(kube, "farm", poolSpec({ architectures: [{ name: "amd64" }, { name: "arm64" }] }));
+
+    const condition = await waitForReady(kube, "farm", {
+      status: "False",
+      reason: "NoNodesForArchitecture",
+    });
+    expect(condition.message).toBe(
+      "arm64: no node has the label kubernetes.io/arch=arm64: add arm64 nodes to the cluster, or remove arm64 from spec.architectures",
+    );
+    expect(pool(kube, "farm").status.architectures[1].conditions[0]).toMatchObject({
+      status: "False",
+      reason: "NoNodesForArchitecture",
+    });
+    // The builder waits, unschedulable, rather than landing on an amd64 node.
+    const [pending] = builderPods(kube, "farm", "arm64");
+    expect(pending.spec.nodeName).toBeUndefined();
+
+    // Nothing about the pool changes; only the node watch can wake the controller.
+    kube.nodes.add({ name: "arm-1", arch: "arm64" });
+    await waitForReady(kube, "farm", { status: "True", reason: "Ready" });
+    expect(builderPods(kube, "farm", "arm64")[0].spec.nodeName).toBe("arm-1");
+  });
+});
+
+describe("a spec change", () => {
+  it("updates the builders in place and records the scaling", async () => {
+    const kube = await cluster();
+    await operator(kube);
+    createPool(kube, "farm");
+    await waitForReady(kube, "farm", { status: "True" });
+    const before = get(kube, "deployments.apps", "farm-amd64");
+
+    changePool(kube, "farm", (spec) => {
+      spec.architectures[0].replicas = 3;
+      spec.architectures[0].resources = { requests: { cpu: "1", memory: "2Gi" } };
+      spec.buildkit = { image: "moby/buildkit:v0.23.2-rootless" };
+    });
+    await kube.waitFor(() => get(kube, "deployments.apps", "farm-amd64").spec.replicas === 3);
+    const after = get(kube, "deployments.apps", "farm-amd64");
+    expect(after.metadata.uid).toBe(before.metadata.uid);
+    const container = after.spec.template.spec.containers[0];
+    expect(container.image).toBe("moby/buildkit:v0.23.2-rootless");
+    expect(container.resources).toEqual({ requests: { cpu: "1", memory: "2Gi" } });
+    await waitForReady(kube, "farm", { status: "True" });
+    expect(pool(kube, "farm").status).toMatchObject({
+      observedGeneration: 2,
+      summary: "amd64 3/3, arm64 1/1",
+    });
+    // The rollout replaced every amd64 builder with the new image.
+    await kube.waitFor(() => {
+      const pods = builderPods(kube, "farm", "amd64");
+      return (
+        pods.length === 3 &&
+        pods.every(
+          (pod) =>
+            pod.spec.containers[0].image === "moby/buildkit:v0.23.2-rootless" && isReady(pod),
+        )
+      );
+    });
+    const events = await kube.waitFor(() => {
+      const found = kube.store
+        .objects<Json>("events", NS)
+        .filter((event) => event.involvedObject.name === "farm" && event.reason === "ScaledUp");
+      return found.length > 0 && found;
+    });
+    expect(events.map((event: Json) => event.message)).toEqual(["amd64 builders 2 → 3"]);
+  });
+
+  it("deletes the Deployment, Services and budget of a removed architecture", async () => {
+    const kube = await cluster();
+    await operator(kube);
+    createPool(
+      kube,
+      "farm",
+      poolSpec({
+        architectures: [
+          { name: "amd64", replicas: 2 },
+          { name: "arm64", replicas: 2 },
+        ],
+      }),
+    );
+    await waitForReady(kube, "farm", { status: "True" });
+    expect(get(kube, "poddisruptionbudgets.policy", "farm-arm64")).toBeDefined();
+    const uid = pool(kube, "farm").metadata.uid;
+
+    changePool(kube, "farm", (spec) => {
+      spec.architectures = [{ name: "amd64", replicas: 1 }];
+    });
+    await waitForReady(kube, "farm", { status: "True" });
+    await kube.waitFor(() => builderPods(kube, "farm", "arm64").length === 0);
+    // One amd64 replica needs no budget either.
+    expect(childrenOf(kube, uid).sort()).toEqual([
+      "configmaps/farm-buildkitd-config",
+      "deployments/farm-amd64",
+      "networkpolicies/farm-builders",
+      "secrets/farm-buildkit-ca",
+      "secrets/farm-buildkit-server",
+      "services/farm-amd64",
+      "services/farm-amd64-headless",
+    ]);
+    expect(pool(kube, "farm").status.summary).toBe("amd64 1/1");
+  });
+
+  it("swaps the Deployments for StatefulSets when the cache becomes Persistent", async () => {
+    const kube = await cluster();
+    await operator(kube);
+    createPool(kube, "farm");
+    await waitForReady(kube, "farm", { status: "True" });
+
+    changePool(kube, "farm", (spec) => {
+      spec.cache = { type: "Persistent", size: "20Gi" };
+    });
+    await waitForReady(kube, "farm", { status: "True" });
+    for (const arch of ["amd64", "arm64"]) {
+      expect(get(kube, "deployments.apps", `farm-${arch}`)).toBeUndefined();
+      const set = get(kube, "statefulsets.apps", `farm-${arch}`);
+      expect(set.spec.serviceName).toBe(`farm-${arch}-headless`);
+    }
+    await kube.waitFor(() =>
+      ["amd64", "arm64"].every((arch) =>
+        builderPods(kube, "farm", arch).every((pod) =>
+          pod.metadata.ownerReferences?.some((ref: Json) => ref.kind === "StatefulSet"),
+        ),
+      ),
+    );
+    expect(
+      builderPods(kube, "farm", "amd64")
+        .map((pod) => pod.metadata.name)
+        .sort(),
+    ).toEqual(["farm-amd64-0", "farm-amd64-1"]);
+    expect(
+      kube.store.objects<Json>("persistentvolumeclaims", NS).map((claim) => claim.metadata.name),
+    ).toContain("state-farm-amd64-0");
+  });
+});
+
+describe("a certificate near expiry", () => {
+  it("is renewed, the new hash rolls the builders, and an Event says so", async () => {
+    const kube = await cluster();
+    let clock = Date.now();
+    await operator(kube, { now: () => new Date(clock), resyncMs: 300 });
+    createPool(kube, "farm");
+    await waitForReady(kube, "farm", { status: "True" });
+    const server = get(kube, "secrets", "farm-buildkit-server");
+    const ca = get(kube, "secrets", "farm-buildkit-ca");
+    const hash = get(kube, "deployments.apps", "farm-amd64").spec.template.metadata.annotations[
+      CERT_HASH
+    ];
+    const oldPods = builderPods(kube, "farm", "amd64").map((pod) => pod.metadata.name);
+    const notAfter = pool(kube, "farm").status.certificateNotAfter;
+
+    // Two thirds of the 90-day server certificate have passed; the one-year CA is fine.
+    clock += 61 * DAY;
+    const rotated = await kube.waitFor(() => {
+      const secret = get(kube, "secrets", "farm-buildkit-server");
+      return secret.data["tls.crt"] !== server.data["tls.crt"] && secret;
+    });
+    expect(rotated.metadata.uid).toBe(server.metadata.uid);
+    expect(rotated.data["tls.key"]).not.toBe(server.data["tls.key"]);
+    expect(get(kube, "secrets", "farm-buildkit-ca").data).toEqual(ca.data);
+    await kube.waitFor(
+      () =>
+        get(kube, "deployments.apps", "farm-amd64").spec.template.metadata.annotations[
+          CERT_HASH
+        ] !== hash,
+    );
+    // Every old builder is replaced by one that mounted the new certificate.
+    await kube.waitFor(() => {
+      const pods = builderPods(kube, "farm", "amd64");
+      return (
+        pods.length === 2 &&
+        pods.every((pod) => !oldPods.includes(pod.metadata.name) && isReady(pod))
+      );
+    });
+    await kube.waitFor(() => pool(kube, "farm").status.certificateNotAfter !== notAfter);
+    const event = await kube.waitFor(() =>
+      kube.store
+        .objects<Json>("events", NS)
+        .find((e) => e.involvedObject.name === "farm" && e.reason === "CertificateRotated"),
+    );
+    expect(event.message).toContain("issued a new buildkitd server certificate (NearExpiry)");
+    expect(JSON.stringify(event)).not.toContain("PRIVATE KEY");
+  });
+});
+
+describe("deleting a pool", () => {
+  it("garbage-collects every child through owner references", async () => {
+    const kube = await cluster();
+    await operator(kube);
+    const created = createPool(kube, "farm");
+    await waitForReady(kube, "farm", { status: "True" });
+    const uid = created.metadata.uid as string;
+    expect(childrenOf(kube, uid).length).toBe(11);
+    const mark = kube.requestLog.mark();
+
+    kube.store.delete(POOLS, NS, "farm");
+    await kube.waitFor(
+      () =>
+        childrenOf(kube, uid).length === 0 &&
+        kube.store.objects("replicasets.apps", NS).length === 0 &&
+        kube.store.objects("pods", NS).length === 0,
+      { message: "children gone" },
+    );
+    await kube.settled();
+    // The operator let the garbage collector work and recreated nothing.
+    expect(describeRequests(writesSince(kube, mark, { verb: "create" }))).toEqual([]);
+  });
+});
+
+describe("an invalid pool", () => {
+  it.each([
+    {
+      what: "GC keeping as much as the cache holds",
+      spec: poolSpec({ buildkit: { gc: { keepStorage: "20Gi" } } }),
+      field: "spec.buildkit.gc.keepStorage: 20Gi must be below spec.cache.size (20Gi)",
+      fix: (spec: Json) => {
+        spec.buildkit.gc.keepStorage = "10Gi";
+      },
+    },
+    {
+      what: "a nodeSelector key the CRD cannot pattern",
+      spec: poolSpec({
+        architectures: [{ name: "amd64", nodeSelector: { "not a key!": "x" } }],
+      }),
+      field: "spec.architectures[0].nodeSelector",
+      fix: (spec: Json) => {
+        spec.architectures[0].nodeSelector = { "kubernetes.io/os": "linux" };
+      },
+    },
+  ])("reports InvalidSpec for $what, and recovers once fixed", async ({ spec, field, fix }) => {
+    const kube = await cluster();
+    await operator(kube);
+    createPool(kube, "farm", spec);
+
+    const condition = await waitForReady(kube, "farm", {
+      status: "False",
+      reason: "InvalidSpec",
+    });
+    expect(condition.message).toContain(field);
+    // Nothing was built from a spec the operator refuses.
+    expect(kube.store.objects("deployments.apps", NS)).toEqual([]);
+    expect(kube.store.objects("secrets", NS)).toEqual([]);
+    const warning = await kube.waitFor(() =>
+      kube.store.objects<Json>("events", NS).find((e) => e.reason === "InvalidSpec"),
+    );
+    expect(warning.type).toBe("Warning");
+
+    changePool(kube, "farm", fix);
+    await waitForReady(kube, "farm", { status: "True", reason: "Ready" });
+  });
+});
+
+describe("AppArmor", () => {
+  it.each([
+    { version: "1.29", annotation: "unconfined", field: undefined },
+    { version: "1.31", annotation: undefined, field: { type: "Unconfined" } },
+  ])("on a $version server", async ({ version, annotation, field }) => {
+    const kube = await cluster({ version });
+    await operator(kube);
+    createPool(kube, "farm");
+    await waitForReady(kube, "farm", { status: "True" });
+    const template = get(kube, "deployments.apps", "farm-arm64").spec.template;
+    expect(template.metadata.annotations[APPARMOR_ANNOTATION]).toBe(annotation);
+    expect(template.spec.containers[0].securityContext.appArmorProfile).toEqual(field);
+  });
+});
+
+/** Successful creates per resource, Events left out: {secrets: 2, ...}. */
+function successfulCreates(kube: Kube): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const record of kube.requestLog.entries({ verb: "create", code: 201 })) {
+    if (record.resource === "events" || !record.resource) continue;
+    counts[record.resource] = (counts[record.resource] ?? 0) + 1;
+  }
+  return counts;
+}
+
+describe("a converged pool", () => {
+  it("costs no writes through resyncs", async () => {
+    const kube = await cluster();
+    const running = await operator(kube, { resyncMs: 200 });
+    createPool(kube, "farm");
+    await waitForReady(kube, "farm", { status: "True" });
+    await waitForQuiet(kube, 500);
+
+    const mark = kube.requestLog.mark();
+    // Every resync reconciles the pool again, once per informer that holds one of its children.
+    await reconciles(kube, running.manager, "builderpool", 6);
+    expect(describeRequests(writesSince(kube, mark))).toEqual([]);
+  });
+
+  it("is found as it is by a restarted operator, which writes nothing", async () => {
+    const kube = await cluster();
+    const first = await operator(kube);
+    createPool(kube, "farm");
+    await waitForReady(kube, "farm", { status: "True" });
+    await waitForQuiet(kube, 300);
+    await first.stop();
+
+    const mark = kube.requestLog.mark();
+    const second = await operator(kube, { resyncMs: 200 });
+    await reconciles(kube, second.manager, "builderpool", 4);
+    expect(describeRequests(writesSince(kube, mark))).toEqual([]);
+  });
+});
+
+describe("an operator restarted midway", () => {
+  it("finishes the pool without duplicates, then writes nothing", async () => {
+    const kube = await cluster();
+    // The first operator gets as far as the Deployments, which the API server keeps refusing.
+    const stopFailing = kube.faults.failNext(1000, {
+      code: 500,
+      match: { verb: "create", resource: "deployments.apps" },
+    });
+    const first = await operator(kube);
+    createPool(kube, "farm");
+    await kube.waitFor(
+      () => kube.requestLog.count({ verb: "create", resource: "deployments.apps" }) >= 2,
+      { message: "the first operator tried the Deployments" },
+    );
+    await first.stop();
+    stopFailing();
+    expect(get(kube, "secrets", "farm-buildkit-server")).toBeDefined();
+    expect(get(kube, "services", "farm-arm64-headless")).toBeDefined();
+    expect(get(kube, "deployments.apps", "farm-amd64")).toBeUndefined();
+    const server = get(kube, "secrets", "farm-buildkit-server");
+
+    const second = await operator(kube, { resyncMs: 200 });
+    await waitForReady(kube, "farm", { status: "True" });
+    await waitForQuiet(kube, 500);
+    // Every child was created once: as many successful creates as children, nothing deleted
+    // in between (a create is logged without a name; a second one of the same name needs a
+    // delete first), and no create ran into an existing object.
+    expect(successfulCreates(kube)).toEqual({
+      secrets: 2,
+      configmaps: 1,
+      networkpolicies: 1,
+      services: 4,
+      deployments: 2,
+      poddisruptionbudgets: 1,
+    });
+    expect(childrenOf(kube, pool(kube, "farm").metadata.uid).length).toBe(11);
+    expect(kube.requestLog.count({ verb: "delete" })).toBe(0);
+    expect(kube.requestLog.count({ verb: "create", code: 409 })).toBe(0);
+    // The second operator kept the certificate the first one issued.
+    expect(get(kube, "secrets", "farm-buildkit-server").data).toEqual(server.data);
+
+    const mark = kube.requestLog.mark();
+    await reconciles(kube, second.manager, "builderpool", 6);
+    expect(describeRequests(writesSince(kube, mark))).toEqual([]);
+  });
+});
