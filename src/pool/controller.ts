@@ -137,14 +137,14 @@ export class PoolReconciler {
       throw error;
     }
 
-    const certificates = await ensureCertificates(
-      pool,
-      {
-        caSecret: this.caches.secrets.get(namespace, caSecretName(name)),
-        serverSecret: this.caches.secrets.get(namespace, serverSecretName(name)),
-      },
-      { now, clusterDomain: this.options.clusterDomain },
-    );
+    const stored = {
+      caSecret: await this.storedSecret(namespace, caSecretName(name)),
+      serverSecret: await this.storedSecret(namespace, serverSecretName(name)),
+    };
+    const certificates = await ensureCertificates(pool, stored, {
+      now,
+      clusterDomain: this.options.clusterDomain,
+    });
     let desired: ReturnType<typeof desiredPool>;
     try {
       desired = desiredPool(pool, {
@@ -161,14 +161,11 @@ export class PoolReconciler {
 
     const workloadsBefore = this.workloads(pool);
     const written: string[] = [];
-    for (const secret of [certificates.caSecret, certificates.serverSecret]) {
-      const result = await ensure(
-        this.client,
-        RESOURCES.secret,
-        secret,
-        this.caches.secrets.get(namespace, secret.metadata?.name as string),
-        { owner: raw },
-      );
+    for (const [secret, current] of [
+      [certificates.caSecret, stored.caSecret],
+      [certificates.serverSecret, stored.serverSecret],
+    ] as const) {
+      const result = await ensure(this.client, RESOURCES.secret, secret, current, { owner: raw });
       if (result === "created" || result === "updated")
         written.push(`Secret/${secret.metadata?.name}`);
     }
@@ -246,6 +243,20 @@ export class PoolReconciler {
     );
     if (wrote) this.manager.events.record(raw, "Warning", "InvalidSpec", error.issues.join("; "));
     return undefined;
+  }
+
+  /**
+   * A certificate Secret from the cache or, when the cache has none, from the API server. A
+   * Secret this operator created moments ago may not have reached the cache yet; issuing a
+   * new CA then (its create fails, AlreadyExists) would put the hash of a certificate nobody
+   * keeps on the builders' pod template and roll them, on every reconcile until the cache
+   * catches up. The read costs a GET only while the Secret is missing.
+   */
+  private async storedSecret(namespace: string, name: string): Promise<V1Secret | undefined> {
+    return (
+      this.caches.secrets.get(namespace, name) ??
+      (await this.client.get<V1Secret>(RESOURCES.secret, namespace, name))
+    );
   }
 
   private cacheFor(kind: string): Informer<KubernetesObject> {

@@ -620,3 +620,31 @@ describe("an operator restarted midway", () => {
     expect(describeRequests(writesSince(kube, mark))).toEqual([]);
   });
 });
+
+describe("a cache behind the operator's own writes", () => {
+  it("issues no second CA and rolls nothing", async () => {
+    const kube = await cluster();
+    await operator(kube);
+    // The Secret cache keeps its first (empty) list: its watch is cut and cannot come back.
+    const stopFailing = kube.faults.failRate(1, {
+      code: 500,
+      match: { verb: ["list", "watch"], resource: "secrets" },
+    });
+    expect(kube.faults.dropWatches({ match: { resource: "secrets" } })).toBe(1);
+    createPool(kube, "farm");
+    await waitForReady(kube, "farm", { status: "True" });
+    await waitForQuiet(kube, 300);
+    stopFailing();
+
+    expect(successfulCreates(kube).secrets).toBe(2);
+    expect(kube.requestLog.count({ verb: "create", code: 409 })).toBe(0);
+    // The pod templates never carried the hash of a certificate nobody kept.
+    expect(kube.requestLog.count({ verb: "update", resource: "deployments.apps" })).toBe(0);
+    for (const arch of ["amd64", "arm64"]) {
+      const sets = kube.store
+        .objects<Json>("replicasets.apps", NS)
+        .filter((set) => set.metadata.name.startsWith(`farm-${arch}-`));
+      expect(sets.length).toBe(1);
+    }
+  });
+});
