@@ -58,7 +58,9 @@ export class NotOwnedError extends Error {
 
 /**
  * Creates the child, or replaces it when its desired hash changed; `current` is what the
- * cache holds. "exists" means a create raced with an object the cache has not seen yet.
+ * cache holds. "exists" means a create found an object of the owner that the cache has not
+ * seen yet: the cache is behind. A same-named object of someone else throws NotOwnedError,
+ * whether the cache holds it or not (a label-filtered cache never sees it).
  */
 export async function ensure<T extends KubernetesObject>(
   client: KubeClient,
@@ -73,8 +75,13 @@ export async function ensure<T extends KubernetesObject>(
       await client.create(type, hashed);
       return "created";
     } catch (error) {
-      if (isAlreadyExists(error)) return "exists";
-      throw error;
+      if (!isAlreadyExists(error)) throw error;
+      const existing = options.owner
+        ? await client.get<T>(type, hashed.metadata?.namespace, hashed.metadata?.name as string)
+        : undefined;
+      if (existing && options.owner && !isControlledBy(existing, options.owner))
+        throw new NotOwnedError(type, existing);
+      return "exists";
     }
   }
   if (options.owner && !isControlledBy(current, options.owner))
