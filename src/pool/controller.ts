@@ -17,23 +17,36 @@ import {
   SpecError,
 } from "../api/resources.ts";
 import { caSecretName, LABELS, MANAGED_BY, serverSecretName } from "../naming.ts";
-import { ensure, writeStatus } from "../runtime/apply.ts";
-import { type KubeClient, RESOURCES, type ResourceType } from "../runtime/client.ts";
+import { ensure, NotOwnedError, writeStatus } from "../runtime/apply.ts";
+import { KubeApiError, type KubeClient, RESOURCES, type ResourceType } from "../runtime/client.ts";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.ts";
 import { stableHash } from "../runtime/hash.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { Manager } from "../runtime/manager.ts";
-import { ensureCertificates } from "./certificates.ts";
+import { ensureCertificates, type PoolCertificates, type StoredSecrets } from "./certificates.ts";
 import { type KubeVersion, parseKubeVersion } from "./context.ts";
-import { desiredPool, obsoleteChildren } from "./desired.ts";
-import { certificateEvents, scalingEvents } from "./events.ts";
+import { type DesiredPool, desiredPool, obsoleteChildren } from "./desired.ts";
+import { certificateEvents, type PoolEvent, scalingEvents } from "./events.ts";
 import { preserveServiceFields } from "./services.ts";
-import { invalidSpecStatus, poolStatus } from "./status.ts";
+import { invalidSpecStatus, notReadyStatus, poolStatus, REASONS } from "./status.ts";
 
 export const MANAGED_SELECTOR = `${LABELS.managedBy}=${MANAGED_BY}`;
 
 /** Longest wait before a pool is looked at again even if nothing happens (certificate renewal). */
 const MAX_REQUEUE_MS = 12 * 3_600_000;
+/** How often a pool whose child name is taken by someone else's object looks again. */
+const CONFLICT_RETRY_MS = 30_000;
+
+/**
+ * A create found the object already there although the cache has not shown it: the caches are
+ * behind this operator's own writes, and what this reconcile derived from them may be too. A
+ * 409 Conflict makes the controller retry quietly with per-key backoff, by when the watch has
+ * delivered it, instead of creating every other object it does not see yet as well.
+ */
+function cacheBehind(type: ResourceType, object: KubernetesObject): KubeApiError {
+  const message = `${type.kind} ${object.metadata?.namespace}/${object.metadata?.name} exists but is not in the cache yet; retrying`;
+  return new KubeApiError(409, { reason: "Conflict", code: 409, message }, message);
+}
 
 const KIND_RESOURCES: Record<string, ResourceType> = {
   ConfigMap: RESOURCES.configMap,
@@ -145,7 +158,7 @@ export class PoolReconciler {
       now,
       clusterDomain: this.options.clusterDomain,
     });
-    let desired: ReturnType<typeof desiredPool>;
+    let desired: DesiredPool;
     try {
       desired = desiredPool(pool, {
         serverVersion: await this.version(),
@@ -159,53 +172,16 @@ export class PoolReconciler {
       throw error;
     }
 
-    const workloadsBefore = this.workloads(pool);
     const written: string[] = [];
-    for (const [secret, current] of [
-      [certificates.caSecret, stored.caSecret],
-      [certificates.serverSecret, stored.serverSecret],
-    ] as const) {
-      const result = await ensure(this.client, RESOURCES.secret, secret, current, { owner: raw });
-      if (result === "created" || result === "updated")
-        written.push(`Secret/${secret.metadata?.name}`);
+    try {
+      await this.applyChildren(raw, pool, stored, certificates, desired, written);
+    } catch (error) {
+      if (error instanceof NotOwnedError) return this.reportConflict(raw, error, now);
+      throw error;
+    } finally {
+      if (written.length > 0) log.info({ changed: written }, "children reconciled");
     }
-    for (const object of desired.objects) {
-      const type = KIND_RESOURCES[object.kind as string] as ResourceType;
-      const current = this.cacheFor(object.kind as string).get(
-        namespace,
-        object.metadata?.name as string,
-      );
-      const result = await ensure(this.client, type, object, current, {
-        owner: raw,
-        ...(object.kind === "Service"
-          ? {
-              preserve: preserveServiceFields as (
-                current: KubernetesObject,
-                desired: KubernetesObject,
-              ) => KubernetesObject,
-            }
-          : {}),
-      });
-      if (result === "created" || result === "updated")
-        written.push(`${object.kind}/${object.metadata?.name}`);
-    }
-    for (const obsolete of obsoleteChildren(pool, desired.objects, this.owned(raw))) {
-      await this.client.delete(
-        KIND_RESOURCES[obsolete.kind as string] as ResourceType,
-        namespace,
-        obsolete.metadata?.name as string,
-        { propagationPolicy: "Background" },
-      );
-      written.push(`-${obsolete.kind}/${obsolete.metadata?.name}`);
-    }
-    if (written.length > 0) log.info({ changed: written }, "children reconciled");
 
-    for (const event of [
-      ...certificateEvents(certificates.issued),
-      ...scalingEvents(desired.architectures, workloadsBefore),
-    ]) {
-      this.manager.events.record(raw, event.type, event.reason, event.message);
-    }
     const status = poolStatus(
       pool,
       {
@@ -229,6 +205,93 @@ export class PoolReconciler {
       ),
     };
   };
+
+  /**
+   * Creates or replaces what differs, then deletes what no longer belongs. Each Event is
+   * recorded as soon as the write it reports has succeeded, so a reconcile that fails halfway
+   * neither loses it (the next one finds nothing left to do) nor reports what did not happen.
+   */
+  private async applyChildren(
+    raw: KubernetesObject,
+    pool: BuilderPool,
+    stored: StoredSecrets,
+    certificates: PoolCertificates,
+    desired: DesiredPool,
+    written: string[],
+  ): Promise<void> {
+    const namespace = pool.metadata.namespace;
+    const workloadsBefore = this.workloads(pool);
+    const { issued } = certificates;
+    const eventsOnWrite = new Map<KubernetesObject, PoolEvent[]>([
+      [certificates.caSecret, issued.ca ? certificateEvents({ ca: issued.ca }) : []],
+      [
+        certificates.serverSecret,
+        issued.server ? certificateEvents({ server: issued.server }) : [],
+      ],
+      ...desired.architectures.map(
+        (entry) => [entry.workload.object, scalingEvents([entry], workloadsBefore)] as const,
+      ),
+    ]);
+    const children: [KubernetesObject, KubernetesObject | undefined][] = [
+      [certificates.caSecret, stored.caSecret],
+      [certificates.serverSecret, stored.serverSecret],
+      ...desired.objects.map(
+        (object) =>
+          [
+            object,
+            this.cacheFor(object.kind as string).get(namespace, object.metadata?.name as string),
+          ] as [KubernetesObject, KubernetesObject | undefined],
+      ),
+    ];
+    for (const [object, current] of children) {
+      const type = KIND_RESOURCES[object.kind as string] as ResourceType;
+      const result = await ensure(this.client, type, object, current, {
+        owner: raw,
+        ...(object.kind === "Service"
+          ? {
+              preserve: preserveServiceFields as (
+                current: KubernetesObject,
+                desired: KubernetesObject,
+              ) => KubernetesObject,
+            }
+          : {}),
+      });
+      if (result === "exists") throw cacheBehind(type, object);
+      if (result === "unchanged") continue;
+      written.push(`${object.kind}/${object.metadata?.name}`);
+      for (const event of eventsOnWrite.get(object) ?? [])
+        this.manager.events.record(raw, event.type, event.reason, event.message);
+    }
+    for (const obsolete of obsoleteChildren(pool, desired.objects, this.owned(raw))) {
+      await this.client.delete(
+        KIND_RESOURCES[obsolete.kind as string] as ResourceType,
+        namespace,
+        obsolete.metadata?.name as string,
+        { propagationPolicy: "Background" },
+      );
+      written.push(`-${obsolete.kind}/${obsolete.metadata?.name}`);
+    }
+  }
+
+  /**
+   * A child's name is taken by an object this pool does not control: report it on the pool
+   * and look again later (the other object is outside the caches, so its deletion wakes
+   * nothing).
+   */
+  private async reportConflict(
+    raw: KubernetesObject,
+    error: NotOwnedError,
+    now: Date,
+  ): Promise<ReconcileResult> {
+    const wrote = await writeStatus(
+      this.client,
+      BUILDER_POOL_RESOURCE,
+      raw as KubernetesObject & { status?: unknown },
+      notReadyStatus(raw, { reason: REASONS.nameConflict, message: error.message }, now),
+    );
+    if (wrote) this.manager.events.record(raw, "Warning", REASONS.nameConflict, error.message);
+    return { requeueAfter: CONFLICT_RETRY_MS };
+  }
 
   private async reportInvalid(
     raw: KubernetesObject,
