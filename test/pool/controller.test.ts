@@ -733,3 +733,112 @@ describe("a child name taken by someone else's object", () => {
     expect(get(kube, "services", "farm-amd64").metadata.ownerReferences[0].name).toBe("farm");
   });
 });
+
+describe("children written by an older operator (another spec hash)", () => {
+  it("are replaced once, keeping what the API server assigned and rolling nothing", async () => {
+    const kube = await cluster();
+    await operator(kube);
+    createPool(kube, "farm");
+    await waitForReady(kube, "farm", { status: "True" });
+    await waitForQuiet(kube, 300);
+    const before = {
+      service: get(kube, "services", "farm-amd64"),
+      deployment: get(kube, "deployments.apps", "farm-amd64"),
+      secret: get(kube, "secrets", "farm-buildkit-server"),
+      pods: builderPods(kube, "farm", "amd64").map((pod) => pod.metadata.name),
+    };
+    expect(before.service.spec.clusterIP).toMatch(/^10\./);
+
+    const mark = kube.requestLog.mark();
+    for (const [resource, name] of [
+      ["services", "farm-amd64"],
+      ["deployments.apps", "farm-amd64"],
+      ["secrets", "farm-buildkit-server"],
+    ] as const) {
+      kube.store.mutate<Json>(resource, NS, name, (object) => {
+        object.metadata.annotations["buildfarm.dev/spec-hash"] = "0000000000000000";
+      });
+    }
+    await kube.waitFor(() =>
+      [
+        get(kube, "services", "farm-amd64"),
+        get(kube, "deployments.apps", "farm-amd64"),
+        get(kube, "secrets", "farm-buildkit-server"),
+      ].every(
+        (object) => object.metadata.annotations["buildfarm.dev/spec-hash"] !== "0000000000000000",
+      ),
+    );
+    await waitForQuiet(kube, 500);
+    // One replace each. A reconcile that runs before the watch brings back its own replace
+    // sees the old hash and tries again with the old resourceVersion: 409, nothing written.
+    const writes = writesSince(kube, mark);
+    expect(describeRequests(writes.filter((record) => record.code < 300)).sort()).toEqual([
+      "update deployments farm-amd64 200",
+      "update secrets farm-buildkit-server 200",
+      "update services farm-amd64 200",
+    ]);
+    expect(writes.filter((record) => record.code >= 300).every((r) => r.code === 409)).toBe(true);
+    const service = get(kube, "services", "farm-amd64");
+    expect(service.spec.clusterIP).toBe(before.service.spec.clusterIP);
+    expect(service.metadata.uid).toBe(before.service.metadata.uid);
+    // The same certificate, byte for byte: nothing to roll.
+    expect(get(kube, "secrets", "farm-buildkit-server").data).toEqual(before.secret.data);
+    const deployment = get(kube, "deployments.apps", "farm-amd64");
+    expect(deployment.spec.template).toEqual(before.deployment.spec.template);
+    expect(kube.store.objects("replicasets.apps", NS).length).toBe(2);
+    expect(builderPods(kube, "farm", "amd64").map((pod) => pod.metadata.name)).toEqual(before.pods);
+  });
+});
+
+describe("the pool's status", () => {
+  it("is never written from a stale view over someone else's newer status", async () => {
+    const kube = await cluster();
+    await operator(kube);
+    createPool(kube, "farm");
+    await waitForReady(kube, "farm", { status: "True" });
+    await waitForQuiet(kube, 300);
+
+    // The operator's pool cache stops here: its watch is cut and cannot come back.
+    const stopFailing = kube.faults.failRate(1, {
+      code: 500,
+      match: { verb: ["list", "watch"], resource: "builderpools" },
+    });
+    expect(kube.faults.dropWatches({ match: { resource: "builderpools" } })).toBe(1);
+    // Another writer (the build queue) records two queued amd64 builds.
+    kube.store.mutate<Json>(
+      POOLS,
+      NS,
+      "farm",
+      (object) => {
+        object.status.architectures[0].queued = 2;
+      },
+      { subresource: "status" },
+    );
+    // The arm64 node goes: the operator's view of the status changes, on its stale pool.
+    const mark = kube.requestLog.mark();
+    kube.nodes.remove("arm-1");
+    await kube.waitFor(
+      () =>
+        kube.requestLog.since(mark, {
+          verb: "update",
+          resource: "builderpools",
+          subresource: "status",
+          code: 409,
+        }).length >= 2,
+      { message: "status writes refused as stale" },
+    );
+    expect(pool(kube, "farm").status.architectures[0].queued).toBe(2);
+    expect(
+      kube.requestLog.since(mark, { verb: "update", resource: "builderpools", code: 200 }),
+    ).toEqual([]);
+
+    // Once the cache catches up, the status carries both.
+    stopFailing();
+    const condition = await waitForReady(kube, "farm", {
+      status: "False",
+      reason: "NoNodesForArchitecture",
+    });
+    expect(condition.message).toContain("arm64");
+    expect(pool(kube, "farm").status.architectures[0].queued).toBe(2);
+  });
+});
