@@ -4,6 +4,8 @@
 // `kube.store`, which bypasses the request log, so the log holds only the operator's requests.
 import { afterEach, describe, expect, it } from "vitest";
 import { DEFAULT_BUILDKIT_IMAGE } from "../../src/api/builderpool.ts";
+import { loadConfig } from "../../src/config.ts";
+import { startOperator } from "../../src/main.ts";
 import { setupPoolController } from "../../src/pool/controller.ts";
 import { APPARMOR_ANNOTATION } from "../../src/pool/workload.ts";
 import { type Kube, type KubeOptions, startKube } from "../kube/index.ts";
@@ -13,6 +15,7 @@ import {
   reconciles,
   startTestOperator,
   type TestOperator,
+  testLogger,
   writesSince,
 } from "../support/operator.ts";
 
@@ -840,5 +843,42 @@ describe("the pool's status", () => {
     });
     expect(condition.message).toContain("arm64");
     expect(pool(kube, "farm").status.architectures[0].queued).toBe(2);
+  });
+});
+
+describe("the operator's entry point", () => {
+  it("runs the pool controller under leader election, and a successor writes nothing", async () => {
+    const kube = await cluster();
+    const start = async (identity: string) => {
+      const config = loadConfig(
+        ["--identity", identity, "--metrics-bind-address", "0", "--lease-namespace", NS],
+        {},
+      );
+      const started = await startOperator(config, {
+        kubeConfig: kube.kubeConfig(),
+        log: testLogger(),
+        apiAttempts: 1,
+      });
+      running.operators.push({ manager: started.manager, stop: () => started.manager.stop() });
+      return started;
+    };
+    const lease = () =>
+      kube.store.get<Json>("leases.coordination.k8s.io", NS, "buildfarm-operator");
+
+    const first = await start("operator-a");
+    createPool(kube, "farm");
+    await waitForReady(kube, "farm", { status: "True" });
+    expect(lease().spec.holderIdentity).toBe("operator-a");
+    await waitForQuiet(kube, 300);
+    await first.manager.stop();
+    expect(await first.outcome).toBe("stopped");
+    expect(lease().spec.holderIdentity).toBe("");
+
+    const mark = kube.requestLog.mark();
+    const second = await start("operator-b");
+    await kube.waitFor(() => lease().spec.holderIdentity === "operator-b");
+    await reconciles(kube, second.manager, "builderpool", 1);
+    await second.manager.events.flush();
+    expect(describeRequests(writesSince(kube, mark))).toEqual([]);
   });
 });
