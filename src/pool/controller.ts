@@ -10,6 +10,7 @@ import type {
   V1Service,
   V1StatefulSet,
 } from "@kubernetes/client-node";
+import type { BuilderPoolStatus } from "../api/builderpool.ts";
 import {
   BUILDER_POOL_RESOURCE,
   type BuilderPool,
@@ -18,7 +19,13 @@ import {
 } from "../api/resources.ts";
 import { caSecretName, LABELS, MANAGED_BY, serverSecretName } from "../naming.ts";
 import { ensure, NotOwnedError, writeStatus } from "../runtime/apply.ts";
-import { KubeApiError, type KubeClient, RESOURCES, type ResourceType } from "../runtime/client.ts";
+import {
+  isNotFound,
+  KubeApiError,
+  type KubeClient,
+  RESOURCES,
+  type ResourceType,
+} from "../runtime/client.ts";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.ts";
 import { stableHash } from "../runtime/hash.ts";
 import type { Informer } from "../runtime/informer.ts";
@@ -192,12 +199,7 @@ export class PoolReconciler {
       },
       now,
     );
-    await writeStatus(
-      this.client,
-      BUILDER_POOL_RESOURCE,
-      raw as KubernetesObject & { status?: unknown },
-      status,
-    );
+    if ((await this.writePoolStatus(raw, status)) === "gone") return undefined;
     return {
       requeueAfter: Math.max(
         1000,
@@ -283,13 +285,12 @@ export class PoolReconciler {
     error: NotOwnedError,
     now: Date,
   ): Promise<ReconcileResult> {
-    const wrote = await writeStatus(
-      this.client,
-      BUILDER_POOL_RESOURCE,
-      raw as KubernetesObject & { status?: unknown },
+    const wrote = await this.writePoolStatus(
+      raw,
       notReadyStatus(raw, { reason: REASONS.nameConflict, message: error.message }, now),
     );
-    if (wrote) this.manager.events.record(raw, "Warning", REASONS.nameConflict, error.message);
+    if (wrote === true)
+      this.manager.events.record(raw, "Warning", REASONS.nameConflict, error.message);
     return { requeueAfter: CONFLICT_RETRY_MS };
   }
 
@@ -298,14 +299,32 @@ export class PoolReconciler {
     error: SpecError,
     now: Date,
   ): Promise<undefined> {
-    const wrote = await writeStatus(
-      this.client,
-      BUILDER_POOL_RESOURCE,
-      raw as KubernetesObject & { status?: unknown },
-      invalidSpecStatus(raw, error, now),
-    );
-    if (wrote) this.manager.events.record(raw, "Warning", "InvalidSpec", error.issues.join("; "));
+    const wrote = await this.writePoolStatus(raw, invalidSpecStatus(raw, error, now));
+    if (wrote === true)
+      this.manager.events.record(raw, "Warning", "InvalidSpec", error.issues.join("; "));
     return undefined;
+  }
+
+  /**
+   * writeStatus, except that a pool deleted meanwhile (404) is nothing to report: a
+   * reconcile that read the pool just before its deletion ends quietly, and the deletion's
+   * own event finds it gone.
+   */
+  private async writePoolStatus(
+    raw: KubernetesObject,
+    status: BuilderPoolStatus,
+  ): Promise<boolean | "gone"> {
+    try {
+      return await writeStatus(
+        this.client,
+        BUILDER_POOL_RESOURCE,
+        raw as KubernetesObject & { status?: unknown },
+        status,
+      );
+    } catch (error) {
+      if (isNotFound(error)) return "gone";
+      throw error;
+    }
   }
 
   /**
