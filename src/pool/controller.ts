@@ -55,6 +55,24 @@ function cacheBehind(type: ResourceType, object: KubernetesObject): KubeApiError
   return new KubeApiError(409, { reason: "Conflict", code: 409, message }, message);
 }
 
+const isInvalid = (error: unknown) => error instanceof KubeApiError && error.code === 422;
+
+/**
+ * The API server refused a child as the pool wants it (422): a field it cannot change in
+ * place, typically. Retrying cannot help, so the pool reports it and says what to do.
+ */
+export class ChildRejectedError extends Error {
+  constructor(type: ResourceType, object: KubernetesObject, cause: KubeApiError) {
+    const what = `${type.kind} ${object.metadata?.namespace}/${object.metadata?.name}`;
+    const hint =
+      type.kind === "StatefulSet"
+        ? `: a Persistent pool's cache.size and cache.storageClassName are part of its StatefulSets' volumeClaimTemplates, which cannot change in place. Restore the previous value, or delete the StatefulSet ${object.metadata?.name} to have it recreated with the new cache (its claims, and the cache on them, are deleted with it; its builders stop until the new ones run)`
+        : "";
+    super(`the API server refused ${what}: ${cause.message}${hint}`);
+    this.name = "ChildRejectedError";
+  }
+}
+
 const KIND_RESOURCES: Record<string, ResourceType> = {
   ConfigMap: RESOURCES.configMap,
   Secret: RESOURCES.secret,
@@ -183,7 +201,10 @@ export class PoolReconciler {
     try {
       await this.applyChildren(raw, pool, stored, certificates, desired, written);
     } catch (error) {
-      if (error instanceof NotOwnedError) return this.reportConflict(raw, error, now);
+      if (error instanceof NotOwnedError)
+        return this.reportBlocked(raw, REASONS.nameConflict, error, now, CONFLICT_RETRY_MS);
+      if (error instanceof ChildRejectedError)
+        return this.reportBlocked(raw, REASONS.childRejected, error, now);
       throw error;
     } finally {
       if (written.length > 0) log.info({ changed: written }, "children reconciled");
@@ -257,6 +278,9 @@ export class PoolReconciler {
               ) => KubernetesObject,
             }
           : {}),
+      }).catch((error: unknown) => {
+        if (isInvalid(error)) throw new ChildRejectedError(type, object, error as KubeApiError);
+        throw error;
       });
       if (result === "exists") throw cacheBehind(type, object);
       if (result === "unchanged") continue;
@@ -276,22 +300,24 @@ export class PoolReconciler {
   }
 
   /**
-   * A child's name is taken by an object this pool does not control: report it on the pool
-   * and look again later (the other object is outside the caches, so its deletion wakes
-   * nothing).
+   * A child cannot be written as desired until a person acts: its name is taken by an object
+   * this pool does not control (NameConflict; that object is outside the caches, so its
+   * deletion wakes nothing and the pool looks again after `retryMs`), or the API server
+   * refuses it (ChildRejected; a change of the pool or of the child wakes the controller).
    */
-  private async reportConflict(
+  private async reportBlocked(
     raw: KubernetesObject,
-    error: NotOwnedError,
+    reason: string,
+    error: Error,
     now: Date,
-  ): Promise<ReconcileResult> {
+    retryMs?: number,
+  ): Promise<ReconcileResult | undefined> {
     const wrote = await this.writePoolStatus(
       raw,
-      notReadyStatus(raw, { reason: REASONS.nameConflict, message: error.message }, now),
+      notReadyStatus(raw, { reason, message: error.message }, now),
     );
-    if (wrote === true)
-      this.manager.events.record(raw, "Warning", REASONS.nameConflict, error.message);
-    return { requeueAfter: CONFLICT_RETRY_MS };
+    if (wrote === true) this.manager.events.record(raw, "Warning", reason, error.message);
+    return retryMs === undefined || wrote === "gone" ? undefined : { requeueAfter: retryMs };
   }
 
   private async reportInvalid(

@@ -24,6 +24,8 @@ export const REASONS = {
   invalidSpec: "InvalidSpec",
   /** A child's name is taken by an object the pool does not control. */
   nameConflict: "NameConflict",
+  /** The API server refuses a child as the pool wants it (e.g. an immutable field). */
+  childRejected: "ChildRejected",
 } as const;
 
 const ARCH_LABEL = "kubernetes.io/arch";
@@ -206,7 +208,7 @@ export function invalidSpecStatus(
 
 /**
  * Ready=False for a reason that stops the reconcile before the children could be observed
- * (InvalidSpec, NameConflict); the rest of the previous status is kept.
+ * (InvalidSpec, NameConflict, ChildRejected); the rest of the previous status is kept.
  */
 export function notReadyStatus(
   pool: { metadata?: { generation?: number }; status?: unknown },

@@ -898,3 +898,50 @@ describe("the operator's entry point", () => {
     expect(describeRequests(writesSince(kube, mark))).toEqual([]);
   });
 });
+
+describe("a change the API server refuses", () => {
+  it("reports ChildRejected for a Persistent pool's new cache size, and applies it once the StatefulSet is deleted", async () => {
+    const kube = await cluster();
+    await operator(kube);
+    createPool(
+      kube,
+      "farm",
+      poolSpec({ architectures: [{ name: "amd64" }], cache: { type: "Persistent", size: "20Gi" } }),
+    );
+    await waitForReady(kube, "farm", { status: "True" });
+    const before = get(kube, "statefulsets.apps", "farm-amd64");
+
+    changePool(kube, "farm", (spec) => {
+      spec.cache.size = "30Gi";
+    });
+    const condition = await waitForReady(kube, "farm", {
+      status: "False",
+      reason: "ChildRejected",
+    });
+    expect(condition.message).toContain(
+      'the API server refused StatefulSet builders/farm-amd64: StatefulSet.apps "farm-amd64" is invalid',
+    );
+    expect(condition.message).toContain("delete the StatefulSet farm-amd64");
+    const warning = await kube.waitFor(() =>
+      kube.store.objects<Json>("events", NS).find((e) => e.reason === "ChildRejected"),
+    );
+    expect(warning.type).toBe("Warning");
+    // It does not retry what cannot succeed (with backoff from 5 ms, an error would have been
+    // retried six times before the operator went quiet for 300 ms).
+    await waitForQuiet(kube, 300);
+    const refused = kube.requestLog.count({ verb: "update", resource: "statefulsets", code: 422 });
+    expect(refused).toBeLessThanOrEqual(2);
+
+    kube.store.delete("statefulsets.apps", NS, "farm-amd64");
+    await waitForReady(kube, "farm", { status: "True" });
+    const after = get(kube, "statefulsets.apps", "farm-amd64");
+    expect(after.metadata.uid).not.toBe(before.metadata.uid);
+    expect(after.spec.volumeClaimTemplates[0].spec.resources.requests.storage).toBe("30Gi");
+    await kube.waitFor(
+      () =>
+        kube.store.get<Json>("persistentvolumeclaims", NS, "state-farm-amd64-0")?.spec.resources
+          .requests.storage === "30Gi",
+      { message: "a new claim of the new size" },
+    );
+  });
+});
