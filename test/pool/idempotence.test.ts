@@ -281,3 +281,41 @@ describe("the pool's status", () => {
     expect(pool(kube, "farm").status.architectures[0].queued).toBe(2);
   });
 });
+
+describe("a child that lost the operator's labels", () => {
+  it("is written back as desired, though the label-filtered cache no longer sees it", async () => {
+    const kube = await cluster();
+    await operator(kube);
+    createPool(kube, "farm");
+    await waitForReady(kube, "farm", { status: "True" });
+    await waitForQuiet(kube, 300);
+    const before = get(kube, "deployments.apps", "farm-amd64");
+
+    // Another tool relabels it and scales it down.
+    const mark = kube.requestLog.mark();
+    kube.store.mutate<Json>("deployments.apps", NS, "farm-amd64", (deployment) => {
+      deployment.metadata.labels["app.kubernetes.io/managed-by"] = "Helm";
+      deployment.spec.replicas = 1;
+    });
+    await kube.waitFor(() => {
+      const deployment = get(kube, "deployments.apps", "farm-amd64");
+      return (
+        deployment.metadata.labels["app.kubernetes.io/managed-by"] === "buildfarm" &&
+        deployment.spec.replicas === 2
+      );
+    });
+    await waitForReady(kube, "farm", { status: "True" });
+    await waitForQuiet(kube, 300);
+    expect(get(kube, "deployments.apps", "farm-amd64").metadata.uid).toBe(before.metadata.uid);
+    // Its create found it (409), a read showed it is the pool's, one replace restored it.
+    // (A reconcile before the watch brings it back may try the create again: 409 too.)
+    const writes = writesSince(kube, mark).filter((record) => record.resource === "deployments");
+    expect(describeRequests(writes.filter((record) => record.code < 300))).toEqual([
+      "update deployments farm-amd64 200",
+    ]);
+    expect(describeRequests(writes.filter((record) => record.code >= 300))).toContain(
+      "create deployments  409",
+    );
+    expect(writes.every((record) => record.code < 300 || record.verb === "create")).toBe(true);
+  });
+});
