@@ -187,9 +187,12 @@ describe("the operator's entry point", () => {
     await waitForReady(kube, "farm", { status: "True" });
     expect(lease().spec.holderIdentity).toBe("operator-a");
     await waitForQuiet(kube, 300);
+    // Slow Lease requests: stop() must wait for the release, not only for leading to end.
+    const slowLeases = kube.faults.latency(100, { match: { resource: "leases" } });
     await first.manager.stop();
     expect(await first.outcome).toBe("stopped");
     expect(lease().spec.holderIdentity).toBe("");
+    slowLeases();
 
     const mark = kube.requestLog.mark();
     const second = await start("operator-b");
