@@ -270,6 +270,14 @@ describe("a change the API server refuses", () => {
     );
     await waitForReady(kube, "farm", { status: "True" });
     const before = get(kube, "statefulsets.apps", "farm-amd64");
+    // Settled, so that no StatefulSet status change wakes the controller again below.
+    await kube.waitFor(() => {
+      const set = get(kube, "statefulsets.apps", "farm-amd64");
+      return (
+        set.status?.readyReplicas === 1 && set.status.observedGeneration === set.metadata.generation
+      );
+    });
+    await waitForQuiet(kube, 300);
 
     changePool(kube, "farm", (spec) => {
       spec.cache.size = "30Gi";
@@ -287,7 +295,8 @@ describe("a change the API server refuses", () => {
     );
     expect(warning.type).toBe("Warning");
     // It does not retry what cannot succeed (with backoff from 5 ms, an error would have been
-    // retried six times before the operator went quiet for 300 ms).
+    // retried six times before the operator went quiet for 300 ms). One more attempt comes
+    // from a status write that met 409, if any.
     await waitForQuiet(kube, 300);
     const refused = kube.requestLog.count({ verb: "update", resource: "statefulsets", code: 422 });
     expect(refused).toBeLessThanOrEqual(2);
