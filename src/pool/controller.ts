@@ -10,6 +10,7 @@ import type {
   V1Service,
   V1StatefulSet,
 } from "@kubernetes/client-node";
+import type { BuilderPoolStatus } from "../api/builderpool.ts";
 import {
   BUILDER_POOL_RESOURCE,
   type BuilderPool,
@@ -17,23 +18,60 @@ import {
   SpecError,
 } from "../api/resources.ts";
 import { caSecretName, LABELS, MANAGED_BY, serverSecretName } from "../naming.ts";
-import { ensure, writeStatus } from "../runtime/apply.ts";
-import { type KubeClient, RESOURCES, type ResourceType } from "../runtime/client.ts";
+import { ensure, NotOwnedError, writeStatus } from "../runtime/apply.ts";
+import {
+  isNotFound,
+  KubeApiError,
+  type KubeClient,
+  RESOURCES,
+  type ResourceType,
+} from "../runtime/client.ts";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.ts";
 import { stableHash } from "../runtime/hash.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { Manager } from "../runtime/manager.ts";
-import { ensureCertificates } from "./certificates.ts";
+import { ensureCertificates, type PoolCertificates, type StoredSecrets } from "./certificates.ts";
 import { type KubeVersion, parseKubeVersion } from "./context.ts";
-import { desiredPool, obsoleteChildren } from "./desired.ts";
-import { certificateEvents, scalingEvents } from "./events.ts";
+import { type DesiredPool, desiredPool, obsoleteChildren } from "./desired.ts";
+import { certificateEvents, type PoolEvent, scalingEvents } from "./events.ts";
 import { preserveServiceFields } from "./services.ts";
-import { invalidSpecStatus, poolStatus } from "./status.ts";
+import { invalidSpecStatus, notReadyStatus, poolStatus, REASONS } from "./status.ts";
 
 export const MANAGED_SELECTOR = `${LABELS.managedBy}=${MANAGED_BY}`;
 
 /** Longest wait before a pool is looked at again even if nothing happens (certificate renewal). */
 const MAX_REQUEUE_MS = 12 * 3_600_000;
+/** How often a pool whose child name is taken by someone else's object looks again. */
+const CONFLICT_RETRY_MS = 30_000;
+
+/**
+ * A create found the object already there although the cache has not shown it: the caches are
+ * behind this operator's own writes, and what this reconcile derived from them may be too. A
+ * 409 Conflict makes the controller retry quietly with per-key backoff, by when the watch has
+ * delivered it, instead of creating every other object it does not see yet as well.
+ */
+function cacheBehind(type: ResourceType, object: KubernetesObject): KubeApiError {
+  const message = `${type.kind} ${object.metadata?.namespace}/${object.metadata?.name} exists but is not in the cache yet; retrying`;
+  return new KubeApiError(409, { reason: "Conflict", code: 409, message }, message);
+}
+
+const isInvalid = (error: unknown) => error instanceof KubeApiError && error.code === 422;
+
+/**
+ * The API server refused a child as the pool wants it (422): a field it cannot change in
+ * place, typically. Retrying cannot help, so the pool reports it and says what to do.
+ */
+export class ChildRejectedError extends Error {
+  constructor(type: ResourceType, object: KubernetesObject, cause: KubeApiError) {
+    const what = `${type.kind} ${object.metadata?.namespace}/${object.metadata?.name}`;
+    const hint =
+      type.kind === "StatefulSet"
+        ? `: a Persistent pool's cache.size and cache.storageClassName are part of its StatefulSets' volumeClaimTemplates, which cannot change in place. Restore the previous value, or delete the StatefulSet ${object.metadata?.name} to have it recreated with the new cache (its claims, and the cache on them, are deleted with it; its builders stop until the new ones run)`
+        : "";
+    super(`the API server refused ${what}: ${cause.message}${hint}`);
+    this.name = "ChildRejectedError";
+  }
+}
 
 const KIND_RESOURCES: Record<string, ResourceType> = {
   ConfigMap: RESOURCES.configMap,
@@ -137,15 +175,15 @@ export class PoolReconciler {
       throw error;
     }
 
-    const certificates = await ensureCertificates(
-      pool,
-      {
-        caSecret: this.caches.secrets.get(namespace, caSecretName(name)),
-        serverSecret: this.caches.secrets.get(namespace, serverSecretName(name)),
-      },
-      { now, clusterDomain: this.options.clusterDomain },
-    );
-    let desired: ReturnType<typeof desiredPool>;
+    const stored = {
+      caSecret: await this.storedSecret(namespace, caSecretName(name)),
+      serverSecret: await this.storedSecret(namespace, serverSecretName(name)),
+    };
+    const certificates = await ensureCertificates(pool, stored, {
+      now,
+      clusterDomain: this.options.clusterDomain,
+    });
+    let desired: DesiredPool;
     try {
       desired = desiredPool(pool, {
         serverVersion: await this.version(),
@@ -159,56 +197,19 @@ export class PoolReconciler {
       throw error;
     }
 
-    const workloadsBefore = this.workloads(pool);
     const written: string[] = [];
-    for (const secret of [certificates.caSecret, certificates.serverSecret]) {
-      const result = await ensure(
-        this.client,
-        RESOURCES.secret,
-        secret,
-        this.caches.secrets.get(namespace, secret.metadata?.name as string),
-        { owner: raw },
-      );
-      if (result === "created" || result === "updated")
-        written.push(`Secret/${secret.metadata?.name}`);
+    try {
+      await this.applyChildren(raw, pool, stored, certificates, desired, written);
+    } catch (error) {
+      if (error instanceof NotOwnedError)
+        return this.reportBlocked(raw, REASONS.nameConflict, error, now, CONFLICT_RETRY_MS);
+      if (error instanceof ChildRejectedError)
+        return this.reportBlocked(raw, REASONS.childRejected, error, now);
+      throw error;
+    } finally {
+      if (written.length > 0) log.info({ changed: written }, "children reconciled");
     }
-    for (const object of desired.objects) {
-      const type = KIND_RESOURCES[object.kind as string] as ResourceType;
-      const current = this.cacheFor(object.kind as string).get(
-        namespace,
-        object.metadata?.name as string,
-      );
-      const result = await ensure(this.client, type, object, current, {
-        owner: raw,
-        ...(object.kind === "Service"
-          ? {
-              preserve: preserveServiceFields as (
-                current: KubernetesObject,
-                desired: KubernetesObject,
-              ) => KubernetesObject,
-            }
-          : {}),
-      });
-      if (result === "created" || result === "updated")
-        written.push(`${object.kind}/${object.metadata?.name}`);
-    }
-    for (const obsolete of obsoleteChildren(pool, desired.objects, this.owned(raw))) {
-      await this.client.delete(
-        KIND_RESOURCES[obsolete.kind as string] as ResourceType,
-        namespace,
-        obsolete.metadata?.name as string,
-        { propagationPolicy: "Background" },
-      );
-      written.push(`-${obsolete.kind}/${obsolete.metadata?.name}`);
-    }
-    if (written.length > 0) log.info({ changed: written }, "children reconciled");
 
-    for (const event of [
-      ...certificateEvents(certificates.issued),
-      ...scalingEvents(desired.architectures, workloadsBefore),
-    ]) {
-      this.manager.events.record(raw, event.type, event.reason, event.message);
-    }
     const status = poolStatus(
       pool,
       {
@@ -219,12 +220,7 @@ export class PoolReconciler {
       },
       now,
     );
-    await writeStatus(
-      this.client,
-      BUILDER_POOL_RESOURCE,
-      raw as KubernetesObject & { status?: unknown },
-      status,
-    );
+    if ((await this.writePoolStatus(raw, status)) === "gone") return undefined;
     return {
       requeueAfter: Math.max(
         1000,
@@ -233,19 +229,142 @@ export class PoolReconciler {
     };
   };
 
+  /**
+   * Creates or replaces what differs, then deletes what no longer belongs. Each Event is
+   * recorded as soon as the write it reports has succeeded, so a reconcile that fails halfway
+   * neither loses it (the next one finds nothing left to do) nor reports what did not happen.
+   */
+  private async applyChildren(
+    raw: KubernetesObject,
+    pool: BuilderPool,
+    stored: StoredSecrets,
+    certificates: PoolCertificates,
+    desired: DesiredPool,
+    written: string[],
+  ): Promise<void> {
+    const namespace = pool.metadata.namespace;
+    const workloadsBefore = this.workloads(pool);
+    const { issued } = certificates;
+    const eventsOnWrite = new Map<KubernetesObject, PoolEvent[]>([
+      [certificates.caSecret, issued.ca ? certificateEvents({ ca: issued.ca }) : []],
+      [
+        certificates.serverSecret,
+        issued.server ? certificateEvents({ server: issued.server }) : [],
+      ],
+      ...desired.architectures.map(
+        (entry) => [entry.workload.object, scalingEvents([entry], workloadsBefore)] as const,
+      ),
+    ]);
+    const children: [KubernetesObject, KubernetesObject | undefined][] = [
+      [certificates.caSecret, stored.caSecret],
+      [certificates.serverSecret, stored.serverSecret],
+      ...desired.objects.map(
+        (object) =>
+          [
+            object,
+            this.cacheFor(object.kind as string).get(namespace, object.metadata?.name as string),
+          ] as [KubernetesObject, KubernetesObject | undefined],
+      ),
+    ];
+    for (const [object, current] of children) {
+      const type = KIND_RESOURCES[object.kind as string] as ResourceType;
+      const result = await ensure(this.client, type, object, current, {
+        owner: raw,
+        ...(object.kind === "Service"
+          ? {
+              preserve: preserveServiceFields as (
+                current: KubernetesObject,
+                desired: KubernetesObject,
+              ) => KubernetesObject,
+            }
+          : {}),
+      }).catch((error: unknown) => {
+        if (isInvalid(error)) throw new ChildRejectedError(type, object, error as KubeApiError);
+        throw error;
+      });
+      if (result === "exists") throw cacheBehind(type, object);
+      if (result === "unchanged") continue;
+      written.push(`${object.kind}/${object.metadata?.name}`);
+      for (const event of eventsOnWrite.get(object) ?? [])
+        this.manager.events.record(raw, event.type, event.reason, event.message);
+    }
+    for (const obsolete of obsoleteChildren(pool, desired.objects, this.owned(raw))) {
+      await this.client.delete(
+        KIND_RESOURCES[obsolete.kind as string] as ResourceType,
+        namespace,
+        obsolete.metadata?.name as string,
+        { propagationPolicy: "Background" },
+      );
+      written.push(`-${obsolete.kind}/${obsolete.metadata?.name}`);
+    }
+  }
+
+  /**
+   * A child cannot be written as desired until a person acts: its name is taken by an object
+   * this pool does not control (NameConflict; that object is outside the caches, so its
+   * deletion wakes nothing and the pool looks again after `retryMs`), or the API server
+   * refuses it (ChildRejected; a change of the pool or of the child wakes the controller).
+   */
+  private async reportBlocked(
+    raw: KubernetesObject,
+    reason: string,
+    error: Error,
+    now: Date,
+    retryMs?: number,
+  ): Promise<ReconcileResult | undefined> {
+    const wrote = await this.writePoolStatus(
+      raw,
+      notReadyStatus(raw, { reason, message: error.message }, now),
+    );
+    if (wrote === true) this.manager.events.record(raw, "Warning", reason, error.message);
+    return retryMs === undefined || wrote === "gone" ? undefined : { requeueAfter: retryMs };
+  }
+
   private async reportInvalid(
     raw: KubernetesObject,
     error: SpecError,
     now: Date,
   ): Promise<undefined> {
-    const wrote = await writeStatus(
-      this.client,
-      BUILDER_POOL_RESOURCE,
-      raw as KubernetesObject & { status?: unknown },
-      invalidSpecStatus(raw, error, now),
-    );
-    if (wrote) this.manager.events.record(raw, "Warning", "InvalidSpec", error.issues.join("; "));
+    const wrote = await this.writePoolStatus(raw, invalidSpecStatus(raw, error, now));
+    if (wrote === true)
+      this.manager.events.record(raw, "Warning", "InvalidSpec", error.issues.join("; "));
     return undefined;
+  }
+
+  /**
+   * writeStatus, except that a pool deleted meanwhile (404) is nothing to report: a
+   * reconcile that read the pool just before its deletion ends quietly, and the deletion's
+   * own event finds it gone.
+   */
+  private async writePoolStatus(
+    raw: KubernetesObject,
+    status: BuilderPoolStatus,
+  ): Promise<boolean | "gone"> {
+    try {
+      return await writeStatus(
+        this.client,
+        BUILDER_POOL_RESOURCE,
+        raw as KubernetesObject & { status?: unknown },
+        status,
+      );
+    } catch (error) {
+      if (isNotFound(error)) return "gone";
+      throw error;
+    }
+  }
+
+  /**
+   * A certificate Secret from the cache or, when the cache has none, from the API server. A
+   * Secret this operator created moments ago may not have reached the cache yet; issuing a
+   * new CA then (its create fails, AlreadyExists) would put the hash of a certificate nobody
+   * keeps on the builders' pod template and roll them, on every reconcile until the cache
+   * catches up. The read costs a GET only while the Secret is missing.
+   */
+  private async storedSecret(namespace: string, name: string): Promise<V1Secret | undefined> {
+    return (
+      this.caches.secrets.get(namespace, name) ??
+      (await this.client.get<V1Secret>(RESOURCES.secret, namespace, name))
+    );
   }
 
   private cacheFor(kind: string): Informer<KubernetesObject> {

@@ -22,6 +22,10 @@ export const REASONS = {
   noNodes: "NoNodesForArchitecture",
   scaledToZero: "ScaledToZero",
   invalidSpec: "InvalidSpec",
+  /** A child's name is taken by an object the pool does not control. */
+  nameConflict: "NameConflict",
+  /** The API server refuses a child as the pool wants it (e.g. an immutable field). */
+  childRejected: "ChildRejected",
 } as const;
 
 const ARCH_LABEL = "kubernetes.io/arch";
@@ -195,6 +199,22 @@ export function invalidSpecStatus(
   error: SpecError,
   now: Date,
 ): BuilderPoolStatus {
+  return notReadyStatus(
+    pool,
+    { reason: REASONS.invalidSpec, message: error.issues.join("\n") },
+    now,
+  );
+}
+
+/**
+ * Ready=False for a reason that stops the reconcile before the children could be observed
+ * (InvalidSpec, NameConflict, ChildRejected); the rest of the previous status is kept.
+ */
+export function notReadyStatus(
+  pool: { metadata?: { generation?: number }; status?: unknown },
+  problem: { reason: string; message: string },
+  now: Date,
+): BuilderPoolStatus {
   const generation = pool.metadata?.generation;
   // The raw object's status, read with the schema; one the operator cannot read starts over.
   const parsed = builderPoolStatus.safeParse(pool.status ?? {});
@@ -207,8 +227,8 @@ export function invalidSpecStatus(
       {
         type: READY,
         status: "False",
-        reason: REASONS.invalidSpec,
-        message: error.issues.join("\n"),
+        reason: problem.reason,
+        message: problem.message,
         ...(generation === undefined ? {} : { observedGeneration: generation }),
       },
       now,

@@ -58,7 +58,11 @@ export class NotOwnedError extends Error {
 
 /**
  * Creates the child, or replaces it when its desired hash changed; `current` is what the
- * cache holds. "exists" means a create raced with an object the cache has not seen yet.
+ * cache holds. "exists" means a create found an object of the owner that the cache has not
+ * seen yet: the cache is behind. A same-named object of someone else throws NotOwnedError,
+ * whether the cache holds it or not (a label-filtered cache never sees it). An object of the
+ * owner that lost the desired labels, so that a label-filtered cache no longer holds it, is
+ * written back as desired ("updated").
  */
 export async function ensure<T extends KubernetesObject>(
   client: KubeClient,
@@ -73,8 +77,20 @@ export async function ensure<T extends KubernetesObject>(
       await client.create(type, hashed);
       return "created";
     } catch (error) {
-      if (isAlreadyExists(error)) return "exists";
-      throw error;
+      if (!isAlreadyExists(error) || !options.owner) {
+        if (isAlreadyExists(error)) return "exists";
+        throw error;
+      }
+      const existing = await client.get<T>(
+        type,
+        hashed.metadata?.namespace,
+        hashed.metadata?.name as string,
+      );
+      if (!existing) return "exists"; // deleted meanwhile: the next pass creates it
+      if (!isControlledBy(existing, options.owner)) throw new NotOwnedError(type, existing);
+      if (hasLabels(existing, hashed)) return "exists";
+      await replace(client, type, hashed, existing, options);
+      return "updated";
     }
   }
   if (options.owner && !isControlledBy(current, options.owner))
@@ -85,6 +101,25 @@ export async function ensure<T extends KubernetesObject>(
   ) {
     return "unchanged";
   }
+  await replace(client, type, hashed, current, options);
+  return "updated";
+}
+
+function hasLabels(object: KubernetesObject, desired: KubernetesObject): boolean {
+  const labels = object.metadata?.labels ?? {};
+  return Object.entries(desired.metadata?.labels ?? {}).every(
+    ([key, value]) => labels[key] === value,
+  );
+}
+
+/** PUT `hashed` over `current`, conditional on its resourceVersion. */
+async function replace<T extends KubernetesObject>(
+  client: KubeClient,
+  type: ResourceType,
+  hashed: T,
+  current: T,
+  options: EnsureOptions<T>,
+): Promise<void> {
   const base = options.preserve ? options.preserve(current, hashed) : hashed;
   const replacement = {
     ...base,
@@ -99,7 +134,6 @@ export async function ensure<T extends KubernetesObject>(
     },
   } as T;
   await client.replace(type, replacement);
-  return "updated";
 }
 
 /**

@@ -56,6 +56,8 @@ export class Manager {
   private readonly informers = new Map<string, Informer<any>>();
   private readonly controllers: Controller[] = [];
   private readonly elector: LeaderElector | undefined;
+  /** The elector's run: settles once it has stopped leading and released the Lease. */
+  private election: Promise<void> | undefined;
   private readonly stopInformers = new AbortController();
   private readonly stopElection = new AbortController();
   private health: HealthServer | undefined;
@@ -178,7 +180,7 @@ export class Manager {
       "caches synced",
     );
     if (this.elector) {
-      void this.elector.run(this.stopElection.signal);
+      this.election = this.elector.run(this.stopElection.signal);
     } else {
       this.startControllers();
     }
@@ -210,10 +212,18 @@ export class Manager {
       await Promise.all(this.controllers.map((controller) => controller.stop(deadline)));
       await this.events.flush();
       this.stopElection.abort();
-      // Let the elector release the Lease before the process goes.
-      const deadlineAt = Date.now() + 5000;
-      while (this.elector?.isLeader && Date.now() < deadlineAt)
-        await new Promise((r) => setTimeout(r, 10));
+      // Let the elector release the Lease before the process goes. Its leading flag drops
+      // before the release is written, so wait for the run itself, within a deadline.
+      if (this.election) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          this.election.catch(() => undefined),
+          new Promise((resolve) => {
+            timer = setTimeout(resolve, 5000);
+          }),
+        ]);
+        clearTimeout(timer);
+      }
       this.stopInformers.abort();
       await this.health?.close();
     })();

@@ -379,6 +379,61 @@ describe("StatefulSets", () => {
     ).toBe("state-cache-1");
   });
 
+  it("makes a recreated set's pod wait until its claim being deleted is gone, then a new claim", async () => {
+    const set = (storage: string) => ({
+      metadata: { name: "recache" },
+      spec: {
+        replicas: 1,
+        serviceName: "recache",
+        selector: { matchLabels: { app: "recache" } },
+        persistentVolumeClaimRetentionPolicy: { whenDeleted: "Delete", whenScaled: "Retain" },
+        template: {
+          metadata: { labels: { app: "recache" } },
+          spec: {
+            containers: [
+              {
+                name: "buildkitd",
+                image: "moby/buildkit",
+                volumeMounts: [{ name: "state", mountPath: "/state" }],
+              },
+            ],
+          },
+        },
+        volumeClaimTemplates: [
+          {
+            metadata: { name: "state" },
+            spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage } } },
+          },
+        ],
+      },
+    });
+    const claim = () =>
+      core.readNamespacedPersistentVolumeClaim({ namespace: "wl", name: "state-recache-0" });
+    await apps.createNamespacedStatefulSet({ namespace: "wl", body: set("10Gi") });
+    await kube.waitFor(async () => (await podsOf("recache")).some((pod) => pod.status?.podIP));
+    const old = await claim();
+
+    // Deleted with the set, the claim stays (pvc-protection) until its pod is gone.
+    await apps.deleteNamespacedStatefulSet({ namespace: "wl", name: "recache" });
+    await apps.createNamespacedStatefulSet({ namespace: "wl", body: set("20Gi") });
+    const fresh = await kube.waitFor(
+      async () => {
+        const current = await claim().catch(() => undefined);
+        return current?.metadata?.uid !== old.metadata?.uid && current;
+      },
+      { message: "a new claim" },
+    );
+    expect(fresh.spec?.resources?.requests?.storage).toBe("20Gi");
+    const [pod] = await kube.waitFor(async () => {
+      const pods = await podsOf("recache");
+      return pods.length === 1 && pods[0]?.status?.phase === "Running" && pods;
+    });
+    expect(pod?.spec?.volumes).toContainEqual({
+      name: "state",
+      persistentVolumeClaim: { claimName: "state-recache-0" },
+    });
+  });
+
   it("refuses changes to volumeClaimTemplates", async () => {
     const sts = await apps.readNamespacedStatefulSet({ namespace: "wl", name: "cache" });
     const changed = {

@@ -3,7 +3,12 @@ import { describe, expect, it } from "vitest";
 import { parseBuilderPool, SpecError } from "../../src/api/resources.ts";
 import { desiredPool, obsoleteChildren } from "../../src/pool/desired.ts";
 import { scalingEvents } from "../../src/pool/events.ts";
-import { invalidSpecStatus, type PoolObservation, poolStatus } from "../../src/pool/status.ts";
+import {
+  invalidSpecStatus,
+  notReadyStatus,
+  type PoolObservation,
+  poolStatus,
+} from "../../src/pool/status.ts";
 import { readYaml } from "../support/files.ts";
 import { examplePool, POOL_UID, poolContext } from "./fixtures.ts";
 
@@ -298,5 +303,31 @@ describe("scalingEvents", () => {
     expect(scalingEvents(desired, { amd64: workload(4, 4), arm64: workload(3, 3) })).toEqual([
       { type: "Normal", reason: "ScaledDown", message: "arm64 builders 3 → 1" },
     ]);
+  });
+});
+
+describe("notReadyStatus", () => {
+  it("sets Ready=False with the reason and keeps what was observed", () => {
+    const before = poolStatus(examplePool(), observe(), T0);
+    const raw = { metadata: { generation: 4 }, status: before };
+    const status = notReadyStatus(
+      raw,
+      { reason: "NameConflict", message: "Service x/y already exists" },
+      T1,
+    );
+    expect(status).toEqual({
+      ...before,
+      observedGeneration: 4,
+      conditions: [
+        {
+          type: "Ready",
+          status: "False",
+          reason: "NameConflict",
+          message: "Service x/y already exists",
+          observedGeneration: 4,
+          lastTransitionTime: "2026-03-01T12:05:00Z",
+        },
+      ],
+    });
   });
 });

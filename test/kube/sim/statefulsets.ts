@@ -42,6 +42,10 @@ export class StatefulSetController {
       else if (info.resource === "pods" && !info.group) {
         const owner = controllerOf(event.object);
         if (owner?.kind === "StatefulSet") this.queue.add(`${meta.namespace}/${owner.name}`);
+      } else if (info.resource === "persistentvolumeclaims" && event.type === "DELETED") {
+        // A pod waiting for a claim that was being deleted can now get a new one.
+        for (const sts of store.objects(STS, meta.namespace))
+          this.queue.add(`${meta.namespace}/${sts.metadata.name}`);
       }
     });
     for (const sts of store.objects(STS))
@@ -80,7 +84,12 @@ export class StatefulSetController {
     for (let i = 0; i < replicas; i++) {
       const pod = podAt(i);
       if (!pod) {
-        this.ensureClaims(sts, i);
+        // As the real controller: no pod while one of its claims is being deleted ("pvc ... is
+        // being deleted"); it would mount a claim on its way out and keep it from going.
+        if (!this.ensureClaims(sts, i)) {
+          if (!parallel) break;
+          continue;
+        }
         this.store.create("pods", this.podFor(sts, i, revision), { namespace });
         if (!parallel) break;
         continue;
@@ -156,12 +165,16 @@ export class StatefulSetController {
     return `${template}-${sts.metadata.name}-${ordinal}`;
   }
 
-  private ensureClaims(sts: StatefulSet, ordinal: number): void {
+  /** Creates the ordinal's missing claims; false while one of them is being deleted. */
+  private ensureClaims(sts: StatefulSet, ordinal: number): boolean {
     const namespace = sts.metadata.namespace!;
     const deleteWithSet = sts.spec?.persistentVolumeClaimRetentionPolicy?.whenDeleted === "Delete";
+    let usable = true;
     for (const template of sts.spec?.volumeClaimTemplates ?? []) {
       const name = this.claimName(sts, template.metadata?.name ?? "", ordinal);
-      if (this.store.get("persistentvolumeclaims", namespace, name)) continue;
+      const existing = this.store.get("persistentvolumeclaims", namespace, name);
+      if (existing?.metadata.deletionTimestamp) usable = false;
+      if (existing) continue;
       const { status: _status, ...claim } = clone(template) as KubeObject;
       this.store.create(
         "persistentvolumeclaims",
@@ -185,6 +198,7 @@ export class StatefulSetController {
         { namespace },
       );
     }
+    return usable;
   }
 
   private podFor(sts: StatefulSet, ordinal: number, revision: string): KubeObject {
