@@ -23,6 +23,7 @@ export const COMPONENTS = {
   build: "build",
   index: "index",
   verify: "verify",
+  tag: "tag",
 } as const;
 
 export const ANNOTATIONS = {
@@ -54,6 +55,7 @@ export const builderServiceHost = (pool: string, namespace: string, arch: Archit
 export const buildJobName = (build: string, arch: Architecture | string) => `${build}-${arch}`;
 export const indexJobName = (build: string) => `${build}-index`;
 export const verifyJobName = (build: string) => `${build}-verify`;
+export const tagJobName = (build: string) => `${build}-tag`;
 export const clientSecretName = (build: string) => `${build}-buildkit-client`;
 export const inlineContextName = (build: string) => `${build}-context`;
 

@@ -1,7 +1,7 @@
 // ImageBuild: one build of one image for one or more platforms. The spec is immutable:
 // a new commit is a new ImageBuild, which is what GitOps controllers and CI expect.
 import { z } from "zod";
-import { platform } from "./builderpool.ts";
+import { IMAGE_WITH_TAG, platform } from "./builderpool.ts";
 import {
   cel,
   conditions,
@@ -12,6 +12,7 @@ import {
   localObjectReference,
   PRINTABLE,
   parseDuration,
+  resources,
   setList,
 } from "./meta.ts";
 
@@ -286,18 +287,26 @@ export const buildSecret = z
   .describe("A build secret, passed to BuildKit as a secret, never as a build argument.");
 export type BuildSecret = z.infer<typeof buildSecret>;
 
+const MAX_VERIFY_TIMEOUT = "24h";
+const VERIFY_IMAGE_ENV = "must not be IMAGE: the operator sets IMAGE=<repository>@<digest>";
+
 export const verifySpec = z
   .object({
     image: z
       .string()
       .max(512)
+      .regex(IMAGE_WITH_TAG, {
+        message: "must be an image reference such as registry.example.com/tools/check:v1",
+      })
       .optional()
-      .describe("Image the check runs in; by default the image just built."),
+      .describe(
+        "Image the check runs in. By default the image just built, by digest, on a node of the architecture of the first platform in spec.platforms.",
+      ),
     command: z
       .array(printableValue(4096))
       .min(1)
       .max(64)
-      .describe("The check's command, as an argv."),
+      .describe("The check's command, as an argv (no shell is added)."),
     args: z
       .array(printableValue(4096))
       .max(256)
@@ -305,12 +314,15 @@ export const verifySpec = z
       .describe("Arguments after the command."),
     env: keyedList(
       z.object({
-        name: z
-          .string()
-          .min(1)
-          .max(128)
-          .regex(BUILD_ARG_NAME, { message: "must be an environment variable name" })
-          .describe("Variable name."),
+        name: cel(
+          z
+            .string()
+            .min(1)
+            .max(128)
+            .regex(BUILD_ARG_NAME, { message: "must be an environment variable name" })
+            .refine((name) => name !== "IMAGE", { message: VERIFY_IMAGE_ENV }),
+          { rule: "self != 'IMAGE'", message: VERIFY_IMAGE_ENV },
+        ).describe("Variable name."),
         value: printableValue(4096).describe("Variable value."),
       }),
       "name",
@@ -318,9 +330,25 @@ export const verifySpec = z
     )
       .optional()
       .describe("Environment for the check, beside IMAGE=<repo>@<digest>."),
-    timeout: duration.default("10m").describe("How long the check may run."),
+    resources: resources
+      .optional()
+      .describe("CPU and memory for the check's container (requests 100m CPU, 128Mi by default)."),
+    timeout: cel(
+      duration
+        .default("10m")
+        .refine((text) => (durationMs(text) ?? 1) > 0, { message: "must be longer than zero" })
+        .refine((text) => (durationMs(text) ?? 0) <= parseDuration(MAX_VERIFY_TIMEOUT), {
+          message: `must be at most ${MAX_VERIFY_TIMEOUT}`,
+        }),
+      {
+        rule: `duration(self) > duration('0s') && duration(self) <= duration('${MAX_VERIFY_TIMEOUT}')`,
+        message: `must be longer than zero and at most ${MAX_VERIFY_TIMEOUT}`,
+      },
+    ).describe("How long the check may run before it counts as failed."),
   })
-  .describe("A check that runs against the pushed image before any tag is applied.");
+  .describe(
+    "A check that runs against the pushed image before any tag is applied: the index is pushed by digest only, the check runs with IMAGE=<repository>@<digest>, and the tags are applied only if it exits 0.",
+  );
 export type VerifySpec = z.infer<typeof verifySpec>;
 
 export const poolRef = z
@@ -452,6 +480,13 @@ export const platformStatus = z
     phase: z.enum(PLATFORM_PHASES).describe("Where this platform's build stands."),
     job: z.string().max(63).optional().describe("The Job that builds it."),
     builder: z.string().max(253).optional().describe("The builder address the build was sent to."),
+    builderPod: z
+      .string()
+      .max(253)
+      .optional()
+      .describe(
+        "The builder pod the build was routed to (cache-locality routing); absent when it went through the Service.",
+      ),
     digest: z
       .string()
       .max(80)
@@ -468,6 +503,34 @@ export const platformStatus = z
   })
   .describe("The state of one platform's build.");
 export type PlatformStatus = z.infer<typeof platformStatus>;
+
+export const VERIFY_PHASES = ["Pending", "Running", "Succeeded", "Failed"] as const;
+export type VerifyPhase = (typeof VERIFY_PHASES)[number];
+
+export const verifyStatus = z
+  .object({
+    phase: z.enum(VERIFY_PHASES).describe("Where the check stands."),
+    image: z
+      .string()
+      .max(400)
+      .optional()
+      .describe("The image checked: <repository>@<digest> of the index, pushed without tags."),
+    job: z.string().max(63).optional().describe("The Job that runs the check."),
+    architecture: z
+      .string()
+      .max(16)
+      .optional()
+      .describe("The node architecture the check runs on, when it runs in the built image."),
+    startTime: z.string().max(64).optional().describe("When the check's Job was created."),
+    completionTime: z.string().max(64).optional().describe("When the check finished."),
+    message: z
+      .string()
+      .max(4096)
+      .optional()
+      .describe("What happened; for a failure, the last lines of the check's log."),
+  })
+  .describe("The check of spec.verify, run before any tag is applied.");
+export type VerifyStatus = z.infer<typeof verifyStatus>;
 
 export const imageBuildStatus = z
   .object({
@@ -492,6 +555,7 @@ export const imageBuildStatus = z
     platforms: keyedList(platformStatus, "platform", 8)
       .optional()
       .describe("Per platform: phase, job, builder, digest, timing."),
+    verify: verifyStatus.optional(),
     digest: z.string().max(80).optional().describe("Digest of the multi-arch image index."),
     image: z
       .string()

@@ -96,14 +96,6 @@ const failed = (reason: string, message: string): Verdict => ({ phase: "Failed",
 export function specProblems(build: ImageBuild): Verdict[] {
   const { spec } = build;
   const problems: Verdict[] = [];
-  if (spec.verify) {
-    problems.push(
-      failed(
-        "VerifyNotSupported",
-        "spec.verify is not supported by this version of buildfarm: the image would be tagged without the check; remove spec.verify",
-      ),
-    );
-  }
   const git = spec.source.git;
   if (git) {
     if (git.authSecretRef) {

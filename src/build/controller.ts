@@ -236,7 +236,7 @@ export class BuildReconciler {
       ? undefined
       : await this.admission(build, pool, poolError);
     const observedJobs = await this.observedJobs(build);
-    const { jobs, indexJob } = jobsOf(build, observedJobs);
+    const { jobs, indexJob, verifyJob, tagJob } = jobsOf(build, observedJobs);
     const queue = pool && admission ? this.queue(pool, build, admission.admitted) : undefined;
     const logs: Record<string, string> = {};
     for (const request of logRequests(build, { jobs })) {
@@ -270,6 +270,8 @@ export class BuildReconciler {
         this.isExpected("ConfigMap", namespace, inlineContextName(name)),
       jobs,
       indexJob,
+      verifyJob,
+      tagJob,
       logs,
       operatorImage: this.options.operatorImage,
     });

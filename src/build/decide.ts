@@ -4,10 +4,16 @@
 // performs them. Restart-safe by construction: it never asks to create an object it saw, and
 // a digest already in status is kept whatever happened to the Job that produced it.
 //
-// admit → queue → client Secret (+ inline context) → platform Jobs → index Job → done
-// Pending → Queued → Building → Assembling → Succeeded | Failed | Cancelled
+// admit → queue → client Secret (+ inline context) → platform Jobs → index Job
+//   [→ verify Job → tag Job, with spec.verify: publish.ts] → done
+// Pending → Queued → Building → Assembling [→ Verifying] → Succeeded | Failed | Cancelled
 import type { V1ConfigMap, V1Job } from "@kubernetes/client-node";
-import type { BuildPhase, ImageBuildStatus, PlatformStatus } from "../api/imagebuild.ts";
+import type {
+  BuildPhase,
+  ImageBuildStatus,
+  PlatformStatus,
+  VerifyStatus,
+} from "../api/imagebuild.ts";
 import type { ImageBuild } from "../api/resources.ts";
 import {
   buildJobName,
@@ -15,15 +21,17 @@ import {
   clientSecretName,
   indexJobName,
   inlineContextName,
+  tagJobName,
+  verifyJobName,
 } from "../naming.ts";
 import type { Admission } from "./admission.ts";
 import { builderEndpoint } from "./argv.ts";
 import { buildConditions, type CacheCondition, isTerminal, type Outcome } from "./conditions.ts";
-import { buildJob, CONTAINERS, indexJob, inlineContextConfigMap } from "./jobs.ts";
-import { failureMessage, parseAssembleResult } from "./metadata.ts";
+import { buildJob, CONTAINERS, inlineContextConfigMap } from "./jobs.ts";
 import { isFinished, type ObservedJob, rfc3339 } from "./observe.ts";
 import { cacheOutcomeOf, ownedBy, type PlatformView, platformView } from "./platform.ts";
 import { platformSlug } from "./platforms.ts";
+import { publish } from "./publish.ts";
 import { type SlotVerdict, slotKey } from "./queue.ts";
 
 /** How often a build that waits (queued, or for a pool or Secret) is looked at again. */
@@ -46,6 +54,9 @@ export interface Observed {
   /** Platform Jobs found under their names, by platform slug. */
   jobs: Readonly<Record<string, ObservedJob | undefined>>;
   indexJob?: ObservedJob | undefined;
+  /** `<build>-verify` and `<build>-tag`, for builds with spec.verify. */
+  verifyJob?: ObservedJob | undefined;
+  tagJob?: ObservedJob | undefined;
   /** buildctl log tails by pod name, fetched for the pods logRequests() named. */
   logs?: Readonly<Record<string, string>>;
   /** The operator's image, which runs `buildfarm assemble` in the index Job. */
@@ -82,7 +93,12 @@ export interface Decision {
 export function jobsOf(
   build: ImageBuild,
   jobs: readonly ObservedJob[],
-): { jobs: Record<string, ObservedJob>; indexJob?: ObservedJob } {
+): {
+  jobs: Record<string, ObservedJob>;
+  indexJob?: ObservedJob;
+  verifyJob?: ObservedJob;
+  tagJob?: ObservedJob;
+} {
   const byName = new Map(jobs.map((job) => [job.name, job]));
   const platformJobs: Record<string, ObservedJob> = {};
   for (const platform of build.spec.platforms) {
@@ -90,8 +106,23 @@ export function jobsOf(
     const job = byName.get(buildJobName(build.metadata.name, slug));
     if (job) platformJobs[slug] = job;
   }
-  const indexJob = byName.get(indexJobName(build.metadata.name));
-  return indexJob ? { jobs: platformJobs, indexJob } : { jobs: platformJobs };
+  const name = build.metadata.name;
+  const steps = {
+    indexJob: byName.get(indexJobName(name)),
+    verifyJob: byName.get(verifyJobName(name)),
+    tagJob: byName.get(tagJobName(name)),
+  };
+  return {
+    jobs: platformJobs,
+    ...Object.fromEntries(Object.entries(steps).filter(([, job]) => job !== undefined)),
+  };
+}
+
+/** The Jobs of the build besides its platforms' (index, verify, tag), those that exist. */
+function stepJobs(observed: Observed): ObservedJob[] {
+  return [observed.indexJob, observed.verifyJob, observed.tagJob].filter(
+    (job): job is ObservedJob => job !== undefined,
+  );
 }
 
 export interface LogRequest {
@@ -128,7 +159,7 @@ function deleteJob(job: ObservedJob, reason: string): Action {
 
 /** Stops every unfinished Job of the build (platforms and index) that is not already going. */
 function stopRunning(build: ImageBuild, observed: Observed, reason: string): Action[] {
-  return [...Object.values(observed.jobs), observed.indexJob]
+  return [...Object.values(observed.jobs), ...stepJobs(observed)]
     .filter((job): job is ObservedJob => job !== undefined)
     .filter((job) => ownedBy(job, build) && !isFinished(job) && !job.deleting)
     .map((job) => deleteJob(job, reason));
@@ -180,6 +211,8 @@ interface Draft {
   platforms: PlatformStatus[];
   actions: Action[];
   digest?: string;
+  /** The check's state, for builds with spec.verify once it has an index digest. */
+  verify?: VerifyStatus;
   requeueAfterMs?: number;
   queuePosition?: number;
 }
@@ -192,6 +225,7 @@ function finish(build: ImageBuild, observed: Observed, draft: Draft): Decision {
   const startTime = previous.startTime ?? (started ? now : undefined);
   const completionTime = isTerminal(phase) ? (previous.completionTime ?? now) : undefined;
   const digest = draft.digest ?? previous.digest;
+  const verify = draft.verify ?? previous.verify;
   const status: ImageBuildStatus = {
     ...(build.metadata.generation === undefined
       ? {}
@@ -199,6 +233,7 @@ function finish(build: ImageBuild, observed: Observed, draft: Draft): Decision {
     phase,
     ...(draft.queuePosition === undefined ? {} : { queuePosition: draft.queuePosition }),
     platforms: draft.platforms,
+    ...(verify ? { verify } : {}),
     ...(digest ? { digest, image: `${build.spec.output.image}@${digest}` } : {}),
     ...(startTime ? { startTime } : {}),
     ...(completionTime ? { completionTime } : {}),
@@ -254,6 +289,13 @@ function eventsFor(
       });
     }
   }
+  if (next.verify?.phase === "Succeeded" && previous.verify?.phase !== "Succeeded") {
+    events.push({
+      type: "Normal",
+      reason: "Verified",
+      message: `the check passed on ${next.verify.image ?? "the image"}`,
+    });
+  }
   const previousReason = previous.conditions?.find((c) => c.type === "Succeeded")?.reason;
   if (
     next.phase !== previous.phase ||
@@ -292,7 +334,7 @@ function decideFinished(build: ImageBuild, observed: Observed): Decision {
     const expires = finished + ttl * 1000;
     if (observed.now.getTime() >= expires) {
       const reason = `ttlSecondsAfterFinished (${ttl}s) has passed`;
-      for (const job of [...Object.values(observed.jobs), observed.indexJob]) {
+      for (const job of [...Object.values(observed.jobs), ...stepJobs(observed)]) {
         if (job && ownedBy(job, build) && !job.deleting)
           actions.set(`job/${job.name}`, deleteJob(job, reason));
       }
@@ -314,80 +356,6 @@ function decideFinished(build: ImageBuild, observed: Observed): Decision {
     events: [],
     ...(requeueAfterMs === undefined ? {} : { requeueAfterMs }),
   };
-}
-
-function assemble(
-  build: ImageBuild,
-  observed: Observed,
-  platforms: PlatformStatus[],
-  actions: Action[],
-): Draft {
-  const job = observed.indexJob;
-  const name = indexJobName(build.metadata.name);
-  const admission = observed.admission;
-  const waiting = (message: string): Draft => ({
-    outcome: { phase: "Assembling", reason: "Assembling", message },
-    platforms,
-    actions,
-  });
-  if (!job) {
-    if (!admission.admitted)
-      return { ...waiting(admission.message), requeueAfterMs: WAIT_REQUEUE_MS };
-    const digests = platforms.map((p) => ({ platform: p.platform, digest: p.digest as string }));
-    actions.push({
-      type: "CreateJob",
-      object: indexJob(build, admission.plan, digests, {
-        image: observed.operatorImage,
-        ...(observed.operatorUser === undefined ? {} : { user: observed.operatorUser }),
-      }),
-    });
-    return waiting(`every platform is pushed; Job ${name} assembles the index`);
-  }
-  if (!ownedBy(job, build)) {
-    return waiting(`Job ${job.name} exists but does not belong to this ImageBuild; delete it`);
-  }
-  if (job.outcome?.type === "Complete") {
-    const pod = job.pods.find((candidate) => candidate.phase === "Succeeded");
-    if (!pod) {
-      actions.push(deleteJob(job, "its pod, and the index digest, are gone; assembling again"));
-      return waiting(`Job ${job.name} completed but its pod is gone; assembling again`);
-    }
-    const result = parseAssembleResult(pod.containers[CONTAINERS.assemble]?.message);
-    if (!result.ok) {
-      return {
-        outcome: { phase: "Failed", reason: "AssembleFailed", message: result.error },
-        platforms,
-        actions,
-      };
-    }
-    return {
-      outcome: {
-        phase: "Succeeded",
-        reason: "Succeeded",
-        message: `pushed ${build.spec.output.image}@${result.value.digest}`,
-      },
-      platforms,
-      actions,
-      digest: result.value.digest,
-    };
-  }
-  if (job.outcome?.type === "Failed") {
-    const pod = job.pods.at(-1);
-    const container = pod?.containers[CONTAINERS.assemble];
-    const timeout = job.outcome.reason === "DeadlineExceeded";
-    return {
-      outcome: {
-        phase: "Failed",
-        reason: timeout ? "Timeout" : "AssembleFailed",
-        message: timeout
-          ? `assembling the index did not finish in time; Job ${job.name} was stopped`
-          : `assembling the index failed: ${failureMessage(container?.message, job.outcome.message ?? `Job ${job.name} failed`)}`,
-      },
-      platforms,
-      actions,
-    };
-  }
-  return waiting(`every platform is pushed; Job ${job.name} assembles the index`);
 }
 
 export function decideNextStep(build: ImageBuild, observed: Observed): Decision {
@@ -486,7 +454,15 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
       actions,
     };
   } else if (views.every((view) => view.state.kind === "succeeded")) {
-    draft = assemble(build, observed, platforms, actions);
+    const step = publish(build, observed, platforms, actions);
+    draft = {
+      outcome: step.outcome,
+      platforms,
+      actions,
+      ...(step.digest ? { digest: step.digest } : {}),
+      ...(step.verify ? { verify: step.verify } : {}),
+      ...(step.wait ? { requeueAfterMs: WAIT_REQUEUE_MS } : {}),
+    };
   } else {
     const starting = views.filter((view) => view.state.kind === "start");
     const unfinished = views.some((view) => view.state.kind === "running");

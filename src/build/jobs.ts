@@ -33,6 +33,8 @@ import {
   inlineContextName,
   LABELS,
   TLS_KEYS,
+  tagJobName,
+  verifyJobName,
 } from "../naming.ts";
 import { ownerReference } from "../runtime/apply.ts";
 import {
@@ -53,6 +55,7 @@ export const CONTAINERS = {
   buildctl: "buildctl",
   report: "report",
   assemble: "assemble",
+  verify: "verify",
 } as const;
 
 /** The index Job's attempts and deadline: `assemble` only talks to the registry and is idempotent. */
@@ -298,18 +301,30 @@ export interface IndexJobOptions {
   user?: number;
 }
 
+/**
+ * What one run of `assemble` does: the index Job pushes the index and, unless the build has
+ * spec.verify, tags it; with spec.verify the tag Job applies the tags after the check passed,
+ * to exactly the index that was checked (`--expect-digest`).
+ */
+export interface AssembleStep {
+  tags: boolean;
+  expectDigest?: string;
+}
+
 /** `buildfarm assemble`'s arguments (after the subcommand). */
 export function assembleArgs(
   build: ImageBuild,
   plan: BuildPlan,
   digests: readonly PlatformDigest[],
+  step: AssembleStep = { tags: true },
 ): string[] {
   const { output } = build.spec;
   return [
     "--image",
     output.image,
     ...digests.flatMap(({ platform, digest }) => ["--digest", `${platform}=${digest}`]),
-    ...output.tags.flatMap((tag) => ["--tag", tag]),
+    ...(step.tags ? output.tags.flatMap((tag) => ["--tag", tag]) : []),
+    ...(step.expectDigest ? ["--expect-digest", step.expectDigest] : []),
     ...plan.insecureRegistries.flatMap((host) => ["--insecure-registry", host]),
     ...(output.pushSecretRef ? ["--docker-config", BUILD_PATHS.dockerConfig] : []),
     "--termination-message-path",
@@ -317,29 +332,21 @@ export function assembleArgs(
   ];
 }
 
-/**
- * The index Job: `buildfarm assemble` in the operator's image combines the platform digests
- * into one OCI index and applies the tags. The command is left to the image's entrypoint
- * (node dist/cli.js): the distroless image has no `buildfarm` on PATH.
- */
-export function indexJob(
+function assembleJob(
   build: ImageBuild,
   plan: BuildPlan,
-  digests: readonly PlatformDigest[],
+  name: string,
+  component: string,
+  args: string[],
   options: IndexJobOptions,
 ): V1Job {
-  const labels = buildPodLabels(
-    build.metadata.name,
-    plan.pool,
-    plan.poolNamespace,
-    COMPONENTS.index,
-  );
+  const labels = buildPodLabels(build.metadata.name, plan.pool, plan.poolNamespace, component);
   const push = dockerConfig(build);
   const user = options.user ?? OPERATOR_USER;
   return {
     apiVersion: "batch/v1",
     kind: "Job",
-    metadata: ownedMetadata(build, indexJobName(build.metadata.name), labels),
+    metadata: ownedMetadata(build, name, labels),
     spec: {
       backoffLimit: INDEX_BACKOFF_LIMIT,
       activeDeadlineSeconds: INDEX_DEADLINE_SECONDS,
@@ -355,7 +362,7 @@ export function indexJob(
             {
               name: CONTAINERS.assemble,
               image: options.image,
-              args: ["assemble", ...assembleArgs(build, plan, digests)],
+              args: ["assemble", ...args],
               env: [...scratchEnv, ...push.env],
               volumeMounts: [...push.mounts, { name: VOLUMES.tmp, mountPath: BUILD_PATHS.tmp }],
               resources: resources("50m", "128Mi", "512Mi"),
@@ -365,6 +372,139 @@ export function indexJob(
             },
           ],
           volumes: [...push.volumes, emptyDir(VOLUMES.tmp, "64Mi")],
+        },
+      },
+    },
+  };
+}
+
+/**
+ * The index Job: `buildfarm assemble` in the operator's image combines the platform digests
+ * into one OCI index, pushes it by digest and, unless spec.verify must pass first, applies the
+ * tags. The command is left to the image's entrypoint (node dist/cli.js): the distroless image
+ * has no `buildfarm` on PATH.
+ */
+export function indexJob(
+  build: ImageBuild,
+  plan: BuildPlan,
+  digests: readonly PlatformDigest[],
+  options: IndexJobOptions,
+): V1Job {
+  const step: AssembleStep = { tags: build.spec.verify === undefined };
+  return assembleJob(
+    build,
+    plan,
+    indexJobName(build.metadata.name),
+    COMPONENTS.index,
+    assembleArgs(build, plan, digests, step),
+    options,
+  );
+}
+
+/**
+ * The tag Job of a verified build: `assemble` again from the same digests, with the tags, and
+ * refusing any index but the one the check ran against. Assembling is deterministic, so it
+ * finds the index already pushed and only adds the tags.
+ */
+export function tagJob(
+  build: ImageBuild,
+  plan: BuildPlan,
+  digests: readonly PlatformDigest[],
+  indexDigest: string,
+  options: IndexJobOptions,
+): V1Job {
+  return assembleJob(
+    build,
+    plan,
+    tagJobName(build.metadata.name),
+    COMPONENTS.tag,
+    assembleArgs(build, plan, digests, { tags: true, expectDigest: indexDigest }),
+    options,
+  );
+}
+
+/** The user the check runs as: non-root (Pod Security "restricted"), whatever the image says. */
+export const VERIFY_USER = 65532;
+
+/** The architecture whose node runs a check of the built image: the first platform's. */
+export function verifyArchitecture(plan: BuildPlan): string | undefined {
+  return plan.targets[0]?.architecture;
+}
+
+/**
+ * The verify Job: spec.verify's command, as an argv, with IMAGE=<repository>@<index digest>.
+ * By default it runs in the image just built, pulled by that digest (with the push Secret as
+ * pull Secret), on a node of the first platform's architecture (required affinity), so the
+ * runtime picks that platform from the index. One attempt within spec.verify.timeout.
+ */
+export function verifyJob(build: ImageBuild, plan: BuildPlan, image: string): V1Job {
+  const verify = build.spec.verify;
+  if (!verify) throw new Error(`ImageBuild ${build.metadata.name} has no spec.verify`);
+  const labels = buildPodLabels(
+    build.metadata.name,
+    plan.pool,
+    plan.poolNamespace,
+    COMPONENTS.verify,
+  );
+  const architecture = verify.image === undefined ? verifyArchitecture(plan) : undefined;
+  const pull = build.spec.output.pushSecretRef?.name;
+  const strings = (list: Record<string, string | number>) =>
+    Object.fromEntries(Object.entries(list).map(([key, value]) => [key, String(value)]));
+  const requests = strings(verify.resources?.requests ?? { cpu: "100m", memory: "128Mi" });
+  return {
+    apiVersion: "batch/v1",
+    kind: "Job",
+    metadata: ownedMetadata(build, verifyJobName(build.metadata.name), labels),
+    spec: {
+      backoffLimit: 0,
+      activeDeadlineSeconds: Math.max(1, Math.ceil(parseDuration(verify.timeout) / 1000)),
+      template: {
+        metadata: { labels: { ...labels } },
+        spec: {
+          restartPolicy: "Never",
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          ...(architecture
+            ? {
+                affinity: {
+                  nodeAffinity: {
+                    requiredDuringSchedulingIgnoredDuringExecution: {
+                      nodeSelectorTerms: [
+                        {
+                          matchExpressions: [
+                            { key: "kubernetes.io/arch", operator: "In", values: [architecture] },
+                            { key: "kubernetes.io/os", operator: "In", values: ["linux"] },
+                          ],
+                        },
+                      ],
+                    },
+                  },
+                },
+              }
+            : { nodeSelector: { "kubernetes.io/os": "linux" } }),
+          ...(pull ? { imagePullSecrets: [{ name: pull }] } : {}),
+          securityContext: podSecurityContext(VERIFY_USER),
+          containers: [
+            {
+              name: CONTAINERS.verify,
+              image: verify.image ?? image,
+              command: [...verify.command],
+              ...(verify.args?.length ? { args: [...verify.args] } : {}),
+              env: [
+                ...(verify.env ?? []).map(({ name, value }) => ({ name, value })),
+                { name: "IMAGE", value: image },
+                { name: "TMPDIR", value: BUILD_PATHS.tmp },
+              ],
+              volumeMounts: [{ name: VOLUMES.tmp, mountPath: BUILD_PATHS.tmp }],
+              resources: {
+                requests,
+                ...(verify.resources?.limits ? { limits: strings(verify.resources.limits) } : {}),
+              },
+              securityContext: containerSecurityContext(),
+              terminationMessagePolicy: "FallbackToLogsOnError",
+            },
+          ],
+          volumes: [emptyDir(VOLUMES.tmp, "1Gi")],
         },
       },
     },

@@ -3,11 +3,11 @@
 // or reason, a Job started, a digest recorded, a platform finished, a place in the queue) and
 // through progress that comes and goes within seconds: a pod going from Pending to Running,
 // its attempt count, a waiting reason, a queued platform's place on its architecture, the
-// condition messages that summarize them. A
+// check of spec.verify starting to run, the condition messages that summarize them. A
 // transition is written at once. Progress is written once it has lasted STATUS_SETTLE_MS
 // (or with the next transition): a platform that builds for minutes shows Running a few
 // seconds after it started, and a flap that is over by then costs no write.
-import type { ImageBuildStatus, PlatformStatus } from "../api/imagebuild.ts";
+import type { ImageBuildStatus, PlatformStatus, VerifyStatus } from "../api/imagebuild.ts";
 import { deepEqual } from "../runtime/hash.ts";
 
 /** How long progress may wait for a transition to be written with. */
@@ -29,9 +29,17 @@ function platformTransition(platform: PlatformStatus): Partial<PlatformStatus> {
   return rest;
 }
 
+/** The check of spec.verify: its pod starting and its waiting reasons are progress too. */
+function verifyTransition(verify: VerifyStatus | undefined): unknown {
+  if (!verify || !ACTIVE.has(verify.phase)) return verify;
+  const { phase: _phase, message: _message, ...rest } = verify;
+  return rest;
+}
+
 function transitionOf(status: ImageBuildStatus): unknown {
   return {
     ...status,
+    verify: verifyTransition(status.verify),
     platforms: (status.platforms ?? []).map(platformTransition),
     conditions: (status.conditions ?? []).map(({ message: _m, lastTransitionTime: _t, ...c }) => c),
   };

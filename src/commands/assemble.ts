@@ -40,6 +40,8 @@ options:
   --digest PLATFORM=DIGEST          os/arch[/variant]=sha256:..., one per platform (required,
                                     repeatable); DIGEST may be REPO@sha256:... of the same REPO
   --tag TAG                         tag to point at the index (repeatable)
+  --expect-digest DIGEST            refuse, before pushing or tagging anything, unless the
+                                    assembled index has this digest (tag a checked index)
   --annotation KEY=VALUE            annotation on the index (repeatable; OCI format only)
   --format oci|docker               OCI image index (default), or a Docker manifest list when
                                     every input is Docker v2
@@ -66,6 +68,7 @@ const options = {
   image: { type: "string" },
   digest: { type: "string", multiple: true },
   tag: { type: "string", multiple: true },
+  "expect-digest": { type: "string" },
   annotation: { type: "string", multiple: true },
   format: { type: "string" },
   "docker-config": { type: "string" },
@@ -145,6 +148,10 @@ const flagsSchema = z
       )
       .max(64)
       .default([]),
+    "expect-digest": z
+      .string()
+      .regex(SHA256_DIGEST, { message: "must be sha256:<64 lower-case hex digits>" })
+      .optional(),
     annotation: z.array(annotationFlag).max(64).default([]),
     format: z.enum(["oci", "docker"], { error: "must be oci or docker" }).default("oci"),
     "docker-config": nonEmptyPath.optional(),
@@ -324,6 +331,7 @@ export async function assembleCommand(argv: string[]): Promise<number> {
         tags: [...new Set(flags.tag)],
         format: flags.format,
         annotations: Object.fromEntries(flags.annotation),
+        ...(flags["expect-digest"] ? { expectDigest: flags["expect-digest"] } : {}),
       },
       logger,
     );

@@ -46,6 +46,13 @@ export function formatStatus(build: BuildObject, now: Date): string {
   if (status.image) lines.push(`Image:  ${status.image}`);
   if (status.image && build.spec.output?.tags?.length)
     lines.push(`Tags:   ${build.spec.output.tags.join(", ")}`);
+  const verify = status.verify;
+  if (verify) {
+    const took = verify.startTime
+      ? `  ${between(verify.startTime, verify.completionTime, now)}`
+      : "";
+    lines.push(`Verify: ${verify.phase}  ${verify.image ?? "-"}${took}`);
+  }
   const platforms =
     status.platforms ??
     (build.spec.platforms ?? []).map((platform) => ({ platform, phase: "Pending" as const }));
@@ -56,7 +63,11 @@ export function formatStatus(build: BuildObject, now: Date): string {
       ...platforms.map((p) => [
         p.platform,
         p.phase,
-        "builder" in p && p.builder ? p.builder : "-",
+        "builderPod" in p && p.builderPod
+          ? p.builderPod
+          : "builder" in p && p.builder
+            ? p.builder
+            : "-",
         "startTime" in p ? between(p.startTime, p.completionTime, now) : "-",
         "digest" in p ? short(p.digest) : "-",
       ]),

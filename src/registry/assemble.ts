@@ -1,7 +1,7 @@
 // `assemble` as a library call: fetch and check every input, build the index, push it by
 // digest, then apply each tag and check that it resolves to the index. Nothing is pushed
 // unless every input is right, and no tag is written before the index exists by digest.
-import { type AssembledIndex, assembleIndex, type IndexFormat } from "./assembly.ts";
+import { type AssembledIndex, AssemblyError, assembleIndex, type IndexFormat } from "./assembly.ts";
 import type { RegistryClient } from "./client.ts";
 import { isRegistryWide, RegistryError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
@@ -15,6 +15,11 @@ export interface AssembleRequest {
   tags: string[];
   format: IndexFormat;
   annotations: Record<string, string>;
+  /**
+   * The digest the index must have (one assembled and checked earlier, e.g. by spec.verify):
+   * any other index is refused before anything is pushed or tagged.
+   */
+  expectDigest?: string;
 }
 
 export interface AssembleResult {
@@ -54,6 +59,11 @@ export async function assemble(
   }
 
   const index = assembleIndex(inputs, { format: request.format, annotations: request.annotations });
+  if (request.expectDigest !== undefined && index.digest !== request.expectDigest) {
+    throw new AssemblyError([
+      `the index assembled from these inputs is ${index.digest}, not the expected ${request.expectDigest}; nothing was pushed or tagged`,
+    ]);
+  }
 
   try {
     await client.putManifest(repo, index.digest, index.bytes, index.mediaType);

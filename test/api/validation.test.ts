@@ -274,6 +274,38 @@ const INVALID: InvalidCase[] = [
     field: "spec.timeout",
   },
   {
+    name: "verify env named IMAGE, which the operator sets",
+    kind: "build",
+    mutate: (s) => {
+      s.verify = { command: ["/check"], env: [{ name: "IMAGE", value: "other" }] };
+    },
+    field: "spec.verify.env[0].name",
+  },
+  {
+    name: "verify with an empty command",
+    kind: "build",
+    mutate: (s) => {
+      s.verify = { command: [] };
+    },
+    field: "spec.verify.command",
+  },
+  {
+    name: "verify timeout over a day",
+    kind: "build",
+    mutate: (s) => {
+      s.verify = { command: ["/check"], timeout: "25h" };
+    },
+    field: "spec.verify.timeout",
+  },
+  {
+    name: "verify image with a space",
+    kind: "build",
+    mutate: (s) => {
+      s.verify = { command: ["/check"], image: "acme/check v1" };
+    },
+    field: "spec.verify.image",
+  },
+  {
     name: "timeout over a week",
     kind: "build",
     mutate: (s) => {

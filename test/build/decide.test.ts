@@ -13,6 +13,7 @@ import {
   type Observed,
   WAIT_REQUEUE_MS,
 } from "../../src/build/decide.ts";
+import { indexJob, tagJob, verifyJob } from "../../src/build/jobs.ts";
 import type { ObservedJob } from "../../src/build/observe.ts";
 import { assignSlots, slotRequestsOf } from "../../src/build/queue.ts";
 import {
@@ -20,6 +21,7 @@ import {
   DIGEST_AMD64,
   DIGEST_ARM64,
   exampleBuild,
+  examplePlan,
   examplePool,
   fixture,
   INDEX_DIGEST,
@@ -90,7 +92,8 @@ class World {
     const prefix = `${this.build.metadata.name}-`;
     const bySlug: Record<string, ObservedJob> = {};
     for (const [name, observed] of Object.entries(all)) {
-      if (name !== `${prefix}index`) bySlug[name.slice(prefix.length)] = observed;
+      const suffix = name.slice(prefix.length);
+      if (!["index", "verify", "tag"].includes(suffix)) bySlug[suffix] = observed;
     }
     const slots = new Map();
     if (admission.admitted && this.pool) {
@@ -119,6 +122,8 @@ class World {
       inlineContext: this.inlineContext,
       jobs: bySlug,
       indexJob: all[`${prefix}index`],
+      verifyJob: all[`${prefix}verify`],
+      tagJob: all[`${prefix}tag`],
       logs: this.logs,
       operatorImage: OPERATOR_IMAGE,
     };
@@ -328,6 +333,322 @@ describe("a two-platform build goes to Succeeded with the index digest", () => {
     const after = world.reconcile();
     expect(after.actions).toEqual([]);
     expect(after.status).toEqual(expired.status);
+  });
+});
+
+describe("spec.verify: the check runs on the untagged index, and only a pass tags it", () => {
+  const REPO = "registry.example.com/demo/welcome-to-docker";
+  const world = new World(
+    exampleBuild({
+      spec: {
+        verify: {
+          command: ["/app/selftest", "--quick"],
+          args: ["--image", "$(IMAGE)"],
+          env: [{ name: "MODE", value: "ci" }],
+          timeout: "5m",
+        },
+      },
+    }),
+  );
+  const created = (decision: Decision, suffix: string) =>
+    (
+      decision.actions.find(
+        (a) => a.type === "CreateJob" && a.object.metadata?.name === `welcome-7f3a2c1-${suffix}`,
+      ) as Extract<Action, { type: "CreateJob" }> | undefined
+    )?.object;
+
+  it("pushes the index by digest without tags once every platform has pushed", () => {
+    world.reconcile();
+    world.set("amd64", succeeded(metadataJson("linux/amd64", DIGEST_AMD64)));
+    world.set("arm64", succeeded(metadataJson("linux/arm64", DIGEST_ARM64)));
+    const decision = world.reconcile();
+    expect(decision.status.phase).toBe("Assembling");
+    const args = created(decision, "index")?.spec?.template.spec?.containers[0]?.args ?? [];
+    expect(args).toContain(`linux/amd64=${DIGEST_AMD64}`);
+    expect(args).not.toContain("--tag");
+    expect(condition(decision.status, "Succeeded")?.message).toMatch(
+      /untagged until spec.verify passes/,
+    );
+  });
+
+  it("then runs the check in the built image by digest, on a node of the first platform's architecture", () => {
+    world.now = at(400);
+    world.set("index", succeeded(assembled));
+    const decision = world.reconcile();
+    expect(kinds(decision)).toEqual(["CreateJob welcome-7f3a2c1-verify"]);
+    expect(decision.status).toMatchObject({
+      phase: "Verifying",
+      verify: {
+        phase: "Pending",
+        image: `${REPO}@${INDEX_DIGEST}`,
+        job: "welcome-7f3a2c1-verify",
+        architecture: "amd64",
+        startTime: "2026-03-01T10:06:40Z",
+      },
+    });
+    // No digest or image in status until the build has shipped: status.digest means tagged.
+    expect(decision.status.digest).toBeUndefined();
+    expect(decision.status.image).toBeUndefined();
+    expect(condition(decision.status, "Succeeded")).toMatchObject({
+      status: "Unknown",
+      reason: "Verifying",
+    });
+    expect(decision.events.map((e) => e.reason)).toEqual(["Verifying"]);
+    const job = created(decision, "verify") as V1Job;
+    expect(job.spec).toMatchObject({ backoffLimit: 0, activeDeadlineSeconds: 300 });
+    const pod = job.spec?.template.spec;
+    expect(pod?.containers).toHaveLength(1);
+    expect(pod?.containers[0]).toMatchObject({
+      name: "verify",
+      image: `${REPO}@${INDEX_DIGEST}`,
+      command: ["/app/selftest", "--quick"],
+      args: ["--image", "$(IMAGE)"],
+      env: [
+        { name: "MODE", value: "ci" },
+        { name: "IMAGE", value: `${REPO}@${INDEX_DIGEST}` },
+        { name: "TMPDIR", value: "/tmp" },
+      ],
+      securityContext: {
+        allowPrivilegeEscalation: false,
+        readOnlyRootFilesystem: true,
+        runAsNonRoot: true,
+        capabilities: { drop: ["ALL"] },
+      },
+      terminationMessagePolicy: "FallbackToLogsOnError",
+    });
+    expect(pod?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution).toEqual({
+      nodeSelectorTerms: [
+        {
+          matchExpressions: [
+            { key: "kubernetes.io/arch", operator: "In", values: ["amd64"] },
+            { key: "kubernetes.io/os", operator: "In", values: ["linux"] },
+          ],
+        },
+      ],
+    });
+    expect(pod?.imagePullSecrets).toEqual([{ name: "registry-push" }]);
+    expect(pod?.securityContext).toMatchObject({
+      runAsNonRoot: true,
+      runAsUser: 65532,
+      seccompProfile: { type: "RuntimeDefault" },
+    });
+    expect(pod?.automountServiceAccountToken).toBe(false);
+    expect(job.metadata?.labels?.["app.kubernetes.io/component"]).toBe("verify");
+  });
+
+  it("shows the check running, and why it waits when it cannot start", () => {
+    world.set("verify", {
+      pods: [
+        {
+          phase: "Pending",
+          waiting: { reason: "ImagePullBackOff", message: "pull access denied" },
+        },
+      ],
+    });
+    const waiting = world.reconcile();
+    expect(waiting.actions).toEqual([]);
+    expect(waiting.status.verify).toMatchObject({
+      phase: "Pending",
+      message: "pod welcome-7f3a2c1-verify-a0 waiting: ImagePullBackOff: pull access denied",
+    });
+    world.set("verify", { pods: [{ phase: "Running" }] });
+    const running = world.reconcile();
+    expect(running.status.verify?.phase).toBe("Running");
+    expect(running.status.verify?.message).toBeUndefined();
+  });
+
+  it("applies the tags after a pass, to exactly the checked digest", () => {
+    world.now = at(500);
+    world.set("verify", {
+      pods: [{ phase: "Succeeded", report: "" }],
+      outcome: { type: "Complete" },
+    });
+    const decision = world.reconcile();
+    expect(kinds(decision)).toEqual(["CreateJob welcome-7f3a2c1-tag"]);
+    expect(decision.status).toMatchObject({
+      phase: "Verifying",
+      verify: { phase: "Succeeded", message: "the check passed" },
+    });
+    expect(condition(decision.status, "Succeeded")?.reason).toBe("Tagging");
+    expect(decision.events).toContainEqual({
+      type: "Normal",
+      reason: "Verified",
+      message: `the check passed on ${REPO}@${INDEX_DIGEST}`,
+    });
+    const args = created(decision, "tag")?.spec?.template.spec?.containers[0]?.args ?? [];
+    expect(args.slice(0, 7)).toEqual([
+      "assemble",
+      "--image",
+      REPO,
+      "--digest",
+      `linux/amd64=${DIGEST_AMD64}`,
+      "--digest",
+      `linux/arm64=${DIGEST_ARM64}`,
+    ]);
+    expect(args).toEqual(
+      expect.arrayContaining(["--tag", "latest", "--tag", "main", "--expect-digest", INDEX_DIGEST]),
+    );
+  });
+
+  it("succeeds with the digest once tagged, keeping the check's record", () => {
+    world.set("tag", succeeded(assembled));
+    const decision = world.reconcile();
+    expect(decision.status).toMatchObject({
+      phase: "Succeeded",
+      digest: INDEX_DIGEST,
+      image: `${REPO}@${INDEX_DIGEST}`,
+      verify: { phase: "Succeeded", image: `${REPO}@${INDEX_DIGEST}` },
+    });
+    const phases = world.history.map((d) => d.status.phase).filter((p, i, all) => p !== all[i - 1]);
+    expect(phases).toEqual(["Building", "Assembling", "Verifying", "Succeeded"]);
+  });
+
+  it("deletes the index, verify and tag Jobs with the others when the TTL passes", () => {
+    world.now = at(500 + 86400);
+    expect(kinds(world.reconcile())).toEqual([
+      "DeleteJob welcome-7f3a2c1-amd64",
+      "DeleteJob welcome-7f3a2c1-arm64",
+      "DeleteJob welcome-7f3a2c1-index",
+      "DeleteJob welcome-7f3a2c1-verify",
+      "DeleteJob welcome-7f3a2c1-tag",
+      "DeleteSecret welcome-7f3a2c1-buildkit-client",
+    ]);
+  });
+});
+
+describe("spec.verify: a check that fails", () => {
+  const verifying = (verify: Record<string, unknown> = {}) => {
+    const world = new World(
+      exampleBuild({ spec: { verify: { command: ["/bin/false"], timeout: "2m", ...verify } } }),
+    );
+    world.reconcile();
+    world.set("amd64", succeeded(metadataJson("linux/amd64", DIGEST_AMD64)));
+    world.set("arm64", succeeded(metadataJson("linux/arm64", DIGEST_ARM64)));
+    world.reconcile();
+    world.set("index", succeeded(assembled));
+    world.reconcile();
+    return world;
+  };
+
+  it("fails the build with VerificationFailed and the log tail, and never tags", () => {
+    const world = verifying();
+    world.set("verify", {
+      pods: [
+        { phase: "Failed", log: "running 12 checks\nFAIL: /healthz answered 503\n", exitCode: 1 },
+      ],
+      outcome: { type: "Failed", reason: "BackoffLimitExceeded" },
+    });
+    const decision = world.reconcile();
+    expect(decision.status.phase).toBe("Failed");
+    expect(condition(decision.status, "Succeeded")).toMatchObject({
+      status: "False",
+      reason: "VerificationFailed",
+    });
+    expect(condition(decision.status, "Succeeded")?.message).toMatch(
+      /^the check of registry.example.com\/demo\/welcome-to-docker@sha256:[a-f0-9]{64} failed, so no tag was applied: running 12 checks\nFAIL: \/healthz answered 503$/,
+    );
+    expect(decision.status.verify).toMatchObject({
+      phase: "Failed",
+      message: "running 12 checks\nFAIL: /healthz answered 503",
+    });
+    expect(decision.status.digest).toBeUndefined();
+    expect(decision.events).toContainEqual(
+      expect.objectContaining({ type: "Warning", reason: "VerificationFailed" }),
+    );
+    // Finished: nothing more is created, ever.
+    for (let i = 0; i < 3; i++) {
+      const again = world.reconcile();
+      expect(again.actions.filter((a) => a.type === "CreateJob")).toEqual([]);
+      expect(again.status.phase).toBe("Failed");
+    }
+    expect([...world.objects.keys()]).not.toContain("welcome-7f3a2c1-tag");
+  });
+
+  it("fails with VerificationFailed when the check passes its timeout, saying why it never ran", () => {
+    const world = verifying();
+    world.set("verify", {
+      pods: [
+        { phase: "Pending", waiting: { reason: "ErrImagePull", message: "manifest unknown" } },
+      ],
+      outcome: { type: "Failed", reason: "DeadlineExceeded" },
+    });
+    const decision = world.reconcile();
+    expect(condition(decision.status, "Succeeded")).toMatchObject({ reason: "VerificationFailed" });
+    expect(decision.status.verify?.message).toBe(
+      "did not finish within 2m (spec.verify.timeout); Job welcome-7f3a2c1-verify was stopped; pod welcome-7f3a2c1-verify-a0 waiting: ErrImagePull: manifest unknown",
+    );
+  });
+
+  it("runs a check image of its own without pinning an architecture", () => {
+    const world = new World(
+      exampleBuild({
+        spec: { verify: { image: "ghcr.io/acme/checks:v2", command: ["check-image"] } },
+      }),
+    );
+    world.reconcile();
+    world.set("amd64", succeeded(metadataJson("linux/amd64", DIGEST_AMD64)));
+    world.set("arm64", succeeded(metadataJson("linux/arm64", DIGEST_ARM64)));
+    world.reconcile();
+    world.set("index", succeeded(assembled));
+    const decision = world.reconcile();
+    const job = (decision.actions[0] as Extract<Action, { type: "CreateJob" }>).object;
+    const pod = job.spec?.template.spec;
+    expect(pod?.containers[0]?.image).toBe("ghcr.io/acme/checks:v2");
+    expect(pod?.affinity).toBeUndefined();
+    expect(pod?.nodeSelector).toEqual({ "kubernetes.io/os": "linux" });
+    expect(decision.status.verify?.architecture).toBeUndefined();
+  });
+});
+
+describe("spec.verify after a restart", () => {
+  const REPO = "registry.example.com/demo/welcome-to-docker";
+  const pushed = {
+    phase: "Verifying",
+    platforms: [
+      { platform: "linux/amd64", phase: "Succeeded", digest: DIGEST_AMD64 },
+      { platform: "linux/arm64", phase: "Succeeded", digest: DIGEST_ARM64 },
+    ],
+  };
+
+  it("keeps the recorded index digest and runs the check without assembling again", () => {
+    const world = new World(
+      exampleBuild({
+        spec: { verify: { command: ["true"] } },
+        status: { ...pushed, verify: { phase: "Pending", image: `${REPO}@${INDEX_DIGEST}` } },
+      }),
+    );
+    world.clientSecret = true;
+    const decision = world.reconcile();
+    expect(kinds(decision)).toEqual(["CreateJob welcome-7f3a2c1-verify"]);
+  });
+
+  it("tags once a check that passed is seen, even if its pass was never written", () => {
+    const world = new World(
+      exampleBuild({
+        spec: { verify: { command: ["true"] } },
+        status: { ...pushed, verify: { phase: "Running", image: `${REPO}@${INDEX_DIGEST}` } },
+      }),
+    );
+    world.clientSecret = true;
+    world.objects.set(
+      "welcome-7f3a2c1-verify",
+      verifyJob(world.build, examplePlan(world.build), `${REPO}@${INDEX_DIGEST}`),
+    );
+    world.set("verify", { outcome: { type: "Complete" } });
+    const decision = world.reconcile();
+    expect(kinds(decision)).toEqual(["CreateJob welcome-7f3a2c1-tag"]);
+  });
+
+  it("succeeds right after the pass when there are no tags", () => {
+    const world = new World(
+      exampleBuild({
+        spec: { output: { tags: [] }, verify: { command: ["true"] } },
+        status: { ...pushed, verify: { phase: "Succeeded", image: `${REPO}@${INDEX_DIGEST}` } },
+      }),
+    );
+    const decision = world.reconcile();
+    expect(decision.actions).toEqual([]);
+    expect(decision.status).toMatchObject({ phase: "Succeeded", digest: INDEX_DIGEST });
   });
 });
 
@@ -873,6 +1194,108 @@ describe("restart safety over arbitrary observed states", () => {
         expect(second.events).toEqual([]);
       }),
       { numRuns: 300 },
+    );
+  });
+});
+
+describe("spec.verify's restart safety over arbitrary observed states", () => {
+  const REPO = "registry.example.com/demo/welcome-to-docker";
+  const CHECKED = `${REPO}@${INDEX_DIGEST}`;
+  const stepPodArb = fc.oneof(
+    fc.constant({ phase: "Pending" as const }),
+    fc.constant({ phase: "Running" as const }),
+    fc.constant({ phase: "Succeeded" as const, report: assembled }),
+    fc.constant({ phase: "Succeeded" as const, report: "" }),
+    fc.constant({ phase: "Failed" as const, log: "FAIL\n" }),
+  );
+  const stepArb: fc.Arbitrary<JobState | undefined> = fc.option(
+    fc.record(
+      {
+        pods: fc.array(stepPodArb, { maxLength: 2 }),
+        outcome: fc.option(
+          fc.record({
+            type: fc.constantFrom("Complete" as const, "Failed" as const),
+            reason: fc.constantFrom("BackoffLimitExceeded", "DeadlineExceeded"),
+          }),
+          { nil: undefined },
+        ),
+        deleting: fc.boolean(),
+      },
+      { requiredKeys: ["pods"] },
+    ),
+    { nil: undefined },
+  );
+  const recordedVerifyArb = fc.option(fc.constantFrom("Pending", "Running", "Succeeded"), {
+    nil: undefined,
+  });
+
+  it("never tags an index that did not pass, never creates what exists, never drops the checked digest", () => {
+    fc.assert(
+      fc.property(
+        recordedVerifyArb,
+        fc.constantFrom("Assembling", "Verifying"),
+        stepArb,
+        stepArb,
+        stepArb,
+        fc.boolean(),
+        (recorded, phase, index, verify, tag, noTags) => {
+          const world = new World(
+            exampleBuild({
+              spec: {
+                verify: { command: ["true"] },
+                ...(noTags ? { output: { tags: [] } } : {}),
+              },
+              status: {
+                phase,
+                platforms: [
+                  { platform: "linux/amd64", phase: "Succeeded", digest: DIGEST_AMD64 },
+                  { platform: "linux/arm64", phase: "Succeeded", digest: DIGEST_ARM64 },
+                ],
+                ...(recorded ? { verify: { phase: recorded, image: CHECKED } } : {}),
+              },
+            }),
+          );
+          world.clientSecret = true;
+          const plan = examplePlan(world.build);
+          const digests = [
+            { platform: "linux/amd64", digest: DIGEST_AMD64 },
+            { platform: "linux/arm64", digest: DIGEST_ARM64 },
+          ];
+          const objects: [string, V1Job, JobState | undefined][] = [
+            ["index", indexJob(world.build, plan, digests, { image: OPERATOR_IMAGE }), index],
+            ["verify", verifyJob(world.build, plan, CHECKED), verify],
+            [
+              "tag",
+              tagJob(world.build, plan, digests, INDEX_DIGEST, { image: OPERATOR_IMAGE }),
+              tag,
+            ],
+          ];
+          for (const [suffix, object, state] of objects) {
+            if (!state) continue;
+            world.objects.set(`welcome-7f3a2c1-${suffix}`, object);
+            world.states.set(`welcome-7f3a2c1-${suffix}`, state);
+          }
+          const decision = decideNextStep(world.build, world.observe());
+          const created = decision.actions.flatMap((a) =>
+            a.type === "CreateJob" ? [a.object.metadata?.name as string] : [],
+          );
+          for (const name of created) expect(world.objects.has(name)).toBe(false);
+          const passed = recorded === "Succeeded" || verify?.outcome?.type === "Complete";
+          if (created.includes("welcome-7f3a2c1-tag")) expect(passed).toBe(true);
+          if (decision.status.phase === "Succeeded") {
+            expect(passed).toBe(true);
+            expect(decision.status.digest).toBe(INDEX_DIGEST);
+            expect(decision.status.verify?.phase).toBe("Succeeded");
+          } else {
+            expect(decision.status.digest).toBeUndefined();
+          }
+          if (recorded) expect(decision.status.verify?.image).toBe(CHECKED);
+          // Once the index digest is known, a failed check fails the build.
+          if (!passed && verify?.outcome?.type === "Failed" && decision.status.verify)
+            expect(condition(decision.status, "Succeeded")?.reason).toBe("VerificationFailed");
+        },
+      ),
+      { numRuns: 400 },
     );
   });
 });

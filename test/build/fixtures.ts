@@ -142,14 +142,23 @@ export function pod(job: V1Job, index: number, state: PodState): V1Pod {
   const terminated = (exitCode: number, message?: string): ContainerState => ({
     terminated: { exitCode, ...(message === undefined ? {} : { message }), finishedAt: created },
   });
-  const isIndex = job.metadata?.labels?.["app.kubernetes.io/component"] === "index";
-  const main = isIndex ? "assemble" : "report";
+  // Index, tag and verify pods have one container and no init container.
+  const component = job.metadata?.labels?.["app.kubernetes.io/component"];
+  const single =
+    component === "index" || component === "tag"
+      ? "assemble"
+      : component === "verify"
+        ? "verify"
+        : undefined;
+  const isIndex = single !== undefined;
+  const main = single ?? "report";
   // The init container (buildctl) and the main container (report or assemble), by state.
   let init: ContainerState | undefined;
   let last: ContainerState | undefined;
   switch (state.phase) {
     case "Pending":
-      init = { waiting: state.waiting ?? { reason: "PodInitializing" } };
+      if (isIndex) last = { waiting: state.waiting ?? { reason: "ContainerCreating" } };
+      else init = { waiting: state.waiting ?? { reason: "PodInitializing" } };
       break;
     case "Initializing":
       init = { running: {} };

@@ -12,6 +12,9 @@ import {
   indexJob,
   inlineContextConfigMap,
   OPERATOR_USER,
+  tagJob,
+  VERIFY_USER,
+  verifyJob,
 } from "../../src/build/jobs.ts";
 import { BUILD_PATHS } from "../../src/naming.ts";
 import {
@@ -21,6 +24,7 @@ import {
   exampleBuild,
   examplePlan,
   examplePool,
+  INDEX_DIGEST,
 } from "./fixtures.ts";
 
 const build = exampleBuild();
@@ -57,6 +61,28 @@ const inline = exampleBuild({
   },
 });
 
+const verified = exampleBuild({
+  spec: {
+    verify: {
+      command: ["/app/selftest"],
+      args: ["--all"],
+      env: [{ name: "LEVEL", value: "full" }],
+      timeout: "90s",
+    },
+  },
+});
+const checkedElsewhere = exampleBuild({
+  spec: {
+    output: { pushSecretRef: null },
+    verify: {
+      image: `ghcr.io/acme/checks:v2@sha256:${"c".repeat(64)}`,
+      command: ["check-image"],
+      resources: { requests: { cpu: "1", memory: "1Gi" }, limits: { memory: "2Gi" } },
+    },
+  },
+});
+const CHECKED = `registry.example.com/demo/welcome-to-docker@${INDEX_DIGEST}`;
+
 const jobs: [string, V1Job][] = [
   ["the example's amd64 Job", buildJob(build, plan, amd64)],
   ["the example's arm64 Job", buildJob(build, plan, arm64)],
@@ -70,6 +96,15 @@ const jobs: [string, V1Job][] = [
     buildJob(exampleBuild({ spec: { output: { pushSecretRef: null } } }), plan, amd64),
   ],
   ["the index Job", indexJob(build, plan, digests, { image: OPERATOR_IMAGE })],
+  ["a verify Job", verifyJob(verified, examplePlan(verified), CHECKED)],
+  [
+    "a verify Job in an image of its own, with resources",
+    verifyJob(checkedElsewhere, examplePlan(checkedElsewhere), CHECKED),
+  ],
+  [
+    "a tag Job",
+    tagJob(verified, examplePlan(verified), digests, INDEX_DIGEST, { image: OPERATOR_IMAGE }),
+  ],
 ];
 
 function containersOf(spec: V1PodSpec): V1Container[] {
@@ -339,6 +374,73 @@ describe("the index Job", () => {
     expect(assemble.env).toContainEqual({ name: "DOCKER_CONFIG", value: "/etc/buildfarm/docker" });
     expect(object.spec?.template.spec?.securityContext?.runAsUser).toBe(OPERATOR_USER);
     expect(object.spec?.template.metadata?.labels?.["app.kubernetes.io/component"]).toBe("index");
+  });
+});
+
+describe("the Jobs of a build with spec.verify", () => {
+  const verifiedPlan = examplePlan(verified);
+  const argsOf = (job: V1Job) => job.spec?.template.spec?.containers[0]?.args ?? [];
+
+  it("pushes the index by digest only: no --tag until the check has passed", () => {
+    const index = indexJob(verified, verifiedPlan, digests, { image: OPERATOR_IMAGE });
+    expect(index.metadata?.name).toBe("welcome-7f3a2c1-index");
+    expect(argsOf(index)).not.toContain("--tag");
+    expect(argsOf(index)).not.toContain("--expect-digest");
+  });
+
+  it("tags with a second assemble of the same digests that refuses any other index", () => {
+    const tag = tagJob(verified, verifiedPlan, digests, INDEX_DIGEST, { image: OPERATOR_IMAGE });
+    expect(tag.metadata?.name).toBe("welcome-7f3a2c1-tag");
+    expect(tag.metadata?.labels?.["app.kubernetes.io/component"]).toBe("tag");
+    const untagged = argsOf(indexJob(verified, verifiedPlan, digests, { image: OPERATOR_IMAGE }));
+    const args = argsOf(tag);
+    // The same inputs as the index Job's, plus the tags and the checked digest.
+    expect(args.filter((arg, i) => arg === "--digest" || args[i - 1] === "--digest")).toEqual(
+      untagged.filter((arg, i) => arg === "--digest" || untagged[i - 1] === "--digest"),
+    );
+    expect(args).toEqual(
+      expect.arrayContaining(["--tag", "latest", "--tag", "main", "--expect-digest", INDEX_DIGEST]),
+    );
+  });
+
+  it("runs the check as an argv in the built image, pinned to the first platform's architecture", () => {
+    const job = verifyJob(verified, verifiedPlan, CHECKED);
+    const spec = job.spec?.template.spec as V1PodSpec;
+    expect(job.metadata?.name).toBe("welcome-7f3a2c1-verify");
+    expect(job.spec).toMatchObject({ backoffLimit: 0, activeDeadlineSeconds: 90 });
+    expect(spec.containers[0]).toMatchObject({
+      image: CHECKED,
+      command: ["/app/selftest"],
+      args: ["--all"],
+      env: [
+        { name: "LEVEL", value: "full" },
+        { name: "IMAGE", value: CHECKED },
+        { name: "TMPDIR", value: "/tmp" },
+      ],
+      volumeMounts: [{ name: "tmp", mountPath: "/tmp" }],
+      resources: { requests: { cpu: "100m", memory: "128Mi" } },
+    });
+    expect(spec.securityContext?.runAsUser).toBe(VERIFY_USER);
+    expect(
+      spec.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution
+        ?.nodeSelectorTerms[0]?.matchExpressions?.[0],
+    ).toEqual({ key: "kubernetes.io/arch", operator: "In", values: ["amd64"] });
+    expect(spec.imagePullSecrets).toEqual([{ name: "registry-push" }]);
+    // No volume of the build's credentials: the check gets the image, not push rights.
+    expect(spec.volumes?.map((volume) => volume.name)).toEqual(["tmp"]);
+  });
+
+  it("runs a check image of its own anywhere linux, with its resources", () => {
+    const spec = verifyJob(checkedElsewhere, examplePlan(checkedElsewhere), CHECKED).spec?.template
+      .spec as V1PodSpec;
+    expect(spec.containers[0]?.image).toBe(`ghcr.io/acme/checks:v2@sha256:${"c".repeat(64)}`);
+    expect(spec.containers[0]?.resources).toEqual({
+      requests: { cpu: "1", memory: "1Gi" },
+      limits: { memory: "2Gi" },
+    });
+    expect(spec.affinity).toBeUndefined();
+    expect(spec.nodeSelector).toEqual({ "kubernetes.io/os": "linux" });
+    expect(spec.imagePullSecrets).toBeUndefined();
   });
 });
 

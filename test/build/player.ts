@@ -7,8 +7,11 @@
 //   stopped, or waits until a test releases it.
 // - `cp <from> <to>` (the report container): copies the metadata file into its termination
 //   message file, or fails like busybox cp when the file is missing.
-// - the operator image with `assemble …` (the index Job): parses its argv with the real
-//   `buildfarm assemble` parser and writes the result line it would write.
+// - the operator image with `assemble …` (the index and tag Jobs): parses its argv with the
+//   real `buildfarm assemble` parser and writes the result line it would write; with
+//   --expect-digest it refuses an index of another digest, as the real one does.
+// - the check of spec.verify (the verify Job): records its image, node, argv and environment,
+//   then passes, fails with a log, or runs until stopped, as the test scripted.
 // Builder pods (buildkitd) run until stopped.
 import { createHash, X509Certificate } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
@@ -33,6 +36,26 @@ export type Attempt =
   | { kind: "hang" };
 
 const PUSH: Attempt = { kind: "push" };
+
+/** What the check of spec.verify does (the verify Job's one container). */
+export type Check =
+  | { kind: "pass"; log?: string }
+  | { kind: "fail"; log: string; exitCode?: number }
+  /** Runs until its pod is stopped (spec.verify.timeout). */
+  | { kind: "hang" };
+
+/** One run of a verify container: what it was given and where it ran. */
+export interface PlayedCheck {
+  pod: string;
+  job: string;
+  node: string;
+  image: string;
+  command: string[];
+  args: string[];
+  env: Record<string, string>;
+  startedAt: number;
+  endedAt?: number;
+}
 
 export const BUILD_LOG = [
   "#1 [internal] load build definition from Dockerfile",
@@ -69,6 +92,8 @@ export interface PlayedContainer {
   attempt: number;
   command: string[];
   args: string[];
+  /** When it started (ms since the epoch). */
+  at: number;
 }
 
 export class BuildPlayer {
@@ -86,6 +111,16 @@ export class BuildPlayer {
   readonly stopped: string[] = [];
   /** Failures of the player's own checks (a certificate that would not pass mTLS, …). */
   readonly problems: string[] = [];
+  private readonly checks = new Map<string, Check>();
+  /** Every verify container the player ran. */
+  readonly checked: PlayedCheck[] = [];
+  /** When each container the player ran ended, by `<pod>/<container>` (ms since the epoch). */
+  readonly ended = new Map<string, number>();
+
+  /** What the verify Job `job` does; by default the check passes. */
+  check(job: string, check: Check): void {
+    this.checks.set(job, check);
+  }
 
   script(job: string, ...attempts: Attempt[]): void {
     this.scripts.set(job, attempts);
@@ -117,7 +152,9 @@ export class BuildPlayer {
   readonly executor: Executor = (ctx) => {
     const job = ctx.pod.metadata.labels?.["job-name"];
     const component = ctx.pod.metadata.labels?.[LABELS.component];
-    if (!job || (component !== "build" && component !== "index")) return defaultExecutor(ctx);
+    if (!job || !["build", "index", "tag", "verify"].includes(component ?? ""))
+      return defaultExecutor(ctx);
+    if (component === "verify") return this.verify(ctx, job);
     this.played.push({
       pod: ctx.pod.metadata.name,
       job,
@@ -125,12 +162,43 @@ export class BuildPlayer {
       attempt: ctx.attempt,
       command: [...ctx.command],
       args: [...ctx.args],
+      at: Date.now(),
     });
-    if (ctx.command[0] === "buildctl") return this.buildctl(ctx, job);
-    if (ctx.command[0] === "cp") return cp(ctx);
-    if (ctx.command.length === 0 && ctx.args[0] === "assemble") return assemble(ctx);
+    const key = `${ctx.pod.metadata.name}/${ctx.container.name}`;
+    const done = (result: ContainerResult | Promise<ContainerResult>) =>
+      Promise.resolve(result).finally(() => this.ended.set(key, Date.now()));
+    if (ctx.command[0] === "buildctl") return done(this.buildctl(ctx, job));
+    if (ctx.command[0] === "cp") return done(cp(ctx));
+    if (ctx.command.length === 0 && ctx.args[0] === "assemble") return done(assemble(ctx));
     return { exitCode: 127, log: `exec: ${JSON.stringify(ctx.command[0])}: not found\n` };
   };
+
+  /** The verify container: records what it was given and does what the test scripted. */
+  private async verify(ctx: ContainerContext, job: string): Promise<ContainerResult> {
+    const played: PlayedCheck = {
+      pod: ctx.pod.metadata.name,
+      job,
+      node: ctx.nodeName,
+      image: ctx.image,
+      command: [...ctx.command],
+      args: [...ctx.args],
+      env: { ...ctx.env },
+      startedAt: Date.now(),
+    };
+    this.checked.push(played);
+    try {
+      const check = this.checks.get(job) ?? { kind: "pass" };
+      if (check.kind === "hang" || ctx.signal.aborted) {
+        ctx.log("running checks\n");
+        await aborted(ctx.signal);
+        return { exitCode: 143 };
+      }
+      ctx.log(check.log ?? "all checks passed\n");
+      return { exitCode: check.kind === "pass" ? 0 : (check.exitCode ?? 1) };
+    } finally {
+      played.endedAt = Date.now();
+    }
+  }
 
   private async buildctl(ctx: ContainerContext, job: string): Promise<ContainerResult> {
     const attempt = this.attempts.get(job) ?? 0;
@@ -222,6 +290,13 @@ async function assemble(ctx: ContainerContext): Promise<ContainerResult> {
   const { flags } = parsed;
   const digests = flags.digest.map(({ digest }) => digest);
   const digest = indexDigestOf(digests);
+  const path = flags["termination-message-path"];
+  const expected = flags["expect-digest"];
+  if (expected !== undefined && expected !== digest) {
+    const error = `the index assembled from these inputs is ${digest}, not the expected ${expected}; nothing was pushed or tagged`;
+    if (path) await writeFile(ctx.hostPath(path), JSON.stringify({ error }));
+    return { exitCode: 1, log: `buildfarm assemble: ${error}\n` };
+  }
   const output = {
     digest,
     image: `${flags.image}@${digest}`,
@@ -229,7 +304,6 @@ async function assemble(ctx: ContainerContext): Promise<ContainerResult> {
     platforms: flags.digest.map(({ platform }) => formatPlatform(platform)),
     tags: [...new Set(flags.tag)],
   };
-  const path = flags["termination-message-path"];
   if (path) await writeFile(ctx.hostPath(path), terminationMessage(output));
   return { exitCode: 0, log: `${JSON.stringify(output)}\n` };
 }

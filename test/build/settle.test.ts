@@ -80,6 +80,24 @@ describe("a status change is progress or a transition", () => {
     ],
     ["another phase", base, status([platform()], { phase: "Assembling" }), "transition"],
     [
+      "the check of spec.verify starting to run",
+      status([platform()], { phase: "Verifying", verify: { phase: "Pending", image: "r@d" } }),
+      status([platform()], { phase: "Verifying", verify: { phase: "Running", image: "r@d" } }),
+      "progress",
+    ],
+    [
+      "the check of spec.verify passing",
+      status([platform()], { phase: "Verifying", verify: { phase: "Running", image: "r@d" } }),
+      status([platform()], { phase: "Verifying", verify: { phase: "Succeeded", image: "r@d" } }),
+      "transition",
+    ],
+    [
+      "the index digest recorded for the check",
+      status([platform()], { phase: "Assembling" }),
+      status([platform()], { phase: "Verifying", verify: { phase: "Pending", image: "r@d" } }),
+      "transition",
+    ],
+    [
       "a condition's reason",
       base,
       {

@@ -103,6 +103,35 @@ describe("buildfarm status", () => {
     expect(failed).toContain("linux/arm64:\n  #7 ERROR: process exited 3\n  line two");
   });
 
+  it("shows the check of spec.verify, and the pod a platform was routed to", () => {
+    const text = formatStatus(
+      {
+        ...BUILD,
+        status: {
+          phase: "Verifying",
+          platforms: [
+            {
+              platform: "linux/amd64",
+              phase: "Succeeded",
+              builder: "tcp://10-244-0-7.default-amd64-headless.builds.svc:1234",
+              builderPod: "default-amd64-5d8f7c9b6-x2x4q",
+            },
+          ],
+          verify: {
+            phase: "Running",
+            image: `registry.example.com/app@sha256:${"a".repeat(64)}`,
+            startTime: "2026-01-01T00:01:00Z",
+          },
+        },
+      },
+      new Date("2026-01-01T00:01:12Z"),
+    );
+    expect(text).toContain(
+      `Verify: Running  registry.example.com/app@sha256:${"a".repeat(64)}  12s`,
+    );
+    expect(text).toMatch(/linux\/amd64\s+Succeeded\s+default-amd64-5d8f7c9b6-x2x4q\s/);
+  });
+
   it.each([
     [0, "0s"],
     [59.6, "1m0s"],

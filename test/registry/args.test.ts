@@ -34,6 +34,8 @@ describe("assemble flags", () => {
       "v1",
       "--tag",
       "latest",
+      "--expect-digest",
+      D2,
       "--annotation",
       "org.opencontainers.image.source=https://example.com/a=b",
       "--format",
@@ -64,6 +66,7 @@ describe("assemble flags", () => {
           },
         ],
         tag: ["v1", "latest"],
+        "expect-digest": D2,
         annotation: [["org.opencontainers.image.source", "https://example.com/a=b"]],
         format: "docker",
         "docker-config": "/etc/buildfarm/docker",
@@ -149,6 +152,10 @@ describe("assemble flags", () => {
     [
       ["--image", "ghcr.io/org/app", "--digest", `linux/amd64=${D1}`, "--format", "v1"],
       "--format: must be oci or docker",
+    ],
+    [
+      ["--image", "ghcr.io/org/app", "--digest", `linux/amd64=${D1}`, "--expect-digest", "abc"],
+      "--expect-digest: must be sha256:<64 lower-case hex digits>",
     ],
     [
       [

@@ -404,6 +404,49 @@ describe.skipIf(skip)("buildfarm assemble against a real registry", () => {
       await expectTagged(repo, untagged.digest, ["v1"]);
     });
 
+    it("tags with --expect-digest only the index of that digest, and otherwise pushes and tags nothing", async () => {
+      const repo = "demo/expected";
+      const amd64 = makeImage({ platform: { os: "linux", architecture: "amd64" }, format: "oci" });
+      const arm64 = makeImage({ platform: { os: "linux", architecture: "arm64" }, format: "oci" });
+      await pushImage(registry, repo, amd64);
+      await pushImage(registry, repo, arm64);
+      const image = ["--image", `${registry.host}/${repo}`, ...base()];
+      const checked = outputOf(
+        await runAssemble([...image, "--digest", `linux/amd64=${amd64.manifest.digest}`]),
+      );
+      // Other inputs make another index: refused before anything is pushed or tagged.
+      const other = await runAssemble([
+        ...image,
+        "--digest",
+        `linux/amd64=${amd64.manifest.digest}`,
+        "--digest",
+        `linux/arm64=${arm64.manifest.digest}`,
+        "--tag",
+        "v1",
+        "--expect-digest",
+        checked.digest,
+      ]);
+      expect(other.code).toBe(1);
+      expect(lastLine(other.stderr)).toMatch(
+        new RegExp(`not the expected ${checked.digest}; nothing was pushed or tagged$`),
+      );
+      expect(await listTags(registry, `${registry.host}/${repo}`)).toEqual([]);
+      // The same inputs: tagged.
+      const tagged = outputOf(
+        await runAssemble([
+          ...image,
+          "--digest",
+          `linux/amd64=${amd64.manifest.digest}`,
+          "--tag",
+          "v1",
+          "--expect-digest",
+          checked.digest,
+        ]),
+      );
+      expect(tagged.digest).toBe(checked.digest);
+      await expectTagged(repo, checked.digest, ["v1"]);
+    });
+
     it("is written to --termination-message-path too: the result, or the error", async () => {
       const repo = "demo/termination";
       const amd64 = makeImage({ platform: { os: "linux", architecture: "amd64" }, format: "oci" });
