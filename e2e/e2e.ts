@@ -2,40 +2,10 @@
 // any failed expectation, and when Docker or kind is missing (saying what is missing).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import {
-  buildAndInstall,
-  ensureCluster,
-  log,
-  NATIVE_ARCH,
-  quickstartManifests,
-  readIndex,
-  requireTools,
-  seedBaseImage,
-  sh,
-} from "./kind.ts";
+import { log, NATIVE_ARCH, readIndex, requireTools, runQuickstartBuild, sh } from "./kind.ts";
 
 const tools = requireTools();
-ensureCluster(tools);
-seedBaseImage();
-buildAndInstall(tools);
-const name = `e2e-${Date.now().toString(36)}`;
-sh(tools.kubectl, ["apply", "-f", "-"], { input: quickstartManifests(name) });
-sh(tools.kubectl, [
-  "-n",
-  "builds",
-  "wait",
-  "--for=condition=Ready",
-  "builderpool/kind",
-  "--timeout=10m",
-]);
-sh(tools.kubectl, [
-  "-n",
-  "builds",
-  "wait",
-  "--for=condition=Succeeded",
-  `imagebuild/${name}`,
-  "--timeout=15m",
-]);
+const name = runQuickstartBuild(tools, "e2e");
 
 const build = JSON.parse(
   sh(tools.kubectl, ["-n", "builds", "get", "imagebuild", name, "-o", "json"]),

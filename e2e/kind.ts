@@ -241,3 +241,33 @@ export async function readIndex(repository: string, digest: string): Promise<Ind
       .map((p) => [p.os, p.architecture, p.variant].filter(Boolean).join("/")),
   };
 }
+
+/**
+ * Everything the quickstart and the e2e share: cluster and registry, the operator installed,
+ * the namespace, pool and a build applied, and both waited for. Returns the build's name.
+ */
+export function runQuickstartBuild(tools: Tools, prefix: string): string {
+  ensureCluster(tools);
+  seedBaseImage();
+  buildAndInstall(tools);
+  const name = `${prefix}-${Date.now().toString(36)}`;
+  sh(tools.kubectl, ["apply", "-f", "-"], { input: quickstartManifests(name) });
+  log("waiting for the builders and the build (the first run pulls the BuildKit image)");
+  sh(tools.kubectl, [
+    "-n",
+    "builds",
+    "wait",
+    "--for=condition=Ready",
+    "builderpool/kind",
+    "--timeout=10m",
+  ]);
+  sh(tools.kubectl, [
+    "-n",
+    "builds",
+    "wait",
+    "--for=condition=Succeeded",
+    `imagebuild/${name}`,
+    "--timeout=15m",
+  ]);
+  return name;
+}

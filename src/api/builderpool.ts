@@ -34,9 +34,13 @@ export const platform = z
   .max(32)
   .regex(PLATFORM, { message: "must be os/arch[/variant], e.g. linux/arm64 or linux/arm/v7" });
 
-/** host or host:port of a registry, as it appears in an image reference. */
+/**
+ * host or host:port of a registry, as an image reference names it: a dotted name, localhost or
+ * an IPv6 literal, with an optional port, or a single-label name with a port (kind-registry:5000),
+ * which is how the first component of a reference reads as a registry.
+ */
 export const REGISTRY_HOST =
-  /^(localhost|[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)+|\[[0-9a-fA-F:]+\])(:[0-9]{1,5})?$/;
+  /^((localhost|[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)+|\[[0-9a-fA-F:]+\])(:[0-9]{1,5})?|[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?:[0-9]{1,5})$/;
 
 /** An image reference with a tag and/or digest, for the buildkitd image itself. */
 export const IMAGE_WITH_TAG =

@@ -28,6 +28,7 @@ import type { Admission } from "./admission.ts";
 import { builderEndpoint } from "./argv.ts";
 import { buildConditions, type CacheCondition, isTerminal, type Outcome } from "./conditions.ts";
 import { buildJob, CONTAINERS, inlineContextConfigMap } from "./jobs.ts";
+import { cacheExportError } from "./metadata.ts";
 import { isFinished, type ObservedJob, rfc3339 } from "./observe.ts";
 import { cacheOutcomeOf, ownedBy, type PlatformView, platformView } from "./platform.ts";
 import { platformSlug } from "./platforms.ts";
@@ -168,6 +169,7 @@ function stopRunning(build: ImageBuild, observed: Observed, reason: string): Act
 function cacheCondition(
   build: ImageBuild,
   platforms: readonly PlatformStatus[],
+  phase: BuildPhase,
 ): CacheCondition | undefined {
   if (build.spec.cache.disabled) return undefined;
   const outcomes = platforms
@@ -198,6 +200,23 @@ function cacheCondition(
       reason: "Exported",
       message: "every platform exported its registry cache",
     };
+  }
+  if (isTerminal(phase)) {
+    // Nothing will export any more: say so rather than leave the condition waiting. A platform
+    // that failed on a refused export (failOnExportError) carries BuildKit's error line.
+    const exportErrors = platforms
+      .filter((platform) => platform.phase === "Failed")
+      .flatMap((platform) => {
+        const error = cacheExportError(platform.message ?? "");
+        return error ? [`${platform.platform}: ${error}`] : [];
+      });
+    return exportErrors.length > 0
+      ? { status: "False", reason: "ExportFailed", message: exportErrors.join("\n") }
+      : {
+          status: "False",
+          reason: "NotExported",
+          message: `the build ended (${phase}) before every platform exported its registry cache`,
+        };
   }
   return {
     status: "Unknown",
@@ -240,7 +259,7 @@ function finish(build: ImageBuild, observed: Observed, draft: Draft): Decision {
     conditions: buildConditions(
       previous.conditions,
       draft.outcome,
-      cacheCondition(build, draft.platforms),
+      cacheCondition(build, draft.platforms, phase),
       build.metadata.generation,
       observed.now,
     ),

@@ -171,10 +171,18 @@ export class KubeClient {
     if (!cluster) throw new Error("the kubeconfig has no current cluster");
     this.config = config;
     this.server = cluster.server.replace(/\/+$/, "");
-    this.watcher = new Watch(config);
     this.fieldManager = options.fieldManager ?? "buildfarm";
     // Like client-go's, so audit logs (and test/kube's request log) tell instances apart.
-    this.userAgent = options.userAgent ?? "buildfarm";
+    const userAgent = options.userAgent ?? "buildfarm";
+    this.userAgent = userAgent;
+    // client-node's Watch takes its headers from the KubeConfig's authentication step only; a
+    // view of the config that also sets the User-Agent makes watches say who they are too.
+    const withUserAgent = Object.create(config) as KubeConfig;
+    withUserAgent.applySecurityAuthentication = async (context) => {
+      await config.applySecurityAuthentication(context);
+      context.setHeaderParam("User-Agent", userAgent);
+    };
+    this.watcher = new Watch(withUserAgent);
   }
 
   path(type: ResourceType, namespace?: string, name?: string, subresource?: string): string {

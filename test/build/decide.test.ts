@@ -879,6 +879,49 @@ describe("a refused cache export", () => {
     );
   });
 
+  it("ends CacheExported when the build ends: False with BuildKit's error after a strict export fails", () => {
+    const world = new World(
+      exampleBuild({ spec: { platforms: ["linux/amd64"], cache: { failOnExportError: true } } }),
+    );
+    world.reconcile();
+    // Without ignore-error, buildctl fails on the refused export: its log carries the error.
+    const log = fixture("cache-export-refused.txt");
+    world.set("amd64", {
+      pods: [{ phase: "Failed", log }],
+      outcome: {
+        type: "Failed",
+        reason: "BackoffLimitExceeded",
+        message: "Job has reached the specified backoff limit",
+      },
+    });
+    const decision = world.reconcile();
+    expect(decision.status.phase).toBe("Failed");
+    expect(condition(decision.status, "CacheExported")).toMatchObject({
+      status: "False",
+      reason: "ExportFailed",
+    });
+    expect(condition(decision.status, "CacheExported")?.message).toMatch(
+      /^linux\/amd64: error writing layer blob: .*405 Method Not Allowed/,
+    );
+  });
+
+  it("ends CacheExported as NotExported when the build fails for another reason", () => {
+    const world = new World(exampleBuild({ spec: { platforms: ["linux/amd64"] } }));
+    world.reconcile();
+    world.set("amd64", {
+      pods: [{ phase: "Failed", log: fixture("build-failed.txt") }],
+      outcome: {
+        type: "Failed",
+        reason: "BackoffLimitExceeded",
+        message: "Job has reached the specified backoff limit",
+      },
+    });
+    expect(condition(world.reconcile().status, "CacheExported")).toMatchObject({
+      status: "False",
+      reason: "NotExported",
+    });
+  });
+
   it("has no CacheExported condition when the cache is disabled", () => {
     const world = new World(exampleBuild({ spec: { cache: { disabled: true } } }));
     expect(condition(world.reconcile().status, "CacheExported")).toBeUndefined();
