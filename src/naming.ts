@@ -33,6 +33,10 @@ export const ANNOTATIONS = {
   certHash: "buildfarm.dev/cert-hash",
   /** Hash of buildkitd.toml on the builder pod template: buildkitd reads it only at start. */
   configHash: "buildfarm.dev/config-hash",
+  /** On a platform Job: the address its buildctl dials, chosen once when the Job was made. */
+  builder: "buildfarm.dev/builder",
+  /** On a platform Job routed to one builder pod: that pod's name. */
+  builderPod: "buildfarm.dev/builder-pod",
 } as const;
 
 export const BUILDKIT_PORT = 1234;

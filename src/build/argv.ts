@@ -25,6 +25,8 @@ export interface BuilderEndpoint {
   address: string;
   /** The name in the builder's server certificate. */
   serverName: string;
+  /** The builder pod, when the build is routed to one (cache locality) rather than the Service. */
+  pod?: string;
 }
 
 /** The builder Service of the platform's architecture; its DNS name is in the server certificate. */

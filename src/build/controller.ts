@@ -19,6 +19,7 @@ import {
   SpecError,
 } from "../api/resources.ts";
 import {
+  ANNOTATIONS,
   COMPONENTS,
   caSecretName,
   clientSecretName,
@@ -48,6 +49,15 @@ import {
   referencedSecrets,
   type SecretSummary,
 } from "./admission.ts";
+import {
+  architectureKey,
+  builderPodsOf,
+  indexBuilderPods,
+  indexPlatformJobs,
+  isReadyBuilder,
+  poolOfBuilderPod,
+  routesFor,
+} from "./builders.ts";
 import { isTerminal } from "./conditions.ts";
 import { type Action, decideNextStep, jobsOf, logRequests, WAIT_REQUEUE_MS } from "./decide.ts";
 import { BuildMetrics } from "./metrics.ts";
@@ -115,13 +125,21 @@ function slimJob(job: V1Job): V1Job {
   };
 }
 
-/** Pods keep metadata and status (termination messages); their specs are dropped. */
+/**
+ * Pods keep metadata and status (termination messages, a builder's IP and readiness); of their
+ * specs only what names them (node, and a StatefulSet builder's hostname and subdomain).
+ */
 function slimPod(pod: V1Pod): V1Pod {
   return {
     apiVersion: pod.apiVersion,
     kind: pod.kind,
     metadata: pod.metadata,
-    spec: { nodeName: pod.spec?.nodeName, containers: [] },
+    spec: {
+      nodeName: pod.spec?.nodeName,
+      ...(pod.spec?.hostname ? { hostname: pod.spec.hostname } : {}),
+      ...(pod.spec?.subdomain ? { subdomain: pod.spec.subdomain } : {}),
+      containers: [],
+    },
     status: pod.status,
   };
 }
@@ -138,6 +156,8 @@ export function buildCaches(manager: Manager): BuildCaches {
     labelSelector: MANAGED_SELECTOR,
     transform: slimPod,
   });
+  indexBuilderPods(pods);
+  indexPlatformJobs(jobs);
   pods.addIndex(BY_JOB, (pod) => {
     const job = pod.metadata?.labels?.[JOB_NAME_LABEL] ?? pod.metadata?.labels?.["job-name"];
     return job ? [`${pod.metadata?.namespace}/${job}`] : [];
@@ -196,8 +216,14 @@ export class BuildReconciler {
   >();
   /** Since when a build's status has had progress not yet written, by key (see settle.ts). */
   private readonly progressSince = new Map<string, number>();
-  /** Objects created by this process, by `<Kind>/<namespace>/<name>`, until the cache shows them. */
-  private readonly expected = new Map<string, { owner: string; at: number }>();
+  /**
+   * Objects created by this process, by `<Kind>/<namespace>/<name>`, until the cache shows
+   * them; a platform Job with the builder pod it was routed to (`route`: its architecture key).
+   */
+  private readonly expected = new Map<
+    string,
+    { owner: string; at: number; route?: { key: string; pod: string } }
+  >();
   /** Parsed cached builds, by the cached object (null: invalid); see parsed(). */
   private readonly parses = new WeakMap<KubernetesObject, ImageBuild | null>();
   /** How often a build that may not run yet (a Secret it needs is missing) was polled, by uid. */
@@ -238,6 +264,17 @@ export class BuildReconciler {
     const observedJobs = await this.observedJobs(build);
     const { jobs, indexJob, verifyJob, tagJob } = jobsOf(build, observedJobs);
     const queue = pool && admission ? this.queue(pool, build, admission.admitted) : undefined;
+    const routes =
+      pool && queue && admission?.admitted
+        ? routesFor(
+            build,
+            admission.plan,
+            pool,
+            queue.verdicts,
+            (target) => jobs[target.slug] !== undefined,
+            (arch) => this.builderPods(pool, arch),
+          )
+        : undefined;
     const logs: Record<string, string> = {};
     for (const request of logRequests(build, { jobs })) {
       try {
@@ -272,6 +309,7 @@ export class BuildReconciler {
       indexJob,
       verifyJob,
       tagJob,
+      ...(routes ? { routes } : {}),
       logs,
       operatorImage: this.options.operatorImage,
     });
@@ -525,6 +563,27 @@ export class BuildReconciler {
     return out;
   }
 
+  /**
+   * The builder pods of a pool architecture, with the platform Jobs routed to each, those this
+   * process created and the cache does not show yet included.
+   */
+  private builderPods(pool: BuilderPool, arch: string) {
+    const key = architectureKey(pool.metadata.namespace, pool.metadata.name, arch);
+    const now = Date.now();
+    const expected: string[] = [];
+    for (const [name, entry] of this.expected) {
+      if (entry.route?.key !== key || now - entry.at > EXPECTATION_MS) continue;
+      const [, namespace, job] = name.split("/") as [string, string, string];
+      if (!this.caches.jobs.get(namespace, job)) expected.push(entry.route.pod);
+    }
+    return builderPodsOf(
+      this.caches,
+      { namespace: pool.metadata.namespace, name: pool.metadata.name },
+      arch,
+      expected,
+    );
+  }
+
   /** Whether this process created the object and the cache does not show it yet. */
   private isExpected(kind: string, namespace: string, name: string): boolean {
     const expected = this.expected.get(`${kind}/${namespace}/${name}`);
@@ -661,9 +720,24 @@ export class BuildReconciler {
       if (!isAlreadyExists(error)) throw error;
       created = false;
     }
+    const labels = object.metadata?.labels ?? {};
+    const routedTo = object.metadata?.annotations?.[ANNOTATIONS.builderPod];
+    const [pool, arch] = [labels[LABELS.pool], labels[LABELS.arch]];
     this.expected.set(`${type.kind}/${object.metadata?.namespace}/${object.metadata?.name}`, {
       owner: owner.metadata?.uid ?? "",
       at: Date.now(),
+      ...(routedTo && pool && arch
+        ? {
+            route: {
+              key: architectureKey(
+                labels[LABELS.poolNamespace] ?? object.metadata?.namespace ?? "",
+                pool,
+                arch,
+              ),
+              pod: routedTo,
+            },
+          }
+        : {}),
     });
     return created;
   }
@@ -773,6 +847,22 @@ export function setupBuildController(
     const pool = labels[LABELS.pool];
     return pool ? `${labels[LABELS.poolNamespace] ?? job.metadata?.namespace}/${pool}` : undefined;
   };
+  // A builder that becomes ready (or stops being so) changes where builds go, and lets builds
+  // that wait for an autoscaled architecture's first builder start.
+  caches.pods.addHandlers({
+    onAdd: (pod) => {
+      const pool = poolOfBuilderPod(pod);
+      if (pool && isReadyBuilder(pod)) wakeWaiting(pool);
+    },
+    onUpdate: (previous, current) => {
+      const pool = poolOfBuilderPod(current);
+      if (pool && isReadyBuilder(previous) !== isReadyBuilder(current)) wakeWaiting(pool);
+    },
+    onDelete: (pod) => {
+      const pool = poolOfBuilderPod(pod);
+      if (pool && isReadyBuilder(pod)) wakeWaiting(pool);
+    },
+  });
   const holdsSlot = (job: V1Job) => !isFinished(observeJob(job, []));
   caches.jobs.addHandlers({
     // A Job holds its slot until it finishes or is gone.

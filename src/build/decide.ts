@@ -24,7 +24,7 @@ import {
   tagJobName,
   verifyJobName,
 } from "../naming.ts";
-import type { Admission } from "./admission.ts";
+import type { Admission, PlatformTarget } from "./admission.ts";
 import { builderEndpoint } from "./argv.ts";
 import { buildConditions, type CacheCondition, isTerminal, type Outcome } from "./conditions.ts";
 import { buildJob, CONTAINERS, inlineContextConfigMap } from "./jobs.ts";
@@ -34,6 +34,7 @@ import { cacheOutcomeOf, ownedBy, type PlatformView, platformView } from "./plat
 import { platformSlug } from "./platforms.ts";
 import { publish } from "./publish.ts";
 import { type SlotVerdict, slotKey } from "./queue.ts";
+import type { Route } from "./routing.ts";
 
 /** How often a build that waits (queued, or for a pool or Secret) is looked at again. */
 export const WAIT_REQUEUE_MS = 30_000;
@@ -60,6 +61,11 @@ export interface Observed {
   tagJob?: ObservedJob | undefined;
   /** buildctl log tails by pod name, fetched for the pods logRequests() named. */
   logs?: Readonly<Record<string, string>>;
+  /**
+   * Where each platform that may start now would go (cache-locality routing), by slug; a
+   * platform without one goes to its architecture's Service.
+   */
+  routes?: Readonly<Record<string, Route>>;
   /** The operator's image, which runs `buildfarm assemble` in the index Job. */
   operatorImage: string;
   operatorUser?: number;
@@ -390,6 +396,11 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
       ? `BuilderPool ${plan.poolNamespace}/${plan.pool} has no CA Secret ${caSecretName(plan.pool)} yet; its controller creates it`
       : undefined;
 
+  // Where a Job created now goes: the reconciler's routing, else the architecture's Service.
+  const routeOf = (target: PlatformTarget | undefined): Route | undefined =>
+    plan && target
+      ? (observed.routes?.[target.slug] ?? { kind: "service", ...builderEndpoint(plan, target) })
+      : undefined;
   const views: PlatformView[] = build.spec.platforms.map((platform) => {
     const slug = platformSlug(platform);
     const target = plan?.targets.find((candidate) => candidate.platform === platform);
@@ -401,7 +412,7 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
       slot: observed.slots.get(slotKey(build.metadata, slug)),
       blocked: admission.admitted ? noCa : admission.message,
       architecture: target?.architecture,
-      builder: plan && target ? builderEndpoint(plan, target).address : undefined,
+      route: routeOf(target),
       logs: observed.logs,
     });
   });
@@ -501,11 +512,17 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
         const target = plan.targets.find(
           (candidate) => candidate.platform === view.status.platform,
         );
-        if (target) {
+        const route = routeOf(target);
+        if (target && route && route.kind !== "wait") {
+          const { address, serverName } = route;
           actions.push({
             type: "CreateJob",
             platform: target.platform,
-            object: buildJob(build, plan, target),
+            object: buildJob(build, plan, target, {
+              address,
+              serverName,
+              ...(route.kind === "pod" ? { pod: route.pod } : {}),
+            }),
           });
         }
       }
@@ -515,7 +532,9 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
     );
     const started = platforms.some((p) => p.job !== undefined || p.digest !== undefined);
     const queuePosition = positions.length > 0 ? Math.max(...positions) : undefined;
-    const waits = positions.length > 0 || !admission.admitted || noCa !== undefined;
+    const scaling = views.filter((view) => view.state.kind === "scaling");
+    const waits =
+      positions.length > 0 || scaling.length > 0 || !admission.admitted || noCa !== undefined;
     const summary = platforms.map((p) => `${p.platform} ${p.phase.toLowerCase()}`).join(", ");
     const outcome: Outcome =
       !admission.admitted && !started
@@ -526,7 +545,8 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
             ? { phase: "Building" as BuildPhase, reason: "Building", message: summary }
             : {
                 phase: "Queued",
-                reason: "Queued",
+                // Waiting for an autoscaled architecture to get a builder, or for a slot.
+                reason: scaling.length > 0 ? "ScalingUp" : "Queued",
                 message: platforms.map((p) => `${p.platform}: ${p.message ?? p.phase}`).join("; "),
               };
     draft = {

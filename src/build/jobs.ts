@@ -24,6 +24,7 @@ import type {
 import { parseDuration } from "../api/meta.ts";
 import type { ImageBuild } from "../api/resources.ts";
 import {
+  ANNOTATIONS,
   BUILD_PATHS,
   buildJobName,
   buildPodLabels,
@@ -104,11 +105,17 @@ const resources = (cpu: string, memory: string, memoryLimit: string): V1Resource
   limits: { memory: memoryLimit },
 });
 
-function ownedMetadata(build: ImageBuild, name: string, labels: Record<string, string>) {
+function ownedMetadata(
+  build: ImageBuild,
+  name: string,
+  labels: Record<string, string>,
+  annotations?: Record<string, string>,
+) {
   return {
     name,
     namespace: build.metadata.namespace,
     labels,
+    ...(annotations ? { annotations } : {}),
     ownerReferences: [ownerReference(build)],
   };
 }
@@ -258,7 +265,12 @@ export function buildJob(
   return {
     apiVersion: "batch/v1",
     kind: "Job",
-    metadata: ownedMetadata(build, buildJobName(build.metadata.name, target.slug), labels),
+    // Where buildctl goes, readable from the Job's metadata (the caches drop pod templates):
+    // a restarted operator keeps the choice instead of routing the platform again.
+    metadata: ownedMetadata(build, buildJobName(build.metadata.name, target.slug), labels, {
+      [ANNOTATIONS.builder]: endpoint.address,
+      ...(endpoint.pod ? { [ANNOTATIONS.builderPod]: endpoint.pod } : {}),
+    }),
     spec: {
       backoffLimit: build.spec.retries,
       activeDeadlineSeconds: Math.max(1, Math.ceil(parseDuration(build.spec.timeout) / 1000)),

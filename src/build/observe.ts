@@ -2,6 +2,7 @@
 // Objects arrive as the API server's JSON (src/runtime keeps timestamps as strings), though
 // client-node's types say Date; both are accepted.
 import type { V1ContainerStatus, V1Job, V1Pod } from "@kubernetes/client-node";
+import { ANNOTATIONS } from "../naming.ts";
 
 export interface ContainerOutcome {
   state: "waiting" | "running" | "terminated";
@@ -42,6 +43,9 @@ export interface ObservedJob {
   outcome?: JobOutcome;
   /** The Job's pods, oldest first. */
   pods: ObservedPod[];
+  /** Where a platform Job sends buildctl (its annotations), and the builder pod if routed to one. */
+  builder?: string;
+  builderPod?: string;
 }
 
 /** RFC 3339 without fractions, the form conditions and status times use. */
@@ -113,6 +117,9 @@ export function observeJob(job: V1Job, pods: readonly V1Pod[]): ObservedJob {
           ? -1
           : 1,
     );
+  const annotations = job.metadata?.annotations ?? {};
+  const builder = annotations[ANNOTATIONS.builder];
+  const builderPod = annotations[ANNOTATIONS.builderPod];
   const startTime = timeOf(job.status?.startTime);
   const completionTime = timeOf(job.status?.completionTime);
   const at = timeOf(terminal?.lastTransitionTime);
@@ -137,6 +144,8 @@ export function observeJob(job: V1Job, pods: readonly V1Pod[]): ObservedJob {
         }
       : {}),
     pods: owned,
+    ...(builder === undefined ? {} : { builder }),
+    ...(builderPod === undefined ? {} : { builderPod }),
   };
 }
 

@@ -9,6 +9,7 @@ import { CONTAINERS } from "./jobs.ts";
 import { cacheExportError, failureMessage, parseBuildMetadata } from "./metadata.ts";
 import type { ObservedJob, ObservedPod } from "./observe.ts";
 import type { SlotVerdict } from "./queue.ts";
+import type { Route } from "./routing.ts";
 
 /** A succeeded platform's message says what happened to its cache; it is read back on later passes. */
 export const PUSHED = "image pushed";
@@ -32,6 +33,8 @@ export type PlatformState =
   | { kind: "running" }
   | { kind: "start" }
   | { kind: "queued"; position: number }
+  /** Its slot is free, but its autoscaled architecture has no builder for it yet. */
+  | { kind: "scaling" }
   | { kind: "waiting" };
 
 export interface PlatformView {
@@ -51,9 +54,10 @@ export interface PlatformContext {
   slot?: SlotVerdict | undefined;
   /** Why no Job may be created (the build is not admitted), when that is so. */
   blocked?: string | undefined;
-  /** The pool architecture building it, and the builder address, once admitted. */
+  /** The pool architecture building it, once admitted. */
   architecture?: string | undefined;
-  builder?: string | undefined;
+  /** Where a Job created now would send buildctl (routing), for a platform that may start. */
+  route?: Route | undefined;
   logs?: Readonly<Record<string, string>> | undefined;
 }
 
@@ -146,9 +150,13 @@ export function platformView(
       : {}),
     phase: "Pending",
     ...(previous?.job ? { job: previous.job } : {}),
-    ...((context.builder ?? previous?.builder)
-      ? { builder: (context.builder ?? previous?.builder) as string }
-      : {}),
+    // Where the build was sent: the Job's own record of it (annotations), else the status's.
+    ...(job?.builder !== undefined
+      ? { builder: job.builder, ...(job.builderPod ? { builderPod: job.builderPod } : {}) }
+      : {
+          ...(previous?.builder ? { builder: previous.builder } : {}),
+          ...(previous?.builderPod ? { builderPod: previous.builderPod } : {}),
+        }),
     ...(previous?.startTime ? { startTime: previous.startTime } : {}),
     ...(previous?.attempts === undefined ? {} : { attempts: previous.attempts }),
   };
@@ -269,8 +277,8 @@ export function platformView(
     };
   }
 
-  // No Job (yet, or any more).
-  const { job: _gone, ...withoutJob } = base;
+  // No Job (yet, or any more): nor a builder it was sent to.
+  const { job: _gone, builder: _builder, builderPod: _pod, ...withoutJob } = base;
   if (context.blocked !== undefined) {
     return {
       status: { ...withoutJob, phase: "Pending", message: context.blocked },
@@ -278,12 +286,26 @@ export function platformView(
     };
   }
   const slot = context.slot;
+  const route = context.route;
+  if (slot?.start && route?.kind === "wait") {
+    return {
+      status: {
+        ...withoutJob,
+        phase: "Queued",
+        message: `waiting for a builder: ${route.message}`,
+      },
+      state: { kind: "scaling" },
+    };
+  }
   if (slot?.start) {
     return {
       status: {
-        ...base,
+        ...withoutJob,
         phase: "Pending",
         job: jobName,
+        ...(route && route.kind !== "wait"
+          ? { builder: route.address, ...(route.kind === "pod" ? { builderPod: route.pod } : {}) }
+          : {}),
         startTime: base.startTime ?? now,
       },
       state: { kind: "start" },

@@ -49,15 +49,140 @@ export function chooseBuilder(
   return undefined;
 }
 
-/** The default cache key: what makes two builds likely to share layers. */
-export function defaultCacheKey(
-  source: { gitUrl?: string; dockerfile: string; target?: string; inline?: boolean },
-  buildName: string,
-): string {
-  if (!source.gitUrl) return `inline:${buildName}`;
+/**
+ * The default cache key: what makes two builds likely to share layers. A git source: its URL
+ * (without `.git`, lower-cased), the context directory, the Dockerfile path and the target; an
+ * inline source: its Dockerfile's text and the target (its builds share no repository, but
+ * the same Dockerfile makes the same layers).
+ */
+export function defaultCacheKey(source: {
+  gitUrl?: string;
+  subPath?: string;
+  dockerfile: string;
+  target?: string;
+  inlineDockerfile?: string;
+}): string {
+  if (!source.gitUrl) {
+    const text = createHash("sha256")
+      .update(source.inlineDockerfile ?? "")
+      .digest("hex");
+    return ["inline", text, source.target ?? ""].join("\u0000");
+  }
   return [
     source.gitUrl.replace(/\.git$/, "").toLowerCase(),
+    source.subPath ?? "",
     source.dockerfile,
     source.target ?? "",
   ].join("\u0000");
+}
+
+/** One builder pod of an architecture, as routing sees it. */
+export interface BuilderPod {
+  name: string;
+  /** Running, Ready, not being deleted, and addressable. */
+  ready: boolean;
+  /** Its own DNS name under the headless Service (see builderPodHost). */
+  host?: string;
+  /** Unfinished platform Jobs routed to it. */
+  running: number;
+}
+
+/** Where a platform Job sends buildctl, chosen once when the Job is created. */
+export type Route =
+  | { kind: "pod"; pod: string; address: string; serverName: string; preferred: boolean }
+  | { kind: "service"; address: string; serverName: string }
+  /** No Job now: the architecture scales up (autoscaling), the platform waits Queued. */
+  | { kind: "wait"; message: string };
+
+export interface RouteInput {
+  /** The build's cache key (spec.cacheKey, else defaultCacheKey). */
+  key: string;
+  architecture: string;
+  /** The architecture's builder pods. */
+  pods: readonly BuilderPod[];
+  /** The architecture's maxConcurrentBuilds. */
+  capacity: number;
+  /** The architecture's autoscaling, when it has one. */
+  autoscaling?: { maxReplicas: number; buildsPerReplica: number };
+  /** The builder Service: the fallback when no builder pod is ready. */
+  service: { address: string; serverName: string };
+  port: number;
+}
+
+/**
+ * Builds per builder before routing moves on to the next in the key's order: the
+ * architecture's capacity spread over its ready builders (rounded up, so together they hold
+ * it), or, with autoscaling, buildsPerReplica, what the autoscaler sized each builder for.
+ */
+export function perBuilderLimit(
+  input: Pick<RouteInput, "capacity" | "autoscaling">,
+  ready: number,
+) {
+  if (input.autoscaling) return input.autoscaling.buildsPerReplica;
+  return Math.max(1, Math.ceil(input.capacity / Math.max(1, ready)));
+}
+
+/**
+ * The builder for one platform of a build: the first ready builder pod in the key's
+ * rendezvous order with room (per perBuilderLimit); when every ready one is full, the first
+ * ready one anyway (the pool's queue already bounds the builds running) unless an autoscaled
+ * architecture can still add builders, in which case the build waits for one. No ready
+ * builder pod: an autoscaled architecture waits for the pool to scale up; any other goes
+ * through the Service, where buildctl waits (--wait) for a builder to accept it.
+ */
+export function routePlatform(input: RouteInput): Route {
+  const ready = input.pods.filter((pod) => pod.ready && pod.host !== undefined);
+  const endpoint = (pod: BuilderPod, preferred: boolean): Route => ({
+    kind: "pod",
+    pod: pod.name,
+    address: `tcp://${pod.host}:${input.port}`,
+    serverName: pod.host as string,
+    preferred,
+  });
+  if (ready.length === 0) {
+    if (input.autoscaling) {
+      return {
+        kind: "wait",
+        message: `no ${input.architecture} builder is ready yet; the pool is scaling up`,
+      };
+    }
+    return { kind: "service", ...input.service };
+  }
+  const limit = perBuilderLimit(input, ready.length);
+  const order = preferenceOrder(
+    input.key,
+    input.pods.map((pod) => pod.name),
+  );
+  const byName = new Map(ready.map((pod) => [pod.name, pod]));
+  const first = order.find((name) => byName.has(name)) as string;
+  const chosen = chooseBuilder(input.key, ready, limit);
+  if (chosen) return endpoint(chosen, chosen.name === order[0]);
+  if (input.autoscaling && ready.length < input.autoscaling.maxReplicas) {
+    return {
+      kind: "wait",
+      message: `every ready ${input.architecture} builder runs ${limit} builds (buildsPerReplica); the pool is scaling up`,
+    };
+  }
+  return endpoint(byName.get(first) as BuilderPod, first === order[0]);
+}
+
+/**
+ * A builder pod's own DNS name, which the server certificate's wildcard
+ * `*.<headless>.<ns>.svc` covers: `<hostname>.<headless>.<ns>.svc` for a pod that has its
+ * hostname and subdomain (StatefulSet builders), else its IP with dashes, as cluster DNS
+ * names the pods of a headless Service (`10-244-3-7.<headless>.<ns>.svc`; an IPv6 address
+ * with each ':' a '-').
+ */
+export function builderPodHost(
+  pod: { hostname?: string; subdomain?: string; ip?: string },
+  headless: string,
+  namespace: string,
+): string | undefined {
+  const label =
+    pod.hostname && pod.subdomain === headless
+      ? pod.hostname
+      : pod.ip
+        ? pod.ip.replaceAll(/[.:]/g, "-")
+        : undefined;
+  return label ? `${label}.${headless}.${namespace}.svc` : undefined;
 }

@@ -16,6 +16,7 @@ import {
 import { indexJob, tagJob, verifyJob } from "../../src/build/jobs.ts";
 import type { ObservedJob } from "../../src/build/observe.ts";
 import { assignSlots, slotRequestsOf } from "../../src/build/queue.ts";
+import type { Route } from "../../src/build/routing.ts";
 import {
   at,
   DIGEST_AMD64,
@@ -649,6 +650,82 @@ describe("spec.verify after a restart", () => {
     const decision = world.reconcile();
     expect(decision.actions).toEqual([]);
     expect(decision.status).toMatchObject({ phase: "Succeeded", digest: INDEX_DIGEST });
+  });
+});
+
+describe("routing to a builder pod", () => {
+  const HOST = "10-244-0-7.default-amd64-headless.buildfarm-builders.svc";
+  const toPod: Route = {
+    kind: "pod",
+    pod: "default-amd64-6c9d-x7k2p",
+    address: `tcp://${HOST}:1234`,
+    serverName: HOST,
+    preferred: true,
+  };
+
+  it("sends buildctl to the chosen pod with its TLS name, and records it on the Job and in status", () => {
+    const world = new World();
+    const observed = { ...world.observe(), routes: { amd64: toPod } };
+    const decision = decideNextStep(world.build, observed);
+    const job = decision.actions.find(
+      (a) => a.type === "CreateJob" && a.platform === "linux/amd64",
+    ) as Extract<Action, { type: "CreateJob" }>;
+    expect(job.object.metadata?.annotations).toEqual({
+      "buildfarm.dev/builder": `tcp://${HOST}:1234`,
+      "buildfarm.dev/builder-pod": "default-amd64-6c9d-x7k2p",
+    });
+    const argv = job.object.spec?.template.spec?.initContainers?.[0]?.args ?? [];
+    expect(argv.slice(0, 4)).toEqual(["--addr", `tcp://${HOST}:1234`, "--tlsservername", HOST]);
+    expect(decision.status.platforms?.[0]).toMatchObject({
+      builder: `tcp://${HOST}:1234`,
+      builderPod: "default-amd64-6c9d-x7k2p",
+    });
+    // arm64 had no route: its Service, as before routing.
+    expect(decision.status.platforms?.[1]?.builder).toBe(
+      "tcp://default-arm64.buildfarm-builders.svc:1234",
+    );
+    expect(decision.status.platforms?.[1]?.builderPod).toBeUndefined();
+  });
+
+  it("keeps the builder a Job was sent to, whatever routing would choose now", () => {
+    const world = new World();
+    const first = decideNextStep(world.build, { ...world.observe(), routes: { amd64: toPod } });
+    for (const action of first.actions) world.apply(action);
+    // A restarted operator with empty memory: the status was never written.
+    world.set("amd64", { pods: [{ phase: "Running" }] });
+    const elsewhere: Route = { ...toPod, pod: "default-amd64-6c9d-zzzzz", address: "tcp://x:1234" };
+    const again = decideNextStep(world.build, { ...world.observe(), routes: { amd64: elsewhere } });
+    expect(again.status.platforms?.[0]).toMatchObject({
+      builder: `tcp://${HOST}:1234`,
+      builderPod: "default-amd64-6c9d-x7k2p",
+    });
+  });
+
+  it("waits Queued with reason ScalingUp while an autoscaled architecture has no builder for it", () => {
+    const world = new World();
+    const wait: Route = {
+      kind: "wait",
+      message: "no amd64 builder is ready yet; the pool is scaling up",
+    };
+    const decision = decideNextStep(world.build, {
+      ...world.observe(),
+      routes: { amd64: wait, arm64: wait },
+    });
+    expect(decision.actions.filter((a) => a.type === "CreateJob")).toEqual([]);
+    expect(decision.status.phase).toBe("Queued");
+    expect(condition(decision.status, "Succeeded")?.reason).toBe("ScalingUp");
+    expect(decision.status.platforms?.[0]).toEqual({
+      platform: "linux/amd64",
+      architecture: "amd64",
+      phase: "Queued",
+      message: "waiting for a builder: no amd64 builder is ready yet; the pool is scaling up",
+    });
+    expect(decision.requeueAfterMs).toBe(WAIT_REQUEUE_MS);
+    // One architecture ready: that platform starts, the build is Building.
+    const half = decideNextStep(world.build, { ...world.observe(), routes: { amd64: wait } });
+    expect(kinds(half)).toContain("CreateJob welcome-7f3a2c1-arm64");
+    expect(half.status.phase).toBe("Building");
+    expect(half.status.platforms?.[0]?.phase).toBe("Queued");
   });
 });
 

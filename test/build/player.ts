@@ -111,6 +111,8 @@ export class BuildPlayer {
   readonly stopped: string[] = [];
   /** Failures of the player's own checks (a certificate that would not pass mTLS, …). */
   readonly problems: string[] = [];
+  /** The builder pod each buildctl reached, as the cluster would route its --addr, by pod. */
+  readonly reached = new Map<string, { builder: string; job: string; platform: string }>();
   private readonly checks = new Map<string, Check>();
   /** Every verify container the player ran. */
   readonly checked: PlayedCheck[] = [];
@@ -206,7 +208,7 @@ export class BuildPlayer {
     const pod = ctx.pod.metadata.name;
     this.running.add(pod);
     try {
-      const problem = await this.checkCertificates(ctx);
+      const problem = (await this.checkCertificates(ctx)) ?? this.dial(ctx, job);
       if (problem) {
         this.problems.push(`${pod}: ${problem}`);
         return { exitCode: 1, log: `error: ${problem}\n` };
@@ -239,6 +241,64 @@ export class BuildPlayer {
     }
   }
 
+  /**
+   * Where the cluster would take buildctl's --addr, checked as a builder would see it: a
+   * Service name reaches some Ready builder of that Service; a pod's own name under the
+   * headless Service (`<ip-dashed>.<headless>.<ns>.svc` or `<hostname>.<headless>…`) reaches
+   * that pod only while it is Ready (the headless Service publishes ready pods only), and its
+   * server certificate must carry the --tlsservername. Records the pod reached.
+   */
+  private dial(ctx: ContainerContext, job: string): string | undefined {
+    const address = flag(ctx.args, "--addr") ?? "";
+    const serverName = flag(ctx.args, "--tlsservername") ?? "";
+    const match = /^tcp:\/\/([^:]+):1234$/.exec(address);
+    if (!match) return `cannot dial ${address}`;
+    const host = match[1] as string;
+    const labels = ctx.pod.metadata.labels ?? {};
+    const namespace = labels[LABELS.poolNamespace] ?? "";
+    const pool = labels[LABELS.pool] ?? "";
+    const arch = labels[LABELS.arch] ?? "";
+    const builders = (ctx.store.objects("pods", namespace) as unknown as BuilderPodObject[]).filter(
+      (pod) =>
+        pod.metadata.labels?.[LABELS.component] === "builder" &&
+        pod.metadata.labels?.[LABELS.pool] === pool &&
+        pod.metadata.labels?.[LABELS.arch] === arch &&
+        !pod.metadata.deletionTimestamp &&
+        pod.status?.phase === "Running" &&
+        (pod.status.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True"),
+    );
+    const headless = `${pool}-${arch}-headless.${namespace}.svc`;
+    let reached: BuilderPodObject | undefined;
+    if (host === `${pool}-${arch}.${namespace}.svc`) {
+      reached = builders[0];
+      // Through the Service buildctl waits (--wait) until some builder answers.
+      if (!reached) return undefined;
+    } else if (host.endsWith(`.${headless}`)) {
+      const label = host.slice(0, -headless.length - 1);
+      reached = builders.find(
+        (pod) =>
+          pod.status?.podIP?.replaceAll(".", "-") === label ||
+          (pod.spec?.hostname === label && pod.spec?.subdomain === `${pool}-${arch}-headless`),
+      );
+      if (!reached) return `${host} does not resolve: no Ready builder pod has that name`;
+    } else {
+      return `${host} is no builder of ${namespace}/${pool} for ${arch}`;
+    }
+    const secret = ctx.store.get("secrets", namespace, `${pool}-buildkit-server`) as
+      | { data?: Record<string, string> }
+      | undefined;
+    const cert = Buffer.from(secret?.data?.["tls.crt"] ?? "", "base64").toString("utf8");
+    if (!cert || new X509Certificate(cert).checkHost(serverName) === undefined)
+      return `the builders' server certificate does not cover --tlsservername ${serverName}`;
+    if (serverName !== host) return `--tlsservername ${serverName} is not the dialled ${host}`;
+    this.reached.set(ctx.pod.metadata.name, {
+      builder: reached.metadata.name,
+      job,
+      platform: labels[LABELS.platform] ?? "",
+    });
+    return undefined;
+  }
+
   /** The client certificate must be issued by the pool's CA, or the builder would refuse it. */
   private async checkCertificates(ctx: ContainerContext): Promise<string | undefined> {
     try {
@@ -265,6 +325,12 @@ export class BuildPlayer {
       return `reading the client certificate: ${error instanceof Error ? error.message : String(error)}`;
     }
   }
+}
+
+interface BuilderPodObject {
+  metadata: { name: string; labels?: Record<string, string>; deletionTimestamp?: string };
+  spec?: { hostname?: string; subdomain?: string };
+  status?: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
 }
 
 async function cp(ctx: ContainerContext): Promise<ContainerResult> {

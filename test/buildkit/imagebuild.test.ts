@@ -28,6 +28,7 @@ import {
   condition,
   explain,
   histories,
+  isReady,
   nodeArch,
   podLog,
   replaceBuilders,
@@ -176,6 +177,84 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
       }
       expect(built, seen.join("\n")).toEqual({ amd64: ["linux/amd64"], arm64: ["linux/arm64"] });
     });
+  });
+
+  describe("cache-locality routing, with two amd64 builders", () => {
+    /** Builds each amd64 builder's buildkitd has recorded, by pod name. */
+    async function recorded(): Promise<Record<string, number>> {
+      const counts: Record<string, number> = {};
+      for (const pod of builderPods(cluster)) {
+        if (pod.metadata.labels?.["buildfarm.dev/arch"] !== "amd64") continue;
+        counts[pod.metadata.name!] = (await histories(cluster, pod.metadata.name!)).length;
+      }
+      return counts;
+    }
+    const scaleAmd64 = (replicas: number) =>
+      cluster.kube.store.mutate("builderpools.buildfarm.dev", POOL_NAMESPACE, POOL, (draft) => {
+        const spec = draft.spec as { architectures: { name: string; replicas: number }[] };
+        for (const arch of spec.architectures) if (arch.name === "amd64") arch.replicas = replicas;
+      });
+    const readyAmd64 = () =>
+      builderPods(cluster).filter(
+        (pod) => pod.metadata.labels?.["buildfarm.dev/arch"] === "amd64" && isReady(pod),
+      );
+
+    afterAll(async () => {
+      scaleAmd64(1);
+      await cluster.kube.waitFor(
+        () =>
+          builderPods(cluster).filter((p) => p.metadata.labels?.["buildfarm.dev/arch"] === "amd64")
+            .length === 1,
+        { timeout: 60_000, message: "one amd64 builder again" },
+      );
+    });
+
+    it(
+      "sends two builds of the same repository to one builder pod, by its own name and TLS name",
+      async () => {
+        scaleAmd64(2);
+        await cluster.kube.waitFor(() => readyAmd64().length === 2, {
+          timeout: 60_000,
+          interval: 100,
+          message: "two Ready amd64 builders",
+        });
+        const before = await recorded();
+        const routed: string[] = [];
+        for (const name of ["routed-1", "routed-2"]) {
+          const status = await runBuild(
+            cluster,
+            imageBuild(cluster, { name, platforms: ["linux/amd64"] }),
+            undefined,
+            BUILD_TIMEOUT,
+          );
+          expect(status.phase, await explain(cluster, name)).toBe("Succeeded");
+          const [amd64] = status.platforms ?? [];
+          routed.push(amd64?.builderPod ?? "");
+          expect(amd64?.builder).toMatch(
+            new RegExp(
+              `^tcp://10-244-\\d+-\\d+\\.${POOL}-amd64-headless\\.${POOL_NAMESPACE}\\.svc:1234$`,
+            ),
+          );
+        }
+        expect(routed[0]).toBe(routed[1]);
+        const chosen = routed[0] as string;
+        expect(Object.keys(before)).toContain(chosen);
+        // From the builders' side: the chosen one's buildkitd solved both, the other none.
+        const after = await recorded();
+        const gained = Object.fromEntries(
+          Object.entries(after).map(([pod, count]) => [pod, count - (before[pod] ?? 0)]),
+        );
+        expect(gained).toEqual(
+          Object.fromEntries(Object.keys(after).map((pod) => [pod, pod === chosen ? 2 : 0])),
+        );
+        // And the network: every connection of those builds' pods went to that pod directly.
+        const dialled = cluster.pods.connections.filter((c) => /\/routed-\d-amd64-/.test(c.from));
+        expect(dialled.length).toBeGreaterThan(0);
+        expect(new Set(dialled.map((c) => c.to))).toEqual(new Set([`${POOL_NAMESPACE}/${chosen}`]));
+        expect(dialled.every((c) => c.refused === undefined)).toBe(true);
+      },
+      2 * BUILD_TIMEOUT,
+    );
   });
 
   describe("the registry cache", () => {

@@ -13,6 +13,8 @@ export interface BuildStatus {
     platform: string;
     phase: string;
     job?: string;
+    builder?: string;
+    builderPod?: string;
     digest?: string;
     message?: string;
   }[];

@@ -461,3 +461,31 @@ describe("StatefulSets", () => {
     );
   });
 });
+
+describe("kubelet.setReadiness", () => {
+  it("reaches running containers, also when the kubelet started without a policy", async () => {
+    const own = await startKube({ namespaces: ["wl"], probePeriodMs: 10 });
+    try {
+      const ownCore = own.kubeConfig().makeApiClient(CoreV1Api);
+      await ownCore.createNamespacedPod({
+        namespace: "wl",
+        body: {
+          metadata: { name: "probe" },
+          spec: { containers: [{ name: "c", image: "moby/buildkit:v0.16.0-rootless" }] },
+        },
+      });
+      const ready = async () =>
+        (
+          await ownCore.readNamespacedPod({ namespace: "wl", name: "probe" })
+        ).status?.conditions?.find((c) => c.type === "Ready")?.status;
+      await own.waitFor(async () => (await ready()) === "True", { timeout: 5000 });
+      own.kubelet?.setReadiness(() => false);
+      await own.waitFor(async () => (await ready()) === "False", { timeout: 5000 });
+      // And a second policy replaces the first one for the same running container.
+      own.kubelet?.setReadiness(() => true);
+      await own.waitFor(async () => (await ready()) === "True", { timeout: 5000 });
+    } finally {
+      await own.stop();
+    }
+  });
+});

@@ -63,6 +63,7 @@ export class Kubelet {
   /** Replaces the readiness policy; running containers pick it up at their next probe. */
   setReadiness(policy: ReadinessPolicy | undefined): void {
     this.options.readiness = policy;
+    for (const worker of this.workers.values()) worker.readinessChanged();
   }
 
   setExecutor(executor: Executor): void {

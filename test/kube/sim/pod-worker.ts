@@ -56,6 +56,8 @@ interface ContainerState {
   status: IContainerStatus;
   controller?: AbortController;
   running?: Promise<unknown>;
+  /** Whether the readiness loop runs (it ends at once while there is no policy). */
+  probing?: boolean;
 }
 
 export class PodWorker {
@@ -322,22 +324,41 @@ export class PodWorker {
   }
 
   private async watchReadiness(state: ContainerState, signal: AbortSignal): Promise<void> {
-    const policy = this.kubelet.options.readiness;
-    for (;;) {
-      if (signal.aborted || !state.status.state?.running) return;
-      let ready = true;
-      try {
-        ready = policy ? await policy(this.current(), state.spec) : true;
-      } catch {
-        ready = false;
+    state.probing = true;
+    try {
+      for (;;) {
+        // The policy as it is now: setReadiness() replaces it for running containers too.
+        const policy = this.kubelet.options.readiness;
+        if (signal.aborted || !state.status.state?.running) return;
+        let ready = true;
+        try {
+          ready = policy ? await policy(this.current(), state.spec) : true;
+        } catch {
+          ready = false;
+        }
+        if (signal.aborted || !state.status.state?.running) return;
+        if (ready !== state.status.ready) {
+          state.status.ready = ready;
+          this.flush();
+        }
+        if (!policy) return;
+        await this.kubelet.sleep(this.kubelet.options.probePeriodMs ?? 100, signal);
       }
-      if (signal.aborted || !state.status.state?.running) return;
-      if (ready !== state.status.ready) {
-        state.status.ready = ready;
-        this.flush();
-      }
-      if (!policy) return;
-      await this.kubelet.sleep(this.kubelet.options.probePeriodMs ?? 100, signal);
+    } finally {
+      state.probing = false;
+    }
+  }
+
+  /** A new readiness policy: containers whose loop ended (there was none) probe again. */
+  readinessChanged(): void {
+    for (const state of this.containers.values()) {
+      if (
+        state.kind === "regular" &&
+        !state.probing &&
+        state.controller &&
+        state.status.state?.running
+      )
+        void this.watchReadiness(state, state.controller.signal);
     }
   }
 

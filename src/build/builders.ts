@@ -1,0 +1,160 @@
+// What the build reconciler reads about a pool's builders to route a platform: the builder pods
+// of an architecture (from the operator's pods cache, which holds them by their managed-by
+// label) and the unfinished platform Jobs routed to each. The decision itself is routing.ts.
+import type { KubernetesObject, V1Job, V1Pod } from "@kubernetes/client-node";
+import type { BuilderPool, ImageBuild } from "../api/resources.ts";
+import { ANNOTATIONS, BUILDKIT_PORT, COMPONENTS, headlessServiceName, LABELS } from "../naming.ts";
+import type { Informer } from "../runtime/informer.ts";
+import type { BuildPlan, PlatformTarget } from "./admission.ts";
+import { builderEndpoint } from "./argv.ts";
+import { isFinished, observeJob } from "./observe.ts";
+import { capacityOf, type SlotVerdict, slotKey } from "./queue.ts";
+import {
+  type BuilderPod,
+  builderPodHost,
+  defaultCacheKey,
+  type Route,
+  routePlatform,
+} from "./routing.ts";
+
+/** Builder pods by `<pool namespace>/<pool>/<arch>`. */
+export const BY_BUILDERS = "builders";
+/** Unfinished-or-not platform Jobs by the builders they use: `<pool namespace>/<pool>/<arch>`. */
+export const BY_ROUTE = "route";
+
+export const architectureKey = (namespace: string, pool: string, arch: string) =>
+  `${namespace}/${pool}/${arch}`;
+
+/** The index of builder pods (component builder, with the pool and arch labels). */
+export function indexBuilderPods(pods: Informer<V1Pod>): void {
+  pods.addIndex(BY_BUILDERS, (pod) => {
+    const labels = pod.metadata?.labels ?? {};
+    if (labels[LABELS.component] !== COMPONENTS.builder) return [];
+    const pool = labels[LABELS.pool];
+    const arch = labels[LABELS.arch];
+    return pool && arch ? [architectureKey(pod.metadata?.namespace ?? "", pool, arch)] : [];
+  });
+}
+
+/** The index of platform Jobs by the pool architecture they build on. */
+export function indexPlatformJobs(jobs: Informer<V1Job>): void {
+  jobs.addIndex(BY_ROUTE, (job) => {
+    const labels = job.metadata?.labels ?? {};
+    if (labels[LABELS.component] !== COMPONENTS.build) return [];
+    const pool = labels[LABELS.pool];
+    const arch = labels[LABELS.arch];
+    const namespace = labels[LABELS.poolNamespace] ?? job.metadata?.namespace ?? "";
+    return pool && arch ? [architectureKey(namespace, pool, arch)] : [];
+  });
+}
+
+/** A builder that can take a build: running, Ready, not being deleted. */
+export function isReadyBuilder(pod: V1Pod): boolean {
+  if (pod.metadata?.deletionTimestamp || pod.status?.phase !== "Running") return false;
+  return (pod.status.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
+}
+
+/** The key a build is routed by: spec.cacheKey, else what its source makes likely to share. */
+export function cacheKeyOf(build: ImageBuild): string {
+  const { spec } = build;
+  if (spec.cacheKey !== undefined) return `key:${spec.cacheKey}`;
+  return defaultCacheKey({
+    ...(spec.source.git ? { gitUrl: spec.source.git.url } : {}),
+    ...(spec.source.git?.subPath ? { subPath: spec.source.git.subPath } : {}),
+    dockerfile: spec.dockerfile,
+    ...(spec.target ? { target: spec.target } : {}),
+    ...(spec.source.inline ? { inlineDockerfile: spec.source.inline.dockerfile } : {}),
+  });
+}
+
+export interface RoutingCaches {
+  pods: Informer<V1Pod>;
+  jobs: Informer<V1Job>;
+}
+
+/**
+ * The builder pods of one pool architecture with the builds routed to each: unfinished
+ * platform Jobs in the cache that name the pod, plus `expected` (pod names of Jobs this
+ * process created that the cache does not show yet).
+ */
+export function builderPodsOf(
+  caches: RoutingCaches,
+  pool: { namespace: string; name: string },
+  arch: string,
+  expected: readonly string[] = [],
+): BuilderPod[] {
+  const key = architectureKey(pool.namespace, pool.name, arch);
+  const running = new Map<string, number>();
+  for (const job of caches.jobs.byIndex(BY_ROUTE, key)) {
+    const pod = job.metadata?.annotations?.[ANNOTATIONS.builderPod];
+    if (pod && !isFinished(observeJob(job, []))) running.set(pod, (running.get(pod) ?? 0) + 1);
+  }
+  for (const pod of expected) running.set(pod, (running.get(pod) ?? 0) + 1);
+  const headless = headlessServiceName(pool.name, arch);
+  return caches.pods
+    .byIndex(BY_BUILDERS, key)
+    .map((pod) => {
+      const host = builderPodHost(
+        {
+          ...(pod.spec?.hostname ? { hostname: pod.spec.hostname } : {}),
+          ...(pod.spec?.subdomain ? { subdomain: pod.spec.subdomain } : {}),
+          ...(pod.status?.podIP ? { ip: pod.status.podIP } : {}),
+        },
+        headless,
+        pool.namespace,
+      );
+      const name = pod.metadata?.name ?? "";
+      return {
+        name,
+        ready: isReadyBuilder(pod),
+        ...(host ? { host } : {}),
+        running: running.get(name) ?? 0,
+      };
+    })
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/**
+ * Routes for the platforms of a build that may start now (their slot is free and they have
+ * no Job): by slug. Platforms already running keep the builder their Job names.
+ */
+export function routesFor(
+  build: ImageBuild,
+  plan: BuildPlan,
+  pool: BuilderPool,
+  verdicts: ReadonlyMap<string, SlotVerdict>,
+  hasJob: (target: PlatformTarget) => boolean,
+  podsOf: (arch: string) => BuilderPod[],
+): Record<string, Route> {
+  const key = cacheKeyOf(build);
+  const routes: Record<string, Route> = {};
+  for (const target of plan.targets) {
+    if (hasJob(target) || !verdicts.get(slotKey(build.metadata, target.slug))?.start) continue;
+    const arch = pool.spec.architectures.find((entry) => entry.name === target.architecture);
+    const service = builderEndpoint(plan, target);
+    routes[target.slug] = routePlatform({
+      key,
+      architecture: target.architecture,
+      pods: podsOf(target.architecture),
+      capacity: capacityOf(pool.spec, target.architecture),
+      ...(arch?.autoscaling
+        ? {
+            autoscaling: {
+              maxReplicas: arch.autoscaling.maxReplicas,
+              buildsPerReplica: arch.autoscaling.buildsPerReplica,
+            },
+          }
+        : {}),
+      service: { address: service.address, serverName: service.serverName },
+      port: BUILDKIT_PORT,
+    });
+  }
+  return routes;
+}
+
+/** The pool key (`<namespace>/<name>`) of a builder pod, or undefined for other pods. */
+export function poolOfBuilderPod(pod: KubernetesObject): string | undefined {
+  const labels = pod.metadata?.labels ?? {};
+  if (labels[LABELS.component] !== COMPONENTS.builder || !labels[LABELS.pool]) return undefined;
+  return `${pod.metadata?.namespace}/${labels[LABELS.pool]}`;
+}
