@@ -5,8 +5,14 @@ import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { setupBuildController } from "./build/controller.ts";
+import {
+  type BuildReconciler,
+  buildCaches,
+  demandWatches,
+  setupBuildController,
+} from "./build/controller.ts";
 import type { OperatorConfig } from "./config.ts";
+import { Autoscaler } from "./pool/autoscale.ts";
 import { setupPoolController } from "./pool/controller.ts";
 import { KubeClient } from "./runtime/client.ts";
 import { createLogger } from "./runtime/log.ts";
@@ -17,17 +23,22 @@ import { RuntimeMetrics } from "./runtime/metrics.ts";
 export type ControllerSetup = (manager: Manager, config: OperatorConfig) => void;
 
 export const CONTROLLERS: ControllerSetup[] = [
+  // The pool and build controllers share caches, and the pools' autoscaling reads the demand
+  // the build controller's queue computes from them.
   (manager, config) => {
+    const caches = buildCaches(manager);
+    let builds: BuildReconciler | undefined;
     setupPoolController(manager, {
       defaultImage: config.buildkitImage,
       workers: config.poolWorkers,
+      autoscaler: new Autoscaler((pool) => builds?.demand(pool)),
+      demandWatches: demandWatches(caches),
     });
-  },
-  (manager, config) => {
-    setupBuildController(manager, {
-      operatorImage: config.operatorImage,
-      workers: config.buildWorkers,
-    });
+    builds = setupBuildController(
+      manager,
+      { operatorImage: config.operatorImage, workers: config.buildWorkers },
+      caches,
+    );
   },
 ];
 

@@ -29,6 +29,7 @@ import {
 } from "../naming.ts";
 import { issueClientCertificate } from "../pki/certificates.ts";
 import { readCaSecret, tlsSecretData } from "../pki/secrets.ts";
+import type { Demand } from "../pool/autoscale.ts";
 import { MANAGED_SELECTOR, poolCaches } from "../pool/controller.ts";
 import { ownerReference } from "../runtime/apply.ts";
 import {
@@ -38,7 +39,12 @@ import {
   RESOURCES,
   type ResourceType,
 } from "../runtime/client.ts";
-import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.ts";
+import type {
+  ReconcileContext,
+  ReconcileRequest,
+  ReconcileResult,
+  Watched,
+} from "../runtime/controller.ts";
 import { deepEqual, stableHash } from "../runtime/hash.ts";
 import { BY_OWNER, type Informer, keyOf } from "../runtime/informer.ts";
 import type { Manager } from "../runtime/manager.ts";
@@ -62,7 +68,7 @@ import { isTerminal } from "./conditions.ts";
 import { type Action, decideNextStep, jobsOf, logRequests, WAIT_REQUEUE_MS } from "./decide.ts";
 import { BuildMetrics } from "./metrics.ts";
 import { isFinished, type ObservedJob, observeJob } from "./observe.ts";
-import { poolQueue, type QueueState, standsInLine } from "./queue.ts";
+import { demandOf, poolQueue, type QueueState, standsInLine } from "./queue.ts";
 import { STATUS_SETTLE_MS, statusChange } from "./settle.ts";
 
 const BY_POOL = "pool";
@@ -264,17 +270,6 @@ export class BuildReconciler {
     const observedJobs = await this.observedJobs(build);
     const { jobs, indexJob, verifyJob, tagJob } = jobsOf(build, observedJobs);
     const queue = pool && admission ? this.queue(pool, build, admission.admitted) : undefined;
-    const routes =
-      pool && queue && admission?.admitted
-        ? routesFor(
-            build,
-            admission.plan,
-            pool,
-            queue.verdicts,
-            (target) => jobs[target.slug] !== undefined,
-            (arch) => this.builderPods(pool, arch),
-          )
-        : undefined;
     const logs: Record<string, string> = {};
     for (const request of logRequests(build, { jobs })) {
       try {
@@ -286,6 +281,19 @@ export class BuildReconciler {
         if (!isNotFound(error)) throw error;
       }
     }
+    // Routes are chosen, and the Jobs they make expected, with no await in between: a
+    // reconcile of another build on another worker then counts them on their builders.
+    const routes =
+      pool && queue && admission?.admitted
+        ? routesFor(
+            build,
+            admission.plan,
+            pool,
+            queue.verdicts,
+            (target) => jobs[target.slug] !== undefined,
+            (arch) => this.builderPods(pool, arch),
+          )
+        : undefined;
     const decision = decideNextStep(build, {
       now,
       admission: admission ?? {
@@ -313,6 +321,8 @@ export class BuildReconciler {
       logs,
       operatorImage: this.options.operatorImage,
     });
+    for (const action of decision.actions)
+      if (action.type === "CreateJob") this.expect(RESOURCES.job, action.object, raw);
     await this.perform(build, raw, decision.actions, log);
     const { wrote, settleAfterMs } = await this.settleStatus(raw, decision.status, now);
     if (wrote) {
@@ -638,6 +648,11 @@ export class BuildReconciler {
     );
   }
 
+  /** The pool's demand per architecture (queued and running platforms), for its autoscaling. */
+  demand(pool: BuilderPool): Record<string, Demand> {
+    return demandOf(this.queue(pool));
+  }
+
   /**
    * The builds at the head of a pool's queue: those that may start now, and those whose place
    * is at most `depth` on some architecture. When the queue moves, only they are woken; builds
@@ -717,9 +732,22 @@ export class BuildReconciler {
     try {
       await this.client.create(type, object);
     } catch (error) {
-      if (!isAlreadyExists(error)) throw error;
+      if (!isAlreadyExists(error)) {
+        // Not made: nothing to wait for, and the next reconcile creates it again.
+        this.expected.delete(`${type.kind}/${object.metadata?.namespace}/${object.metadata?.name}`);
+        throw error;
+      }
       created = false;
     }
+    this.expect(type, object, owner);
+    return created;
+  }
+
+  /**
+   * An object this process creates (or found already there) is expected in the cache; a
+   * platform Job with the builder pod it was routed to, which counts it on that builder.
+   */
+  private expect(type: ResourceType, object: KubernetesObject, owner: KubernetesObject): void {
     const labels = object.metadata?.labels ?? {};
     const routedTo = object.metadata?.annotations?.[ANNOTATIONS.builderPod];
     const [pool, arch] = [labels[LABELS.pool], labels[LABELS.arch]];
@@ -739,7 +767,6 @@ export class BuildReconciler {
           }
         : {}),
     });
-    return created;
   }
 
   /** A 24 h client certificate from the pool's CA, in a Secret the build owns. */
@@ -842,11 +869,6 @@ export function setupBuildController(
   const wakeWaiting = (poolKey: string) => {
     for (const key of reconciler.headOfQueue(poolKey)) controller.enqueue(key);
   };
-  const poolOfJob = (job: KubernetesObject) => {
-    const labels = job.metadata?.labels ?? {};
-    const pool = labels[LABELS.pool];
-    return pool ? `${labels[LABELS.poolNamespace] ?? job.metadata?.namespace}/${pool}` : undefined;
-  };
   // A builder that becomes ready (or stops being so) changes where builds go, and lets builds
   // that wait for an autoscaled architecture's first builder start.
   caches.pods.addHandlers({
@@ -888,6 +910,41 @@ export function setupBuildController(
     },
   });
   return reconciler;
+}
+
+/**
+ * What changes the demand of a pool's autoscaled architectures, for the pool controller to be
+ * woken by: a build that stands in line (arriving, moving, leaving it), and a platform Job
+ * (created, finished, gone). Pools without autoscaling are not woken.
+ */
+export function demandWatches(caches: BuildCaches): Watched[] {
+  const ifAutoscaled = (poolKey: string | undefined): string[] => {
+    if (!poolKey) return [];
+    const pool = caches.pools.getByKey(poolKey) as
+      | { spec?: { architectures?: { autoscaling?: unknown }[] } }
+      | undefined;
+    return pool?.spec?.architectures?.some((arch) => arch.autoscaling) ? [poolKey] : [];
+  };
+  return [
+    {
+      informer: caches.builds,
+      map: (build) => (standsInLine(build) ? ifAutoscaled(poolKeyOf(build)) : []),
+    },
+    {
+      informer: caches.jobs,
+      map: (job) =>
+        job.metadata?.labels?.[LABELS.component] === COMPONENTS.build
+          ? ifAutoscaled(poolOfJob(job))
+          : [],
+    },
+  ];
+}
+
+/** The pool key (`<namespace>/<name>`) a Job's labels name. */
+function poolOfJob(job: KubernetesObject): string | undefined {
+  const labels = job.metadata?.labels ?? {};
+  const pool = labels[LABELS.pool];
+  return pool ? `${labels[LABELS.poolNamespace] ?? job.metadata?.namespace}/${pool}` : undefined;
 }
 
 /** Pods of a Job that reached Succeeded or Failed. */

@@ -14,6 +14,7 @@
 // computes the same queue, and two reconciles that read the same cache agree on who is next.
 import type { BuilderPoolSpec } from "../api/builderpool.ts";
 import type { BuilderPool, ImageBuild } from "../api/resources.ts";
+import type { Demand } from "../pool/autoscale.ts";
 import { type PlatformTarget, targetsOf } from "./admission.ts";
 import { isFinished, type ObservedJob } from "./observe.ts";
 
@@ -39,8 +40,22 @@ export type SlotVerdict =
 export interface ArchitectureQueue {
   architecture: string;
   capacity: number;
+  /** Platform Jobs that hold a slot (not finished). */
   running: number;
+  /** Platforms that stand in line past the free slots (buildfarm_queue_depth). */
   waiting: number;
+  /** Every platform that stands in line without a Job, those about to start included. */
+  queued: number;
+}
+
+/** Demand per architecture of the pool, from its queue: what autoscaling sizes builders from. */
+export function demandOf(queue: QueueState): Record<string, Demand> {
+  return Object.fromEntries(
+    queue.architectures.map((arch) => [
+      arch.architecture,
+      { queued: arch.queued, running: arch.running },
+    ]),
+  );
 }
 
 export interface QueueState {
@@ -103,6 +118,7 @@ export function assignSlots(pool: BuilderPoolSpec, requests: readonly SlotReques
       capacity,
       running,
       waiting: waiting.length - Math.min(free, waiting.length),
+      queued: waiting.length,
     });
   }
   return { verdicts, architectures };

@@ -26,10 +26,16 @@ import {
   RESOURCES,
   type ResourceType,
 } from "../runtime/client.ts";
-import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.ts";
-import { stableHash } from "../runtime/hash.ts";
+import type {
+  ReconcileContext,
+  ReconcileRequest,
+  ReconcileResult,
+  Watched,
+} from "../runtime/controller.ts";
+import { deepEqual, stableHash } from "../runtime/hash.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { Manager } from "../runtime/manager.ts";
+import type { Autoscaler, Demand } from "./autoscale.ts";
 import { ensureCertificates, type PoolCertificates, type StoredSecrets } from "./certificates.ts";
 import { type KubeVersion, parseKubeVersion } from "./context.ts";
 import { type DesiredPool, desiredPool, obsoleteChildren } from "./desired.ts";
@@ -89,9 +95,20 @@ export interface PoolControllerOptions {
   workers: number;
   clusterDomain?: string;
   now?: () => Date;
-  /** Replicas per pool architecture decided by the autoscaler (ImageBuild demand). */
-  replicas?: (pool: BuilderPool) => Readonly<Record<string, number>> | undefined;
+  /** Sizes the architectures with spec.autoscaling from the builds' demand (autoscale.ts). */
+  autoscaler?: Autoscaler;
+  /**
+   * What else wakes a pool: the informers whose events change an autoscaled architecture's
+   * demand (ImageBuilds and their Jobs), mapped to pool keys.
+   */
+  demandWatches?: Watched[];
 }
+
+/**
+ * How long a status change of only the queued and running counts may wait, so that a busy
+ * queue costs a pool status write every few seconds, not one per build transition.
+ */
+export const COUNTS_SETTLE_MS = 2000;
 
 export interface PoolCaches {
   pools: Informer<KubernetesObject>;
@@ -142,6 +159,8 @@ export class PoolReconciler {
   private readonly caches: PoolCaches;
   private readonly options: PoolControllerOptions;
   private serverVersion: KubeVersion | undefined;
+  /** When this process last wrote each pool's status (ms), for COUNTS_SETTLE_MS. */
+  private readonly statusWrites = new Map<string, number>();
 
   constructor(manager: Manager, caches: PoolCaches, options: PoolControllerOptions) {
     this.manager = manager;
@@ -183,6 +202,8 @@ export class PoolReconciler {
       now,
       clusterDomain: this.options.clusterDomain,
     });
+    const scale = this.options.autoscaler?.scale(pool, this.currentReplicas(pool), now);
+    const replicas = scale && Object.keys(scale.replicas).length > 0 ? scale.replicas : undefined;
     let desired: DesiredPool;
     try {
       desired = desiredPool(pool, {
@@ -190,7 +211,7 @@ export class PoolReconciler {
         certHash: certificates.certHash,
         defaultImage: this.options.defaultImage,
         clusterDomain: this.options.clusterDomain,
-        replicas: this.options.replicas?.(pool),
+        replicas,
       });
     } catch (error) {
       if (error instanceof SpecError) return this.reportInvalid(raw, error, now);
@@ -199,7 +220,7 @@ export class PoolReconciler {
 
     const written: string[] = [];
     try {
-      await this.applyChildren(raw, pool, stored, certificates, desired, written);
+      await this.applyChildren(raw, pool, stored, certificates, desired, written, scale?.demand);
     } catch (error) {
       if (error instanceof NotOwnedError)
         return this.reportBlocked(raw, REASONS.nameConflict, error, now, CONFLICT_RETRY_MS);
@@ -216,18 +237,63 @@ export class PoolReconciler {
         workloads: this.workloads(pool),
         nodes: this.caches.nodes.list(),
         certNotAfter: certificates.notAfter,
-        replicas: this.options.replicas?.(pool),
+        replicas,
+        ...(scale ? { demand: scale.demand } : {}),
       },
       now,
     );
-    if ((await this.writePoolStatus(raw, status)) === "gone") return undefined;
+    const settle = this.countsSettleMs(raw, status, now);
+    if (settle === undefined && (await this.writePoolStatus(raw, status)) === "gone")
+      return undefined;
+    const renewal = Math.max(
+      1000,
+      Math.min(MAX_REQUEUE_MS, certificates.renewAt.getTime() - now.getTime()),
+    );
+    // A pending scale-down is looked at when its delay has passed: no event would wake it.
     return {
-      requeueAfter: Math.max(
-        1000,
-        Math.min(MAX_REQUEUE_MS, certificates.renewAt.getTime() - now.getTime()),
-      ),
+      requeueAfter: Math.min(renewal, scale?.requeueAfterMs ?? Infinity, settle ?? Infinity),
     };
   };
+
+  /**
+   * When the new status differs from the stored one only in the queued and running counts and
+   * a status was written less than COUNTS_SETTLE_MS ago: how long until it may be written.
+   */
+  private countsSettleMs(
+    raw: KubernetesObject,
+    status: BuilderPoolStatus,
+    now: Date,
+  ): number | undefined {
+    const key = `${raw.metadata?.namespace}/${raw.metadata?.name}`;
+    const previous = (raw as { status?: BuilderPoolStatus }).status;
+    const withoutCounts = (value: BuilderPoolStatus | undefined) => ({
+      ...value,
+      architectures: (value?.architectures ?? []).map(
+        ({ queued: _queued, running: _running, ...rest }) => rest,
+      ),
+    });
+    const last = this.statusWrites.get(key);
+    if (
+      previous !== undefined &&
+      last !== undefined &&
+      now.getTime() - last < COUNTS_SETTLE_MS &&
+      !deepEqual(previous, status) &&
+      deepEqual(withoutCounts(previous), withoutCounts(status))
+    )
+      return COUNTS_SETTLE_MS - (now.getTime() - last);
+    if (!deepEqual(previous ?? {}, status)) this.statusWrites.set(key, now.getTime());
+    return undefined;
+  }
+
+  /** The replicas of each architecture's workload as cached (undefined: none yet). */
+  private currentReplicas(pool: BuilderPool): Record<string, number | undefined> {
+    return Object.fromEntries(
+      Object.entries(this.workloads(pool)).map(([arch, workload]) => [
+        arch,
+        workload?.spec?.replicas,
+      ]),
+    );
+  }
 
   /**
    * Creates or replaces what differs, then deletes what no longer belongs. Each Event is
@@ -241,6 +307,7 @@ export class PoolReconciler {
     certificates: PoolCertificates,
     desired: DesiredPool,
     written: string[],
+    demand?: Readonly<Record<string, Demand>>,
   ): Promise<void> {
     const namespace = pool.metadata.namespace;
     const workloadsBefore = this.workloads(pool);
@@ -252,7 +319,8 @@ export class PoolReconciler {
         issued.server ? certificateEvents({ server: issued.server }) : [],
       ],
       ...desired.architectures.map(
-        (entry) => [entry.workload.object, scalingEvents([entry], workloadsBefore)] as const,
+        (entry) =>
+          [entry.workload.object, scalingEvents([entry], workloadsBefore, demand)] as const,
       ),
     ]);
     const children: [KubernetesObject, KubernetesObject | undefined][] = [
@@ -431,9 +499,11 @@ export function setupPoolController(
         map: () =>
           caches.pools.list().map((pool) => `${pool.metadata?.namespace}/${pool.metadata?.name}`),
       },
+      ...(options.demandWatches ?? []),
     ],
     reconcile: reconciler.reconcile,
     workers: options.workers,
   });
+  caches.pools.addHandlers({ onDelete: (pool) => options.autoscaler?.forget(pool) });
   return reconciler;
 }

@@ -12,6 +12,7 @@ import {
 import type { Condition } from "../api/meta.ts";
 import type { BuilderPool, SpecError } from "../api/resources.ts";
 import { findCondition, setCondition } from "../runtime/conditions.ts";
+import type { Demand } from "./autoscale.ts";
 
 export const READY = "Ready";
 
@@ -39,6 +40,8 @@ export interface PoolObservation {
   certNotAfter?: Date;
   /** Replicas decided by the autoscaler, as in PoolContext.replicas. */
   replicas?: Readonly<Record<string, number>>;
+  /** The demand the autoscaled architectures were sized from: shown as queued and running. */
+  demand?: Readonly<Record<string, Demand>>;
 }
 
 type ConditionUpdate = Omit<Condition, "lastTransitionTime">;
@@ -90,7 +93,9 @@ function archCondition(
       ...base,
       status: "True",
       reason: REASONS.scaledToZero,
-      message: `no ${arch.name} builders are running; builds wait until the pool scales up`,
+      message: arch.autoscaling
+        ? `no ${arch.name} builds queued or running, so no builders; the next queued build wakes them`
+        : `no ${arch.name} builders are running (replicas: 0); builds go to the Service and wait there`,
     };
   }
   if (ready < desired) {
@@ -140,12 +145,19 @@ export function poolStatus(
     );
     if (update.status !== "True") failing.push({ arch: arch.name, condition: update });
     const before = previous?.architectures?.find((entry) => entry.name === arch.name);
+    const demand = observed.demand?.[arch.name];
     architectures.push({
       name: arch.name,
       replicas: desired,
       readyReplicas: ready,
-      ...(before?.queued === undefined ? {} : { queued: before.queued }),
-      ...(before?.running === undefined ? {} : { running: before.running }),
+      // Autoscaled architectures show the demand they were sized from; others keep what
+      // another writer may have put there.
+      ...(demand
+        ? { queued: demand.queued, running: demand.running }
+        : {
+            ...(before?.queued === undefined ? {} : { queued: before.queued }),
+            ...(before?.running === undefined ? {} : { running: before.running }),
+          }),
       conditions: setCondition(before?.conditions, update, now),
     });
   });

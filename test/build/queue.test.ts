@@ -5,6 +5,7 @@ import {
   assignSlots,
   capacityOf,
   compareBuilds,
+  demandOf,
   poolQueue,
   type QueuedBuild,
   type SlotRequest,
@@ -60,9 +61,14 @@ describe("the queue runs at most maxConcurrentBuilds per architecture, first com
       capacity: 2,
     });
     expect(state.architectures).toEqual([
-      { architecture: "amd64", capacity: 2, running: 0, waiting: 2 },
-      { architecture: "arm64", capacity: 1, running: 0, waiting: 0 },
+      { architecture: "amd64", capacity: 2, running: 0, waiting: 2, queued: 4 },
+      { architecture: "arm64", capacity: 1, running: 0, waiting: 0, queued: 0 },
     ]);
+    // What the autoscaler sizes builders from: every platform in line, and those running.
+    expect(demandOf(state)).toEqual({
+      amd64: { queued: 4, running: 0 },
+      arm64: { queued: 0, running: 0 },
+    });
   });
 
   it("counts running Jobs against the capacity, and a finished one frees its slot at once", () => {
@@ -254,8 +260,8 @@ describe("the whole pool's queue", () => {
       position: 1,
     });
     expect(state.architectures).toEqual([
-      { architecture: "amd64", capacity: 1, running: 0, waiting: 1 },
-      { architecture: "arm64", capacity: 1, running: 0, waiting: 1 },
+      { architecture: "amd64", capacity: 1, running: 0, waiting: 1, queued: 2 },
+      { architecture: "arm64", capacity: 1, running: 0, waiting: 1, queued: 2 },
     ]);
   });
 

@@ -159,6 +159,35 @@ describe("poolStatus", () => {
     );
   });
 
+  it("shows an autoscaled architecture's demand as queued and running, and its scale to zero", () => {
+    const pool = examplePool((raw) => {
+      raw.spec.architectures = [
+        { name: "amd64", replicas: 1, autoscaling: { maxReplicas: 3 } },
+        { name: "arm64", replicas: 1 },
+      ];
+    });
+    const busy = poolStatus(
+      pool,
+      observe({ replicas: { amd64: 2 }, demand: { amd64: { queued: 3, running: 1 } } }),
+      T0,
+    );
+    expect(busy.architectures?.[0]).toMatchObject({ replicas: 2, queued: 3, running: 1 });
+    expect(busy.architectures?.[1]?.queued).toBeUndefined();
+    const idle = poolStatus(
+      pool,
+      observe({ replicas: { amd64: 0 }, demand: { amd64: { queued: 0, running: 0 } } }),
+      T1,
+    );
+    expect(idle.architectures?.[0]).toMatchObject({ replicas: 0, queued: 0, running: 0 });
+    expect(idle.architectures?.[0]?.conditions?.[0]).toMatchObject({
+      status: "True",
+      reason: "ScaledToZero",
+      message:
+        "no amd64 builds queued or running, so no builders; the next queued build wakes them",
+    });
+    expect(idle.conditions?.[0]).toMatchObject({ status: "True", reason: "Ready" });
+  });
+
   it("keeps the queue figures the build controller wrote", () => {
     const pool = examplePool();
     const previous = poolStatus(pool, observe(), T0);
@@ -302,6 +331,22 @@ describe("scalingEvents", () => {
     ]);
     expect(scalingEvents(desired, { amd64: workload(4, 4), arm64: workload(3, 3) })).toEqual([
       { type: "Normal", reason: "ScaledDown", message: "arm64 builders 3 → 1" },
+    ]);
+  });
+
+  it("says what demand an autoscaled architecture was sized from", () => {
+    const desired = desiredPool(
+      examplePool(),
+      poolContext({ replicas: { amd64: 3 } }),
+    ).architectures;
+    expect(
+      scalingEvents(desired, { amd64: workload(0, 0) }, { amd64: { queued: 5, running: 1 } }),
+    ).toEqual([
+      {
+        type: "Normal",
+        reason: "ScaledUp",
+        message: "amd64 builders 0 → 3 (5 queued, 1 running)",
+      },
     ]);
   });
 });

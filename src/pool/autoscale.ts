@@ -1,0 +1,148 @@
+// Builders that scale with the queue. An architecture with `autoscaling` is sized from its
+// demand, the platform builds that stand in its queue plus those running (the ImageBuild
+// controller's queue, build/queue.ts, computes both): ceil(demand / buildsPerReplica),
+// clamped to [minReplicas, maxReplicas]. Up at once; down only once the demand has stayed
+// lower for scaleDownDelay, and then to the most it asked for during that time (the
+// stabilization window of the HorizontalPodAutoscaler), so demand that comes and goes does not
+// make builders come and go. The first queued build of an idle architecture wakes it.
+//
+// The policy (desiredReplicas) is pure; the Autoscaler keeps its memory (since when demand has
+// been lower) per pool architecture, in this process only: a restarted operator starts the
+// delay anew, which postpones a scale-down and never hastens one.
+import type { ArchitectureSpec } from "../api/builderpool.ts";
+import { parseDuration } from "../api/meta.ts";
+import type { BuilderPool } from "../api/resources.ts";
+
+export interface Demand {
+  /** Platforms without a Job that stand in the architecture's queue. */
+  queued: number;
+  /** Platform Jobs that have not finished. */
+  running: number;
+}
+
+type Autoscaling = NonNullable<ArchitectureSpec["autoscaling"]>;
+
+/** What the demand alone asks for. */
+export function targetReplicas(autoscaling: Autoscaling, demand: Demand): number {
+  const wanted = Math.ceil((demand.queued + demand.running) / autoscaling.buildsPerReplica);
+  return Math.min(autoscaling.maxReplicas, Math.max(autoscaling.minReplicas, wanted));
+}
+
+/** The memory of one architecture between decisions. */
+export interface ScaleMemory {
+  /** Replicas last decided. */
+  replicas?: number;
+  /** Since when (ms) the target has been below the replicas, and the most it was since. */
+  lowSince?: number;
+  peak?: number;
+}
+
+export interface ScaleDecision {
+  replicas: number;
+  memory: ScaleMemory;
+  /** When a scale-down waits: how long until it may happen. */
+  requeueAfterMs?: number;
+}
+
+/**
+ * The replicas for an autoscaled architecture. `current` is what runs now (the last decision,
+ * else the workload's spec.replicas; undefined before the workload exists).
+ */
+export function desiredReplicas(
+  autoscaling: Autoscaling,
+  demand: Demand,
+  current: number | undefined,
+  memory: ScaleMemory,
+  nowMs: number,
+): ScaleDecision {
+  const target = targetReplicas(autoscaling, demand);
+  if (current === undefined) return { replicas: target, memory: { replicas: target } };
+  // A changed spec moves the bounds at once.
+  const now = Math.min(autoscaling.maxReplicas, Math.max(autoscaling.minReplicas, current));
+  if (target >= now) return { replicas: target, memory: { replicas: target } };
+  const lowSince = memory.lowSince ?? nowMs;
+  const peak = Math.max(memory.peak ?? target, target);
+  const delay = parseDuration(autoscaling.scaleDownDelay);
+  const waited = nowMs - lowSince;
+  if (waited < delay) {
+    return {
+      replicas: now,
+      memory: { replicas: now, lowSince, peak },
+      requeueAfterMs: delay - waited,
+    };
+  }
+  // Down to the most the demand asked for while it stayed lower; if that is still above the
+  // target, the next delay starts now.
+  const replicas = Math.min(now, peak);
+  if (replicas > target) {
+    return {
+      replicas,
+      memory: { replicas, lowSince: nowMs, peak: target },
+      requeueAfterMs: delay,
+    };
+  }
+  return { replicas, memory: { replicas } };
+}
+
+export interface PoolScale {
+  /** Replicas per autoscaled architecture. */
+  replicas: Record<string, number>;
+  /** The demand each autoscaled architecture was sized from. */
+  demand: Record<string, Demand>;
+  /** The earliest pending scale-down. */
+  requeueAfterMs?: number;
+}
+
+/** Sizes the autoscaled architectures of pools from a demand source; remembers what it decided. */
+export class Autoscaler {
+  private readonly demandOf: (pool: BuilderPool) => Readonly<Record<string, Demand>> | undefined;
+  private readonly memory = new Map<string, ScaleMemory>();
+
+  /** `demandOf` answers undefined while it cannot tell (the builds' caches are not there). */
+  constructor(demandOf: (pool: BuilderPool) => Readonly<Record<string, Demand>> | undefined) {
+    this.demandOf = demandOf;
+  }
+
+  /**
+   * The replicas of the pool's autoscaled architectures; `current` holds the replicas of each
+   * architecture's workload as read (undefined when it does not exist yet).
+   */
+  scale(
+    pool: BuilderPool,
+    current: Readonly<Record<string, number | undefined>>,
+    now: Date,
+  ): PoolScale {
+    const out: PoolScale = { replicas: {}, demand: {} };
+    const prefix = `${pool.metadata.uid ?? `${pool.metadata.namespace}/${pool.metadata.name}`}/`;
+    for (const arch of pool.spec.architectures)
+      if (!arch.autoscaling) this.memory.delete(`${prefix}${arch.name}`);
+    const scaled = pool.spec.architectures.filter((arch) => arch.autoscaling);
+    if (scaled.length === 0) return out;
+    const demand = this.demandOf(pool);
+    for (const arch of scaled) {
+      const autoscaling = arch.autoscaling as Autoscaling;
+      const key = `${prefix}${arch.name}`;
+      const remembered = this.memory.get(key) ?? {};
+      const seen = demand?.[arch.name] ?? { queued: 0, running: 0 };
+      const decision = desiredReplicas(
+        autoscaling,
+        seen,
+        remembered.replicas ?? current[arch.name],
+        remembered,
+        now.getTime(),
+      );
+      this.memory.set(key, decision.memory);
+      out.replicas[arch.name] = decision.replicas;
+      out.demand[arch.name] = seen;
+      if (decision.requeueAfterMs !== undefined)
+        out.requeueAfterMs = Math.min(out.requeueAfterMs ?? Infinity, decision.requeueAfterMs);
+    }
+    return out;
+  }
+
+  /** A deleted pool leaves nothing behind. */
+  forget(pool: { metadata?: { uid?: string } }): void {
+    const prefix = `${pool.metadata?.uid}/`;
+    for (const key of this.memory.keys()) if (key.startsWith(prefix)) this.memory.delete(key);
+  }
+}

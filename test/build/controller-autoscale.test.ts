@@ -1,0 +1,201 @@
+// Builders that scale with the queue, with the real operator (pool and build controllers, as
+// main.ts registers them) against test/kube: an amd64 architecture with autoscaling sleeps at
+// zero, the first queued build wakes it and waits Queued (ScalingUp) until a builder is
+// ready, a burst scales it up at once to what the demand asks for (within maxReplicas), and it
+// goes back to zero only once the demand has stayed lower for scaleDownDelay, with the pool
+// waking itself for that.
+import type { CoreV1Event, KubernetesObject, V1Deployment } from "@kubernetes/client-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ArchitectureStatus } from "../../src/api/builderpool.ts";
+import { RESOURCES } from "../../src/runtime/client.ts";
+import {
+  type BuildCluster,
+  condition,
+  NS,
+  POOL,
+  POOLS,
+  phaseIs,
+  poolSpec,
+  startBuildCluster,
+} from "./cluster.ts";
+
+const DELAY_MS = 1500;
+const AMD64_ONLY = { platforms: ["linux/amd64"] };
+
+let cluster: BuildCluster;
+/** Every replicas value the amd64 Deployment's spec had, with when. */
+const scaled: { at: number; replicas: number }[] = [];
+
+beforeAll(async () => {
+  cluster = await startBuildCluster({
+    pool: poolSpec({
+      maxConcurrentBuilds: 4,
+      architectures: [
+        {
+          name: "amd64",
+          autoscaling: {
+            minReplicas: 0,
+            maxReplicas: 3,
+            buildsPerReplica: 1,
+            scaleDownDelay: `${DELAY_MS}ms`,
+          },
+        },
+        { name: "arm64", replicas: 1 },
+      ],
+    }),
+  });
+  cluster.kube.store.onChange((event, info) => {
+    if (info.resource !== "deployments" || event.object.metadata.name !== `${POOL}-amd64`) return;
+    const replicas = (event.object as unknown as V1Deployment).spec?.replicas ?? -1;
+    if (scaled.at(-1)?.replicas !== replicas) scaled.push({ at: Date.now(), replicas });
+  });
+});
+afterAll(() => cluster?.stop());
+
+const deployment = () =>
+  cluster.kube.store.get("deployments.apps", NS, `${POOL}-amd64`) as unknown as
+    | V1Deployment
+    | undefined;
+const amd64Status = async () =>
+  (
+    await cluster.client.get<
+      KubernetesObject & { status?: { architectures?: ArchitectureStatus[] } }
+    >(POOLS, NS, POOL)
+  )?.status?.architectures?.find((arch) => arch.name === "amd64");
+
+async function poolEvents(): Promise<CoreV1Event[]> {
+  await cluster.operator.manager.events.flush();
+  const { items } = await cluster.client.list<CoreV1Event & KubernetesObject>(RESOURCES.event, NS);
+  return items.filter((event) => event.involvedObject.kind === "BuilderPool");
+}
+
+async function scaledToZero() {
+  await cluster.kube.waitFor(() => deployment()?.spec?.replicas === 0, {
+    timeout: 10_000,
+    message: "amd64 scaled to zero",
+  });
+}
+
+describe("an idle autoscaled architecture", () => {
+  it("runs no builder, and the pool is Ready and says why", async () => {
+    await scaledToZero();
+    const amd64 = await amd64Status();
+    expect(amd64).toMatchObject({ replicas: 0, readyReplicas: 0, queued: 0, running: 0 });
+    expect(amd64?.conditions?.[0]).toMatchObject({ status: "True", reason: "ScaledToZero" });
+  });
+});
+
+describe("the first queued build", () => {
+  it("wakes it: Queued with reason ScalingUp until a builder is ready, then built there", async () => {
+    const before = scaled.length;
+    await cluster.createBuild("wake", AMD64_ONLY);
+    const build = await cluster.waitForBuild("wake", phaseIs("Succeeded", "Failed"));
+    expect(build.status?.phase).toBe("Succeeded");
+    const first = cluster.statuses("wake")[0];
+    expect(first?.phase).toBe("Queued");
+    expect(first?.conditions?.find((c) => c.type === "Succeeded")?.reason).toBe("ScalingUp");
+    expect(first?.platforms?.[0]).toMatchObject({
+      phase: "Queued",
+      message: "waiting for a builder: no amd64 builder is ready yet; the pool is scaling up",
+    });
+    expect(scaled.slice(before).map((s) => s.replicas)[0]).toBe(1);
+    expect(build.status?.platforms?.[0]?.builderPod).toMatch(new RegExp(`^${POOL}-amd64-`));
+    const events = (await poolEvents()).map((e) => `${e.reason}: ${e.message}`);
+    expect(events).toContain("ScaledUp: amd64 builders 0 → 1 (1 queued, 0 running)");
+  });
+
+  it("and once idle it goes back to zero, only after scaleDownDelay, on its own", async () => {
+    // The build finished: nothing wakes the pool but its own requeue when the delay passes.
+    const up = scaled.findLast((s) => s.replicas === 1) as { at: number };
+    await scaledToZero();
+    const down = scaled.at(-1) as { at: number; replicas: number };
+    expect(down.replicas).toBe(0);
+    expect(down.at - up.at).toBeGreaterThanOrEqual(DELAY_MS);
+    const events = (await poolEvents()).map((e) => `${e.reason}: ${e.message}`);
+    expect(events).toContain("ScaledDown: amd64 builders 1 → 0 (0 queued, 0 running)");
+  });
+});
+
+describe("a burst", () => {
+  it("scales up at once to the demand within maxReplicas, shows it, and spreads the builds", async () => {
+    cluster.player.holdAll = true;
+    const mark = cluster.kube.requestLog.mark();
+    const names = ["burst-1", "burst-2", "burst-3", "burst-4"];
+    const seen: ArchitectureStatus[] = [];
+    try {
+      for (const name of names) await cluster.createBuild(name, { ...AMD64_ONLY, cacheKey: name });
+      await cluster.kube.waitFor(() => deployment()?.spec?.replicas === 3, {
+        message: "three amd64 builders",
+      });
+      // Every builder sized for one build: three run, one waits for a fourth builder that
+      // maxReplicas does not allow, so it goes to the first ready builder of its key.
+      await cluster.kube.waitFor(
+        async () => {
+          const amd64 = await amd64Status();
+          if (amd64) seen.push(amd64);
+          return amd64?.running === 4;
+        },
+        { message: "four amd64 builds running" },
+      );
+      expect(seen.some((s) => (s.queued ?? 0) > 0)).toBe(true);
+      expect(Math.max(...scaled.map((s) => s.replicas))).toBe(3);
+    } finally {
+      cluster.player.holdAll = false;
+      for (const name of names) cluster.player.release(`${name}-amd64`);
+    }
+    const statusWrites = cluster.kube.requestLog.since(mark, {
+      verb: "update",
+      resource: "builderpools",
+      subresource: "status",
+    }).length;
+    const pods = new Set<string>();
+    for (const name of names) {
+      const build = await cluster.waitForBuild(name, phaseIs("Succeeded"));
+      pods.add(build.status?.platforms?.[0]?.builderPod ?? "");
+    }
+    expect([...pods], JSON.stringify(scaled)).toHaveLength(3);
+    // Counts that change with every build transition are written every COUNTS_SETTLE_MS at
+    // most: the burst (4 builds, 3 builders starting) cost 6 pool status writes here.
+    expect(statusWrites).toBeLessThanOrEqual(10);
+    await scaledToZero();
+  });
+});
+
+describe("an operator restarted while a scale-down waits", () => {
+  it("starts the delay anew: it postpones the scale-down, never hastens it", async () => {
+    await cluster.createBuild("before-restart", AMD64_ONLY);
+    await cluster.waitForBuild("before-restart", phaseIs("Succeeded"));
+    expect(deployment()?.spec?.replicas).toBe(1);
+    const restarted = Date.now();
+    await cluster.restart();
+    await scaledToZero();
+    expect((scaled.at(-1) as { at: number }).at - restarted).toBeGreaterThanOrEqual(DELAY_MS);
+  });
+});
+
+describe("demand that comes and goes within scaleDownDelay", () => {
+  it("does not make builders come and go", async () => {
+    await cluster.createBuild("again-1", AMD64_ONLY);
+    await cluster.waitForBuild("again-1", phaseIs("Succeeded"));
+    const mark = scaled.length;
+    // Idle for less than the delay, then another build: the builder stays.
+    await new Promise((resolve) => setTimeout(resolve, DELAY_MS / 3));
+    await cluster.createBuild("again-2", AMD64_ONLY);
+    const build = await cluster.waitForBuild("again-2", phaseIs("Succeeded"));
+    expect(scaled.slice(mark)).toEqual([]);
+    // It found a ready builder: it never waited for one.
+    expect(
+      cluster
+        .statuses("again-2")
+        .every((s) => condition({ status: s } as never, "Succeeded")?.reason !== "ScalingUp"),
+    ).toBe(true);
+    expect(build.status?.phase).toBe("Succeeded");
+    await scaledToZero();
+  });
+});
+
+describe("the operator", () => {
+  it("left no reconcile error in its log", () => {
+    expect(cluster.operator.logs.filter((line) => line.level === "error")).toEqual([]);
+  });
+});
