@@ -152,6 +152,57 @@ export function routesFor(
   return routes;
 }
 
+/** How long a routed Job is counted on its builder before the Jobs cache shows it. */
+const ROUTED_MS = 30_000;
+
+/**
+ * Platform Jobs this process routed to a builder pod that its Jobs cache may not show yet, so
+ * that the next routing counts them on their builder (client-go's expectations, for routes).
+ * Recorded when the decision is made, before the create is sent: reconciles of other builds
+ * on other workers that run meanwhile see them too.
+ */
+export class RoutedJobs {
+  private readonly jobs = new Map<string, { key: string; pod: string; at: number }>();
+  private readonly now: () => number;
+
+  constructor(now: () => number = Date.now) {
+    this.now = now;
+  }
+
+  add(job: KubernetesObject): void {
+    const labels = job.metadata?.labels ?? {};
+    const pod = job.metadata?.annotations?.[ANNOTATIONS.builderPod];
+    const [pool, arch] = [labels[LABELS.pool], labels[LABELS.arch]];
+    if (!pod || !pool || !arch) return;
+    const at = this.now();
+    for (const [name, entry] of this.jobs) if (at - entry.at > ROUTED_MS) this.jobs.delete(name);
+    const namespace = labels[LABELS.poolNamespace] ?? job.metadata?.namespace ?? "";
+    this.jobs.set(`${job.metadata?.namespace}/${job.metadata?.name}`, {
+      key: architectureKey(namespace, pool, arch),
+      pod,
+      at,
+    });
+  }
+
+  /** A Job whose create failed: it runs nowhere. */
+  forget(job: KubernetesObject): void {
+    this.jobs.delete(`${job.metadata?.namespace}/${job.metadata?.name}`);
+  }
+
+  /** The builder pods of the routed Jobs of a pool architecture that `cached` does not show. */
+  podsOf(key: string, cached: (namespace: string, name: string) => boolean): string[] {
+    const now = this.now();
+    const pods: string[] = [];
+    for (const [job, entry] of this.jobs) {
+      if (entry.key !== key) continue;
+      const [namespace, name] = job.split("/") as [string, string];
+      if (now - entry.at > ROUTED_MS || cached(namespace, name)) this.jobs.delete(job);
+      else pods.push(entry.pod);
+    }
+    return pods;
+  }
+}
+
 /** The pool key (`<namespace>/<name>`) of a builder pod, or undefined for other pods. */
 export function poolOfBuilderPod(pod: KubernetesObject): string | undefined {
   const labels = pod.metadata?.labels ?? {};

@@ -19,7 +19,6 @@ import {
   SpecError,
 } from "../api/resources.ts";
 import {
-  ANNOTATIONS,
   COMPONENTS,
   caSecretName,
   clientSecretName,
@@ -62,6 +61,7 @@ import {
   indexPlatformJobs,
   isReadyBuilder,
   poolOfBuilderPod,
+  RoutedJobs,
   routesFor,
 } from "./builders.ts";
 import { isTerminal } from "./conditions.ts";
@@ -222,14 +222,10 @@ export class BuildReconciler {
   >();
   /** Since when a build's status has had progress not yet written, by key (see settle.ts). */
   private readonly progressSince = new Map<string, number>();
-  /**
-   * Objects created by this process, by `<Kind>/<namespace>/<name>`, until the cache shows
-   * them; a platform Job with the builder pod it was routed to (`route`: its architecture key).
-   */
-  private readonly expected = new Map<
-    string,
-    { owner: string; at: number; route?: { key: string; pod: string } }
-  >();
+  /** Objects created by this process, by `<Kind>/<namespace>/<name>`, until the cache shows them. */
+  private readonly expected = new Map<string, { owner: string; at: number }>();
+  /** Platform Jobs this process routed to a builder pod, until the Jobs cache shows them. */
+  private readonly routed = new RoutedJobs();
   /** Parsed cached builds, by the cached object (null: invalid); see parsed(). */
   private readonly parses = new WeakMap<KubernetesObject, ImageBuild | null>();
   /** How often a build that may not run yet (a Secret it needs is missing) was polled, by uid. */
@@ -281,8 +277,8 @@ export class BuildReconciler {
         if (!isNotFound(error)) throw error;
       }
     }
-    // Routes are chosen, and the Jobs they make expected, with no await in between: a
-    // reconcile of another build on another worker then counts them on their builders.
+    // Routes are chosen, and the Jobs routed recorded, with no await in between: a reconcile
+    // of another build on another worker then counts them on their builders.
     const routes =
       pool && queue && admission?.admitted
         ? routesFor(
@@ -322,7 +318,7 @@ export class BuildReconciler {
       operatorImage: this.options.operatorImage,
     });
     for (const action of decision.actions)
-      if (action.type === "CreateJob") this.expect(RESOURCES.job, action.object, raw);
+      if (action.type === "CreateJob") this.routed.add(action.object);
     await this.perform(build, raw, decision.actions, log);
     const { wrote, settleAfterMs } = await this.settleStatus(raw, decision.status, now);
     if (wrote) {
@@ -579,18 +575,14 @@ export class BuildReconciler {
    */
   private builderPods(pool: BuilderPool, arch: string) {
     const key = architectureKey(pool.metadata.namespace, pool.metadata.name, arch);
-    const now = Date.now();
-    const expected: string[] = [];
-    for (const [name, entry] of this.expected) {
-      if (entry.route?.key !== key || now - entry.at > EXPECTATION_MS) continue;
-      const [, namespace, job] = name.split("/") as [string, string, string];
-      if (!this.caches.jobs.get(namespace, job)) expected.push(entry.route.pod);
-    }
     return builderPodsOf(
       this.caches,
       { namespace: pool.metadata.namespace, name: pool.metadata.name },
       arch,
-      expected,
+      this.routed.podsOf(
+        key,
+        (namespace, name) => this.caches.jobs.get(namespace, name) !== undefined,
+      ),
     );
   }
 
@@ -693,7 +685,13 @@ export class BuildReconciler {
           await this.createIgnoringExisting(RESOURCES.configMap, action.object, raw);
           break;
         case "CreateJob":
-          if (await this.createIgnoringExisting(RESOURCES.job, action.object, raw)) {
+          if (
+            await this.createIgnoringExisting(RESOURCES.job, action.object, raw).catch((error) => {
+              // Not made: it runs nowhere, and the next reconcile routes it again.
+              this.routed.forget(action.object);
+              throw error;
+            })
+          ) {
             log.info(
               { job: action.object.metadata?.name, platform: action.platform },
               "job created",
@@ -732,41 +730,14 @@ export class BuildReconciler {
     try {
       await this.client.create(type, object);
     } catch (error) {
-      if (!isAlreadyExists(error)) {
-        // Not made: nothing to wait for, and the next reconcile creates it again.
-        this.expected.delete(`${type.kind}/${object.metadata?.namespace}/${object.metadata?.name}`);
-        throw error;
-      }
+      if (!isAlreadyExists(error)) throw error;
       created = false;
     }
-    this.expect(type, object, owner);
-    return created;
-  }
-
-  /**
-   * An object this process creates (or found already there) is expected in the cache; a
-   * platform Job with the builder pod it was routed to, which counts it on that builder.
-   */
-  private expect(type: ResourceType, object: KubernetesObject, owner: KubernetesObject): void {
-    const labels = object.metadata?.labels ?? {};
-    const routedTo = object.metadata?.annotations?.[ANNOTATIONS.builderPod];
-    const [pool, arch] = [labels[LABELS.pool], labels[LABELS.arch]];
     this.expected.set(`${type.kind}/${object.metadata?.namespace}/${object.metadata?.name}`, {
       owner: owner.metadata?.uid ?? "",
       at: Date.now(),
-      ...(routedTo && pool && arch
-        ? {
-            route: {
-              key: architectureKey(
-                labels[LABELS.poolNamespace] ?? object.metadata?.namespace ?? "",
-                pool,
-                arch,
-              ),
-              pod: routedTo,
-            },
-          }
-        : {}),
     });
+    return created;
   }
 
   /** A 24 h client certificate from the pool's CA, in a Secret the build owns. */

@@ -69,6 +69,22 @@ async function poolEvents(): Promise<CoreV1Event[]> {
   return items.filter((event) => event.involvedObject.kind === "BuilderPool");
 }
 
+/** Waits for a pool Event `<reason>: <message>`: it is recorded right after the write it reports. */
+async function poolEvent(text: string): Promise<void> {
+  let seen: string[] = [];
+  await cluster.kube
+    .waitFor(
+      async () => {
+        seen = (await poolEvents()).map((e) => `${e.reason}: ${e.message}`);
+        return seen.includes(text);
+      },
+      { timeout: 5000, message: `Event ${text}` },
+    )
+    .catch((error: Error) => {
+      throw new Error(`${error.message}; seen: ${JSON.stringify(seen)}`);
+    });
+}
+
 async function scaledToZero() {
   await cluster.kube.waitFor(() => deployment()?.spec?.replicas === 0, {
     timeout: 10_000,
@@ -100,8 +116,7 @@ describe("the first queued build", () => {
     });
     expect(scaled.slice(before).map((s) => s.replicas)[0]).toBe(1);
     expect(build.status?.platforms?.[0]?.builderPod).toMatch(new RegExp(`^${POOL}-amd64-`));
-    const events = (await poolEvents()).map((e) => `${e.reason}: ${e.message}`);
-    expect(events).toContain("ScaledUp: amd64 builders 0 → 1 (1 queued, 0 running)");
+    await poolEvent("ScaledUp: amd64 builders 0 → 1 (1 queued, 0 running)");
   });
 
   it("and once idle it goes back to zero, only after scaleDownDelay, on its own", async () => {
@@ -111,8 +126,7 @@ describe("the first queued build", () => {
     const down = scaled.at(-1) as { at: number; replicas: number };
     expect(down.replicas).toBe(0);
     expect(down.at - up.at).toBeGreaterThanOrEqual(DELAY_MS);
-    const events = (await poolEvents()).map((e) => `${e.reason}: ${e.message}`);
-    expect(events).toContain("ScaledDown: amd64 builders 1 → 0 (0 queued, 0 running)");
+    await poolEvent("ScaledDown: amd64 builders 1 → 0 (0 queued, 0 running)");
   });
 });
 
@@ -153,11 +167,12 @@ describe("a burst", () => {
       const build = await cluster.waitForBuild(name, phaseIs("Succeeded"));
       pods.add(build.status?.platforms?.[0]?.builderPod ?? "");
     }
+    await scaledToZero();
     expect([...pods], JSON.stringify(scaled)).toHaveLength(3);
     // Counts that change with every build transition are written every COUNTS_SETTLE_MS at
-    // most: the burst (4 builds, 3 builders starting) cost 6 pool status writes here.
-    expect(statusWrites).toBeLessThanOrEqual(10);
-    await scaledToZero();
+    // most: the burst (4 builds, 3 builders starting and getting ready) cost 6 to 11 pool
+    // status writes here, depending on how the readiness changes fall.
+    expect(statusWrites).toBeLessThanOrEqual(16);
   });
 });
 

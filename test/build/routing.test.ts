@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { cacheKeyOf } from "../../src/build/builders.ts";
+import { cacheKeyOf, RoutedJobs } from "../../src/build/builders.ts";
 import {
   builderPodHost,
   chooseBuilder,
@@ -217,5 +217,44 @@ describe("the cache key", () => {
         dockerfile: "Dockerfile",
       }),
     );
+  });
+});
+
+describe("Jobs routed by this process that the cache does not show yet", () => {
+  const job = (name: string, pod: string) => ({
+    metadata: {
+      name,
+      namespace: "apps",
+      labels: {
+        "buildfarm.dev/pool": "farm",
+        "buildfarm.dev/pool-namespace": "builders",
+        "buildfarm.dev/arch": "amd64",
+      },
+      annotations: { "buildfarm.dev/builder-pod": pod },
+    },
+  });
+  const KEY = "builders/farm/amd64";
+
+  it("count on their builder until the cache shows them, the create fails, or 30 s pass", () => {
+    let now = 0;
+    const routed = new RoutedJobs(() => now);
+    routed.add(job("a-amd64", "farm-amd64-x"));
+    routed.add(job("b-amd64", "farm-amd64-x"));
+    routed.add(job("c-amd64", "farm-amd64-y"));
+    expect(routed.podsOf(KEY, () => false).sort()).toEqual([
+      "farm-amd64-x",
+      "farm-amd64-x",
+      "farm-amd64-y",
+    ]);
+    expect(routed.podsOf("builders/farm/arm64", () => false)).toEqual([]);
+    // The cache shows a-amd64 (it counts from there); b-amd64's create failed.
+    expect(routed.podsOf(KEY, (_ns, name) => name === "a-amd64").sort()).toEqual([
+      "farm-amd64-x",
+      "farm-amd64-y",
+    ]);
+    routed.forget(job("b-amd64", "farm-amd64-x"));
+    expect(routed.podsOf(KEY, () => false)).toEqual(["farm-amd64-y"]);
+    now = 30_001;
+    expect(routed.podsOf(KEY, () => false)).toEqual([]);
   });
 });

@@ -8,13 +8,14 @@ import { join } from "node:path";
 import { DEFAULT_OPERATOR_IMAGE, loadConfig } from "../../src/config.ts";
 import { type RunningOperator, startOperator } from "../../src/main.ts";
 import { createLogger } from "../../src/runtime/log.ts";
-import { type Kube, type KubeObject, startKube } from "../kube/index.ts";
+import { defaultExecutor, type Kube, type KubeObject, startKube } from "../kube/index.ts";
 import { RealPods } from "../kube/sim/real/executor.ts";
 import { type FaultyProxy, startFaultyProxy } from "../registry/proxy.ts";
 import type { BuildkitTools } from "../support/buildkit.ts";
 import { REPO_ROOT } from "../support/files.ts";
 import { type RunningRegistry, startRegistry } from "../support/registry.ts";
 import { type Arch, type GitServer, pushBaseImage, startGitServer } from "./fixtures.ts";
+import { type ImageRun, pushedImageExecutor } from "./images.ts";
 
 export const POOL_NAMESPACE = "builders";
 export const BUILD_NAMESPACE = "apps";
@@ -52,6 +53,8 @@ export function dockerfiles(baseImage: string): Record<string, Record<string, st
 export interface RealCluster {
   kube: Kube;
   pods: RealPods;
+  /** Containers that ran a pushed image (verify Jobs), as pushedImageExecutor ran them. */
+  images: ImageRun[];
   operator: RunningOperator;
   registry: RunningRegistry;
   /** The same registry behind a proxy that refuses cache manifests (tags buildcache*). */
@@ -88,6 +91,8 @@ export async function startRealCluster(
     const git = await startGitServer("app", dockerfiles(baseImage));
     stops.push(() => git.stop());
 
+    // The images the builds push run too (a verify Job checks the image it built).
+    const pushed = pushedImageExecutor(registry, defaultExecutor);
     const pods = new RealPods({
       programs: {
         buildkitd: tools.buildkitd,
@@ -96,6 +101,7 @@ export async function startRealCluster(
         cli: join(REPO_ROOT, "src", "cli.ts"),
       },
       operatorImage: DEFAULT_OPERATOR_IMAGE,
+      fallback: pushed.executor,
     });
     const kube = await startKube({
       nodes: [
@@ -156,6 +162,7 @@ export async function startRealCluster(
     return {
       kube,
       pods,
+      images: pushed.runs,
       operator,
       registry,
       refusing,
@@ -177,6 +184,7 @@ export interface BuildOptions {
   image?: string;
   tags?: string[];
   cache?: Record<string, unknown>;
+  verify?: Record<string, unknown>;
 }
 
 /** An ImageBuild of the fixture repository. */
@@ -198,6 +206,7 @@ export function imageBuild(cluster: RealCluster, options: BuildOptions): KubeObj
         tags: options.tags ?? [],
       },
       ...(options.cache ? { cache: options.cache } : {}),
+      ...(options.verify ? { verify: options.verify } : {}),
       secrets: [{ id: SECRET_ID, secretRef: { name: SECRET_NAME, key: SECRET_ID } }],
       timeout: "10m",
       retries: 0,

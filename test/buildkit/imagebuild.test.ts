@@ -257,6 +257,112 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
     );
   });
 
+  describe("spec.verify: the check runs in the pushed image before any tag", () => {
+    it(
+      "tags the index only after a passing check, run in that image by digest on an amd64 node",
+      async () => {
+        const image = `${cluster.registry.host}/checked`;
+        const samples: { tags: string[]; checkEnded: boolean }[] = [];
+        let building = true;
+        const poll = (async () => {
+          while (building) {
+            const checkEnded = cluster.images.some(
+              (run) => run.pod.startsWith("verified-1-verify-") && run.endMs !== undefined,
+            );
+            samples.push({ tags: await tagList(cluster.registry, "checked"), checkEnded });
+            await sleep(25);
+          }
+        })();
+        let status: BuildStatus;
+        try {
+          status = await runBuild(
+            cluster,
+            imageBuild(cluster, {
+              name: "verified-1",
+              image,
+              tags: ["v1"],
+              verify: {
+                command: ["/bin/sh", "-c"],
+                args: [
+                  'test "$(cat /greeting)" = "built by buildfarm" && test "$(cat /arch)" = "$(uname -m)" && echo "verified $IMAGE"',
+                ],
+              },
+            }),
+            undefined,
+            BUILD_TIMEOUT,
+          );
+        } finally {
+          building = false;
+          await poll;
+        }
+        expect(status.phase, await explain(cluster, "verified-1")).toBe("Succeeded");
+        expect(status.verify).toMatchObject({
+          phase: "Succeeded",
+          image: `${image}@${status.digest}`,
+          architecture: "amd64",
+        });
+        const [run] = cluster.images.filter((r) => r.pod.startsWith("verified-1-verify-"));
+        const index = await getManifest(cluster.registry, "checked", status.digest!);
+        const amd64 = index.manifests?.find((m) => m.platform?.architecture === "amd64");
+        expect(run).toMatchObject({
+          image: `${image}@${status.digest}`,
+          manifest: amd64?.digest,
+          architecture: "amd64",
+          uid: 65532,
+          exitCode: 0,
+        });
+        expect(run?.env.IMAGE).toBe(`${image}@${status.digest}`);
+        expect(run?.output).toBe(`verified ${image}@${status.digest}\n`);
+        // The tag points at the checked index, and appeared only after the check had ended.
+        const tagged = await inspectRaw(cluster.registry, `${image}:v1`);
+        expect(tagged.digest).toBe(status.digest);
+        expect(samples.some((s) => s.tags.includes("v1"))).toBe(true);
+        expect(samples.filter((s) => s.tags.includes("v1") && !s.checkEnded)).toEqual([]);
+      },
+      BUILD_TIMEOUT,
+    );
+
+    it(
+      "fails with VerificationFailed and the check's words, leaving the index untagged",
+      async () => {
+        const image = `${cluster.registry.host}/unchecked`;
+        const status = await runBuild(
+          cluster,
+          imageBuild(cluster, {
+            name: "verified-2",
+            platforms: ["linux/amd64"],
+            image,
+            tags: ["v1", "latest"],
+            verify: {
+              command: [
+                "/bin/sh",
+                "-c",
+                'echo "greeting is $(cat /greeting), wanted hello" >&2; exit 4',
+              ],
+            },
+          }),
+          undefined,
+          BUILD_TIMEOUT,
+        );
+        expect(status.phase, await explain(cluster, "verified-2")).toBe("Failed");
+        expect(condition(status, "Succeeded")).toMatchObject({ reason: "VerificationFailed" });
+        expect(condition(status, "Succeeded")?.message).toContain(
+          "greeting is built by buildfarm, wanted hello",
+        );
+        expect(status.verify?.phase).toBe("Failed");
+        expect(status.digest).toBeUndefined();
+        // The index is in the registry by digest, checked and refused; no tag names it.
+        const checked = status.verify?.image as string;
+        expect((await inspectRaw(cluster.registry, checked)).digest).toBe(
+          checked.slice(checked.indexOf("@") + 1),
+        );
+        // Its only tag is the registry cache's, which the build exports on its own.
+        expect(await listTags(cluster.registry, image)).toEqual(["buildcache-amd64"]);
+      },
+      BUILD_TIMEOUT,
+    );
+  });
+
   describe("the registry cache", () => {
     /** Deletes every builder pod and waits for fresh ones, which have built nothing. */
     async function freshBuilders(): Promise<void> {

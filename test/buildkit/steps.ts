@@ -19,6 +19,7 @@ export interface BuildStatus {
     message?: string;
   }[];
   conditions?: { type: string; status: string; reason?: string; message?: string }[];
+  verify?: { phase: string; image?: string; architecture?: string; message?: string };
 }
 
 type Build = Stored<KubeObject & { status?: BuildStatus }>;
