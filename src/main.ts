@@ -31,7 +31,10 @@ export const CONTROLLERS: ControllerSetup[] = [
     setupPoolController(manager, {
       defaultImage: config.buildkitImage,
       workers: config.poolWorkers,
-      autoscaler: new Autoscaler((pool) => builds?.demand(pool)),
+      autoscaler: new Autoscaler({
+        demand: (pool) => builds?.demand(pool),
+        builders: (pool, arch) => builds?.builderLoad(pool, arch) ?? [],
+      }),
       demandWatches: demandWatches(caches),
     });
     builds = setupBuildController(

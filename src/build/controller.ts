@@ -28,7 +28,7 @@ import {
 } from "../naming.ts";
 import { issueClientCertificate } from "../pki/certificates.ts";
 import { readCaSecret, tlsSecretData } from "../pki/secrets.ts";
-import type { Demand } from "../pool/autoscale.ts";
+import { type BuilderLoad, DELETION_COST, type Demand } from "../pool/autoscale.ts";
 import { MANAGED_SELECTOR, poolCaches } from "../pool/controller.ts";
 import { ownerReference } from "../runtime/apply.ts";
 import {
@@ -643,6 +643,15 @@ export class BuildReconciler {
   /** The pool's demand per architecture (queued and running platforms), for its autoscaling. */
   demand(pool: BuilderPool): Record<string, Demand> {
     return demandOf(this.queue(pool));
+  }
+
+  /** An architecture's builder pods with the builds running on each, for its scale-down. */
+  builderLoad(pool: BuilderPool, arch: string): BuilderLoad[] {
+    return this.builderPods(pool, arch).map((builder) => {
+      const cost = this.caches.pods.get(pool.metadata.namespace, builder.name)?.metadata
+        ?.annotations?.[DELETION_COST];
+      return { name: builder.name, running: builder.running, ...(cost ? { cost } : {}) };
+    });
   }
 
   /**

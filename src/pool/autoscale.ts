@@ -93,14 +93,47 @@ export interface PoolScale {
   requeueAfterMs?: number;
 }
 
+/**
+ * Which builder a ReplicaSet removes when it scales down is its own choice: among Ready pods,
+ * the lowest `controller.kubernetes.io/pod-deletion-cost` first, then the newest. Before an
+ * autoscaled Deployment scales down, each builder's cost is set to the builds running on it,
+ * so idle builders go first and a builder in the middle of a build stays when it can.
+ */
+export const DELETION_COST = "controller.kubernetes.io/pod-deletion-cost";
+
+/** A builder pod, the platform builds routed to it that run, and its deletion cost as set. */
+export interface BuilderLoad {
+  name: string;
+  running: number;
+  cost?: string;
+}
+
+/** The deletion costs to set (those that differ from the builds running on each builder). */
+export function deletionCosts(builders: readonly BuilderLoad[]): { name: string; cost: string }[] {
+  return builders
+    .filter((builder) => (builder.cost ?? "0") !== String(builder.running))
+    .map((builder) => ({ name: builder.name, cost: String(builder.running) }));
+}
+
+export interface AutoscalerSources {
+  /** The demand per architecture; undefined while it cannot tell (no builds' caches). */
+  demand: (pool: BuilderPool) => Readonly<Record<string, Demand>> | undefined;
+  /** The builder pods of an architecture with the builds running on each. */
+  builders?: (pool: BuilderPool, arch: string) => readonly BuilderLoad[];
+}
+
 /** Sizes the autoscaled architectures of pools from a demand source; remembers what it decided. */
 export class Autoscaler {
-  private readonly demandOf: (pool: BuilderPool) => Readonly<Record<string, Demand>> | undefined;
+  private readonly sources: AutoscalerSources;
   private readonly memory = new Map<string, ScaleMemory>();
 
-  /** `demandOf` answers undefined while it cannot tell (the builds' caches are not there). */
-  constructor(demandOf: (pool: BuilderPool) => Readonly<Record<string, Demand>> | undefined) {
-    this.demandOf = demandOf;
+  constructor(sources: AutoscalerSources) {
+    this.sources = sources;
+  }
+
+  /** The deletion costs to set on an architecture's builders before it scales down. */
+  deletionCostsFor(pool: BuilderPool, arch: string): { name: string; cost: string }[] {
+    return deletionCosts(this.sources.builders?.(pool, arch) ?? []);
   }
 
   /**
@@ -118,7 +151,7 @@ export class Autoscaler {
       if (!arch.autoscaling) this.memory.delete(`${prefix}${arch.name}`);
     const scaled = pool.spec.architectures.filter((arch) => arch.autoscaling);
     if (scaled.length === 0) return out;
-    const demand = this.demandOf(pool);
+    const demand = this.sources.demand(pool);
     for (const arch of scaled) {
       const autoscaling = arch.autoscaling as Autoscaling;
       const key = `${prefix}${arch.name}`;

@@ -35,7 +35,7 @@ import type {
 import { deepEqual, stableHash } from "../runtime/hash.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { Manager } from "../runtime/manager.ts";
-import type { Autoscaler, Demand } from "./autoscale.ts";
+import { type Autoscaler, DELETION_COST, type Demand } from "./autoscale.ts";
 import { ensureCertificates, type PoolCertificates, type StoredSecrets } from "./certificates.ts";
 import { type KubeVersion, parseKubeVersion } from "./context.ts";
 import { type DesiredPool, desiredPool, obsoleteChildren } from "./desired.ts";
@@ -219,6 +219,7 @@ export class PoolReconciler {
     }
 
     const written: string[] = [];
+    if (scale) await this.protectBusyBuilders(pool, scale.replicas, log);
     try {
       await this.applyChildren(raw, pool, stored, certificates, desired, written, scale?.demand);
     } catch (error) {
@@ -283,6 +284,34 @@ export class PoolReconciler {
       return COUNTS_SETTLE_MS - (now.getTime() - last);
     if (!deepEqual(previous ?? {}, status)) this.statusWrites.set(key, now.getTime());
     return undefined;
+  }
+
+  /**
+   * Before an autoscaled Deployment scales down: each builder's pod-deletion-cost set to the
+   * builds running on it, so the ReplicaSet removes idle builders first. (A StatefulSet always
+   * removes its highest ordinals; nothing to set there.)
+   */
+  private async protectBusyBuilders(
+    pool: BuilderPool,
+    replicas: Readonly<Record<string, number>>,
+    log: ReconcileContext["log"],
+  ): Promise<void> {
+    if (pool.spec.cache.type === "Persistent" || !this.options.autoscaler) return;
+    const current = this.currentReplicas(pool);
+    for (const [arch, wanted] of Object.entries(replicas)) {
+      const now = current[arch];
+      if (now === undefined || wanted >= now) continue;
+      for (const { name, cost } of this.options.autoscaler.deletionCostsFor(pool, arch)) {
+        try {
+          await this.client.patch(RESOURCES.pod, pool.metadata.namespace, name, {
+            metadata: { annotations: { [DELETION_COST]: cost } },
+          });
+          log.debug({ pod: name, cost }, "builder deletion cost set");
+        } catch (error) {
+          if (!isNotFound(error)) throw error;
+        }
+      }
+    }
   }
 
   /** The replicas of each architecture's workload as cached (undefined: none yet). */

@@ -176,6 +176,50 @@ describe("a burst", () => {
   });
 });
 
+describe("a scale-down while a builder is busy", () => {
+  it("removes the idle builder and leaves the busy one building", async () => {
+    cluster.player.holdAll = true;
+    try {
+      await cluster.createBuild("keep-1", { ...AMD64_ONLY, cacheKey: "keep-1" });
+      await cluster.kube.waitFor(() => cluster.player.runningJobs().includes("keep-1-amd64"), {
+        message: "keep-1 running",
+      });
+      // The second builder is strictly newer (creation times have whole seconds): the one a
+      // ReplicaSet removes first when nothing says otherwise.
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      await cluster.createBuild("keep-2", { ...AMD64_ONLY, cacheKey: "keep-2" });
+      await cluster.kube.waitFor(() => cluster.player.runningJobs().includes("keep-2-amd64"), {
+        message: "keep-2 running",
+      });
+      const older = (await cluster.getBuild("keep-1"))?.status?.platforms?.[0]?.builderPod;
+      const newer = (await cluster.getBuild("keep-2"))?.status?.platforms?.[0]?.builderPod;
+      expect(older).toBeDefined();
+      expect(newer).not.toBe(older);
+      // The older builder's build ends: one builder is enough, after the delay.
+      cluster.player.release("keep-1-amd64");
+      await cluster.waitForBuild("keep-1", phaseIs("Succeeded"));
+      await cluster.kube.waitFor(() => deployment()?.spec?.replicas === 1, {
+        message: "amd64 scaled to one",
+      });
+      await cluster.kube.waitFor(() => !cluster.kube.store.get("pods", NS, older as string), {
+        message: `the idle builder ${older} removed`,
+      });
+      const busy = cluster.kube.store.get("pods", NS, newer as string);
+      expect(busy?.metadata.deletionTimestamp).toBeUndefined();
+      expect(busy?.metadata.annotations?.["controller.kubernetes.io/pod-deletion-cost"]).toBe("1");
+      expect(cluster.player.stopped.filter((pod) => pod.startsWith("keep-2-"))).toEqual([]);
+    } finally {
+      cluster.player.holdAll = false;
+      cluster.player.release("keep-1-amd64");
+      cluster.player.release("keep-2-amd64");
+    }
+    expect(
+      (await cluster.waitForBuild("keep-2", phaseIs("Succeeded", "Failed"))).status?.phase,
+    ).toBe("Succeeded");
+    await scaledToZero();
+  });
+});
+
 describe("an operator restarted while a scale-down waits", () => {
   it("starts the delay anew: it postpones the scale-down, never hastens it", async () => {
     await cluster.createBuild("before-restart", AMD64_ONLY);

@@ -124,6 +124,44 @@ beforeAll(async () => {
     timeout: 20_000,
     message: "Jobs and inline context deleted after the TTL",
   });
+  // An autoscaled pool scaling down while one of its two builders builds: that builder's
+  // pod-deletion-cost is set first (a pod patch).
+  await client.create(POOLS, {
+    apiVersion: "buildfarm.dev/v1alpha1",
+    kind: "BuilderPool",
+    metadata: { name: "elastic", namespace: NS },
+    spec: poolSpec({
+      architectures: [
+        {
+          name: "amd64",
+          autoscaling: { maxReplicas: 2, buildsPerReplica: 1, scaleDownDelay: "300ms" },
+        },
+      ],
+    }),
+  });
+  player.holdAll = true;
+  for (const name of ["elastic-1", "elastic-2"]) {
+    await cluster.createBuild(name, {
+      poolRef: { name: "elastic" },
+      platforms: ["linux/amd64"],
+      cacheKey: name,
+    });
+  }
+  await kube.waitFor(
+    () => ["elastic-1-amd64", "elastic-2-amd64"].every((j) => player.runningJobs().includes(j)),
+    { message: "both elastic builds running" },
+  );
+  player.release("elastic-1-amd64");
+  await kube.waitFor(
+    () =>
+      kube.store
+        .objects("pods", NS)
+        .some((pod) => pod.metadata.annotations?.["controller.kubernetes.io/pod-deletion-cost"]),
+    { message: "a busy builder's deletion cost" },
+  );
+  player.holdAll = false;
+  player.release("elastic-2-amd64");
+  await cluster.waitForBuild("elastic-2", phaseIs("Succeeded"));
   // Pools: a persistent one, later shrunk to one architecture (a StatefulSet pruned).
   await client.create(POOLS, {
     apiVersion: "buildfarm.dev/v1alpha1",
@@ -231,6 +269,7 @@ describe("the chart's RBAC", () => {
       "coordination.k8s.io leases update",
       "buildfarm.dev imagebuilds/status update",
       "core events create",
+      "core pods patch",
     ]) {
       expect([...used.keys()], request).toContain(request);
     }

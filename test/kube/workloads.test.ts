@@ -278,6 +278,36 @@ describe("rollouts and scaling", () => {
     await kube.waitFor(async () => (await podsOf("roll")).length === 1);
   });
 
+  it("removes the pods with the lowest pod-deletion-cost first when scaling down", async () => {
+    await apps.createNamespacedDeployment({
+      namespace: "wl",
+      body: builders("costly", "amd64", 3),
+    });
+    await kube.waitFor(async () => (await read("costly")).status?.readyReplicas === 3);
+    const names = (await podsOf("costly")).map((pod) => pod.metadata?.name as string);
+    const costs = ["5", "10"];
+    for (const [i, name] of names.slice(0, 2).entries()) {
+      await core.patchNamespacedPod(
+        {
+          namespace: "wl",
+          name,
+          body: {
+            metadata: { annotations: { "controller.kubernetes.io/pod-deletion-cost": costs[i] } },
+          },
+        },
+        mergePatch(),
+      );
+    }
+    await apps.patchNamespacedDeployment(
+      { namespace: "wl", name: "costly", body: { spec: { replicas: 1 } } },
+      mergePatch(),
+    );
+    await kube.waitFor(async () => (await podsOf("costly")).length === 1);
+    // Whatever their ages: the costliest stays.
+    expect((await podsOf("costly")).map((pod) => pod.metadata?.name)).toEqual([names[1]]);
+    await apps.deleteNamespacedDeployment({ namespace: "wl", name: "costly" });
+  });
+
   it("follows the readiness policy", async () => {
     notReady.add("held-");
     await apps.createNamespacedDeployment({ namespace: "wl", body: builders("held", "amd64", 1) });

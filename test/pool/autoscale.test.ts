@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import {
   Autoscaler,
   type Demand,
+  deletionCosts,
   desiredReplicas,
   type ScaleMemory,
   targetReplicas,
@@ -125,7 +126,7 @@ describe("the Autoscaler", () => {
 
   it("sizes the autoscaled architectures only, and remembers a pending scale-down", () => {
     let seen: Record<string, Demand> = { amd64: demand(2, 1), arm64: demand(9) };
-    const scaler = new Autoscaler(() => seen);
+    const scaler = new Autoscaler({ demand: () => seen });
     const up = scaler.scale(pool, { amd64: 0, arm64: 1 }, new Date(0));
     expect(up).toEqual({ replicas: { amd64: 3 }, demand: { amd64: { queued: 2, running: 1 } } });
     seen = { amd64: demand(0) };
@@ -137,9 +138,25 @@ describe("the Autoscaler", () => {
   });
 
   it("counts no demand as none while the builds cannot be read", () => {
-    const scaler = new Autoscaler(() => undefined);
+    const scaler = new Autoscaler({ demand: () => undefined });
     expect(scaler.scale(pool, {}, new Date(0)).demand).toEqual({
       amd64: { queued: 0, running: 0 },
     });
+  });
+});
+
+describe("before a scale-down", () => {
+  it("sets each builder's pod-deletion-cost to the builds running on it, where it differs", () => {
+    expect(
+      deletionCosts([
+        { name: "idle", running: 0 },
+        { name: "busy", running: 2 },
+        { name: "was-busy", running: 0, cost: "1" },
+        { name: "known", running: 1, cost: "1" },
+      ]),
+    ).toEqual([
+      { name: "busy", cost: "2" },
+      { name: "was-busy", cost: "0" },
+    ]);
   });
 });

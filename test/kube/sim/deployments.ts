@@ -19,6 +19,9 @@ import {
   templateHash,
 } from "./workloads.ts";
 
+/** Which pods a ReplicaSet removes first when it scales down: the lower cost first. */
+const DELETION_COST = "controller.kubernetes.io/pod-deletion-cost";
+
 type Deployment = Stored<IDeployment & KubeObject>;
 type ReplicaSet = Stored<IReplicaSet & KubeObject>;
 
@@ -76,12 +79,19 @@ export class ReplicaSetController {
           },
         );
     } else if (active.length > want) {
+      // The ReplicaSet controller's order (ActivePodsWithRanks): unscheduled, then not running,
+      // then not ready; then the lower controller.kubernetes.io/pod-deletion-cost; then newest.
       const rank = (pod: (typeof active)[number]) =>
         !pod.spec?.nodeName ? 0 : pod.status?.phase !== "Running" ? 1 : !isReady(pod) ? 2 : 3;
+      const cost = (pod: (typeof active)[number]) => {
+        const value = Number.parseInt(pod.metadata.annotations?.[DELETION_COST] ?? "0", 10);
+        return Number.isFinite(value) ? value : 0;
+      };
       const victims = [...active]
         .sort(
           (a, b) =>
             rank(a) - rank(b) ||
+            cost(a) - cost(b) ||
             (b.metadata.creationTimestamp ?? "").localeCompare(a.metadata.creationTimestamp ?? ""),
         )
         .slice(0, active.length - want);
