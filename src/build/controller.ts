@@ -50,6 +50,7 @@ import {
 } from "./admission.ts";
 import { isTerminal } from "./conditions.ts";
 import { type Action, decideNextStep, jobsOf, logRequests, WAIT_REQUEUE_MS } from "./decide.ts";
+import { Expectations } from "./expectations.ts";
 import { BuildMetrics } from "./metrics.ts";
 import { isFinished, type ObservedJob, observeJob } from "./observe.ts";
 import { poolQueue, type QueueState, standsInLine } from "./queue.ts";
@@ -58,8 +59,6 @@ import { STATUS_SETTLE_MS, statusChange } from "./settle.ts";
 const BY_POOL = "pool";
 const BY_JOB = "job";
 const JOB_NAME_LABEL = "batch.kubernetes.io/job-name";
-/** How long a created object is expected before the cache shows it; past that it is read again. */
-const EXPECTATION_MS = 30_000;
 /** How many places of each architecture's queue are woken, and so kept exact, when it moves. */
 const QUEUE_HEAD = 5;
 /** The first poll of a build that waits for a Secret; it doubles up to WAIT_REQUEUE_MS. */
@@ -196,8 +195,8 @@ export class BuildReconciler {
   >();
   /** Since when a build's status has had progress not yet written, by key (see settle.ts). */
   private readonly progressSince = new Map<string, number>();
-  /** Objects created by this process, by `<Kind>/<namespace>/<name>`, until the cache shows them. */
-  private readonly expected = new Map<string, { owner: string; at: number }>();
+  /** Objects created by this process until the cache shows them (see expectedJobsOf). */
+  private readonly expected = new Expectations();
   /** Parsed cached builds, by the cached object (null: invalid); see parsed(). */
   private readonly parses = new WeakMap<KubernetesObject, ImageBuild | null>();
   /** How often a build that may not run yet (a Secret it needs is missing) was polled, by uid. */
@@ -500,16 +499,9 @@ export class BuildReconciler {
    */
   private expectedJobsOf(build: ImageBuild, cached: readonly ObservedJob[]): ObservedJob[] {
     const uid = build.metadata.uid ?? "";
-    const now = Date.now();
     const out: ObservedJob[] = [];
-    for (const [key, expected] of this.expected) {
-      if (now - expected.at > EXPECTATION_MS) {
-        this.expected.delete(key);
-        continue;
-      }
-      const [kind, , name] = key.split("/") as [string, string, string];
-      if (kind !== "Job" || expected.owner !== uid || cached.some((job) => job.name === name))
-        continue;
+    for (const name of this.expected.namesOf("Job", uid)) {
+      if (cached.some((job) => job.name === name)) continue;
       out.push({
         name,
         controllerUid: uid,
@@ -525,13 +517,12 @@ export class BuildReconciler {
 
   /** Whether this process created the object and the cache does not show it yet. */
   private isExpected(kind: string, namespace: string, name: string): boolean {
-    const expected = this.expected.get(`${kind}/${namespace}/${name}`);
-    return expected !== undefined && Date.now() - expected.at <= EXPECTATION_MS;
+    return this.expected.has(kind, namespace, name);
   }
 
   /** The cache shows the object (or its deletion): no longer expected. */
   observed(object: KubernetesObject): void {
-    this.expected.delete(`${object.kind}/${object.metadata?.namespace}/${object.metadata?.name}`);
+    this.expected.observed(object.kind, object.metadata?.namespace, object.metadata?.name);
   }
 
   /**
@@ -659,9 +650,9 @@ export class BuildReconciler {
       if (!isAlreadyExists(error)) throw error;
       created = false;
     }
-    this.expected.set(`${type.kind}/${object.metadata?.namespace}/${object.metadata?.name}`, {
-      owner: owner.metadata?.uid ?? "",
-      at: Date.now(),
+    this.expected.expect(type.kind, object.metadata?.namespace ?? "", object.metadata?.name ?? "", {
+      uid: owner.metadata?.uid ?? "",
+      key: keyOf(owner),
     });
     return created;
   }
