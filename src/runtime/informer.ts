@@ -258,15 +258,7 @@ class NamespaceStream<T extends KubernetesObject> {
     let failures = 0;
     while (!signal.aborted) {
       try {
-        if (!this.resourceVersion) {
-          const list = await this.client.list<T>(this.options.type, this.namespace, {
-            labelSelector: this.options.labelSelector,
-          });
-          this.sink.replace(list.items);
-          this.resourceVersion = list.resourceVersion;
-          this.synced = true;
-          this.options.onWatchEvent?.(this.options.type, "LIST");
-        }
+        if (!this.resourceVersion) await this.relist();
         const started = Date.now();
         const outcome = await this.watchOnce(signal);
         if (outcome === "gone") {
@@ -293,6 +285,21 @@ class NamespaceStream<T extends KubernetesObject> {
           signal,
         );
     }
+  }
+
+  /**
+   * Lists and replaces the cache. A method of its own so that nothing of the list outlives it:
+   * held in run()'s frame, the untransformed items (every Job with its pod template) stayed
+   * alive for as long as the watch that followed.
+   */
+  private async relist(): Promise<void> {
+    const list = await this.client.list<T>(this.options.type, this.namespace, {
+      labelSelector: this.options.labelSelector,
+    });
+    this.sink.replace(list.items);
+    this.resourceVersion = list.resourceVersion;
+    this.synced = true;
+    this.options.onWatchEvent?.(this.options.type, "LIST");
   }
 
   /** One watch connection: whether it delivered events, closed quietly or hit 410; throws on error. */
