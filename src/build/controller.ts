@@ -57,6 +57,7 @@ import { isFinished, type ObservedJob, observeJob } from "./observe.ts";
 import { type QueueState, slotRequestsOf, standsInLine } from "./queue.ts";
 import { QueueIndex } from "./queue-index.ts";
 import { STATUS_SETTLE_MS, statusChange } from "./settle.ts";
+import { slimJob, slimPod } from "./transforms.ts";
 
 const BY_POOL = "pool";
 const BY_JOB = "job";
@@ -102,29 +103,6 @@ function poolKeyOf(build: KubernetesObject): string {
 /** The `pool` label of the build metrics: `<namespace>/<name>`, as pools are namespaced. */
 export function poolLabel(build: ImageBuild): string {
   return `${poolNamespaceOf(build)}/${build.spec.poolRef.name}`;
-}
-
-/** Jobs keep what a decision reads; their pod templates (most of their size) are dropped. */
-function slimJob(job: V1Job): V1Job {
-  const { template: _template, ...spec } = job.spec ?? ({} as NonNullable<V1Job["spec"]>);
-  return {
-    apiVersion: job.apiVersion,
-    kind: job.kind,
-    metadata: job.metadata,
-    spec: spec as V1Job["spec"],
-    status: job.status,
-  };
-}
-
-/** Pods keep metadata and status (termination messages); their specs are dropped. */
-function slimPod(pod: V1Pod): V1Pod {
-  return {
-    apiVersion: pod.apiVersion,
-    kind: pod.kind,
-    metadata: pod.metadata,
-    spec: { nodeName: pod.spec?.nodeName, containers: [] },
-    status: pod.status,
-  };
 }
 
 export function buildCaches(manager: Manager): BuildCaches {
