@@ -39,6 +39,31 @@ const SETTINGS = {
     type: "string",
     description: "namespace of the Lease (default: the pod's namespace, else default)",
   },
+  leaseDuration: {
+    flag: "leader-elect-lease-duration",
+    env: "LEASE_DURATION",
+    type: "string",
+    description:
+      "how long a standby waits after the last renewal before taking the Lease (default 15s)",
+  },
+  renewDeadline: {
+    flag: "leader-elect-renew-deadline",
+    env: "RENEW_DEADLINE",
+    type: "string",
+    description: "how long the leader tries to renew before it stops writing (default 10s)",
+  },
+  retryPeriod: {
+    flag: "leader-elect-retry-period",
+    env: "RETRY_PERIOD",
+    type: "string",
+    description: "how often the Lease is renewed, or tried by a standby (default 2s)",
+  },
+  syncPeriod: {
+    flag: "sync-period",
+    env: "SYNC_PERIOD",
+    type: "string",
+    description: "how often every cached object is reconciled again (default 10m)",
+  },
   identity: {
     flag: "identity",
     env: "POD_NAME",
@@ -113,6 +138,13 @@ const count = (max: number) =>
         .min(1, { message: "must be at least 1" })
         .max(max, { message: `must be at most ${max}` }),
     );
+const duration = (fallback: string) =>
+  z
+    .string()
+    .regex(DURATION, { message: "must be a duration such as 30s" })
+    .default(fallback)
+    .transform(parseDuration)
+    .pipe(z.number().positive({ message: "must be longer than 0" }));
 const hostPort = z.string().regex(/^(0|(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]*):[0-9]{1,5})$/, {
   message: "must be host:port (e.g. 0.0.0.0:8080 or :8080), or 0 to disable",
 });
@@ -143,6 +175,10 @@ const schema = z.object({
     .max(63)
     .regex(NAMESPACE, { message: "must be a namespace name" })
     .default("default"),
+  leaseDuration: duration("15s"),
+  renewDeadline: duration("10s"),
+  retryPeriod: duration("2s"),
+  syncPeriod: duration("10m"),
   identity: z.string().min(1).max(128).optional(),
   metricsAddress: hostPort.default("0.0.0.0:8080"),
   logLevel: z
@@ -217,6 +253,11 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorConf
     });
     throw new ConfigError(lines.join("\n"));
   }
+  const { leaseDuration, renewDeadline, retryPeriod } = parsed.data;
+  if (!(retryPeriod < renewDeadline && renewDeadline < leaseDuration))
+    throw new ConfigError(
+      "--leader-elect-retry-period < --leader-elect-renew-deadline < --leader-elect-lease-duration must hold: the leader stops writing before a standby may take over",
+    );
   const address = parsed.data.metricsAddress;
   const colon = address.lastIndexOf(":");
   const metrics =

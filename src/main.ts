@@ -128,11 +128,15 @@ export async function startOperator(
     namespaces: config.namespaces,
     health: config.metrics,
     shutdownDeadlineMs: config.shutdownTimeout,
+    resyncMs: config.syncPeriod,
     leaderElection: config.leaderElect
       ? {
           leaseName: config.leaseName,
           leaseNamespace: config.leaseNamespace,
           identity: config.identity ?? `${hostname()}_${randomUUID().slice(0, 8)}`,
+          leaseDurationMs: config.leaseDuration,
+          renewDeadlineMs: config.renewDeadline,
+          retryPeriodMs: config.retryPeriod,
         }
       : undefined,
   });

@@ -53,6 +53,7 @@ import {
   poolNamespaceOf,
   referencedSecrets,
   type SecretSummary,
+  targetsOf,
 } from "./admission.ts";
 import {
   architectureKey,
@@ -66,16 +67,17 @@ import {
 } from "./builders.ts";
 import { isTerminal } from "./conditions.ts";
 import { type Action, decideNextStep, jobsOf, logRequests, WAIT_REQUEUE_MS } from "./decide.ts";
+import { Expectations } from "./expectations.ts";
 import { BuildMetrics } from "./metrics.ts";
 import { isFinished, type ObservedJob, observeJob } from "./observe.ts";
-import { demandOf, poolQueue, type QueueState, standsInLine } from "./queue.ts";
+import { demandOf, type QueueState, slotRequestsOf, standsInLine } from "./queue.ts";
+import { QueueIndex } from "./queue-index.ts";
 import { STATUS_SETTLE_MS, statusChange } from "./settle.ts";
+import { slimJob, slimPod } from "./transforms.ts";
 
 const BY_POOL = "pool";
 const BY_JOB = "job";
 const JOB_NAME_LABEL = "batch.kubernetes.io/job-name";
-/** How long a created object is expected before the cache shows it; past that it is read again. */
-const EXPECTATION_MS = 30_000;
 /** How many places of each architecture's queue are woken, and so kept exact, when it moves. */
 const QUEUE_HEAD = 5;
 /** The first poll of a build that waits for a Secret; it doubles up to WAIT_REQUEUE_MS. */
@@ -117,37 +119,6 @@ function poolKeyOf(build: KubernetesObject): string {
 /** The `pool` label of the build metrics: `<namespace>/<name>`, as pools are namespaced. */
 export function poolLabel(build: ImageBuild): string {
   return `${poolNamespaceOf(build)}/${build.spec.poolRef.name}`;
-}
-
-/** Jobs keep what a decision reads; their pod templates (most of their size) are dropped. */
-function slimJob(job: V1Job): V1Job {
-  const { template: _template, ...spec } = job.spec ?? ({} as NonNullable<V1Job["spec"]>);
-  return {
-    apiVersion: job.apiVersion,
-    kind: job.kind,
-    metadata: job.metadata,
-    spec: spec as V1Job["spec"],
-    status: job.status,
-  };
-}
-
-/**
- * Pods keep metadata and status (termination messages, a builder's IP and readiness); of their
- * specs only what names them (node, and a StatefulSet builder's hostname and subdomain).
- */
-function slimPod(pod: V1Pod): V1Pod {
-  return {
-    apiVersion: pod.apiVersion,
-    kind: pod.kind,
-    metadata: pod.metadata,
-    spec: {
-      nodeName: pod.spec?.nodeName,
-      ...(pod.spec?.hostname ? { hostname: pod.spec.hostname } : {}),
-      ...(pod.spec?.subdomain ? { subdomain: pod.spec.subdomain } : {}),
-      containers: [],
-    },
-    status: pod.status,
-  };
 }
 
 export function buildCaches(manager: Manager): BuildCaches {
@@ -222,12 +193,18 @@ export class BuildReconciler {
   >();
   /** Since when a build's status has had progress not yet written, by key (see settle.ts). */
   private readonly progressSince = new Map<string, number>();
-  /** Objects created by this process, by `<Kind>/<namespace>/<name>`, until the cache shows them. */
-  private readonly expected = new Map<string, { owner: string; at: number }>();
+  /** Objects created by this process until the cache shows them (see expectedJobsOf). */
+  private readonly expected = new Expectations();
   /** Platform Jobs this process routed to a builder pod, until the Jobs cache shows them. */
   private readonly routed = new RoutedJobs();
   /** Parsed cached builds, by the cached object (null: invalid); see parsed(). */
   private readonly parses = new WeakMap<KubernetesObject, ImageBuild | null>();
+  /** Parsed cached pools, by the cached object (null: invalid). */
+  private readonly poolParses = new WeakMap<KubernetesObject, BuilderPool | null>();
+  /** Every pool's queue: each build's slot requests, kept between reconciles. */
+  private readonly queues = new QueueIndex();
+  /** Builds whose slot requests must be computed again before the queues are read. */
+  private readonly staleQueue = new Set<string>();
   /** How often a build that may not run yet (a Secret it needs is missing) was polled, by uid. */
   private readonly pendingPolls = new Map<string, number>();
 
@@ -237,6 +214,7 @@ export class BuildReconciler {
     this.caches = caches;
     this.options = options;
     this.metrics = new BuildMetrics(manager.metrics.registry);
+    this.expected.onChange = (key) => this.queueChanged(key);
   }
 
   private now(): Date {
@@ -265,7 +243,7 @@ export class BuildReconciler {
       : await this.admission(build, pool, poolError);
     const observedJobs = await this.observedJobs(build);
     const { jobs, indexJob, verifyJob, tagJob } = jobsOf(build, observedJobs);
-    const queue = pool && admission ? this.queue(pool, build, admission.admitted) : undefined;
+    const queue = pool && admission ? this.queue(pool, build, admission.admitted, jobs) : undefined;
     const logs: Record<string, string> = {};
     for (const request of logRequests(build, { jobs })) {
       try {
@@ -546,16 +524,9 @@ export class BuildReconciler {
    */
   private expectedJobsOf(build: ImageBuild, cached: readonly ObservedJob[]): ObservedJob[] {
     const uid = build.metadata.uid ?? "";
-    const now = Date.now();
     const out: ObservedJob[] = [];
-    for (const [key, expected] of this.expected) {
-      if (now - expected.at > EXPECTATION_MS) {
-        this.expected.delete(key);
-        continue;
-      }
-      const [kind, , name] = key.split("/") as [string, string, string];
-      if (kind !== "Job" || expected.owner !== uid || cached.some((job) => job.name === name))
-        continue;
+    for (const name of this.expected.namesOf("Job", uid)) {
+      if (cached.some((job) => job.name === name)) continue;
       out.push({
         name,
         controllerUid: uid,
@@ -588,13 +559,12 @@ export class BuildReconciler {
 
   /** Whether this process created the object and the cache does not show it yet. */
   private isExpected(kind: string, namespace: string, name: string): boolean {
-    const expected = this.expected.get(`${kind}/${namespace}/${name}`);
-    return expected !== undefined && Date.now() - expected.at <= EXPECTATION_MS;
+    return this.expected.has(kind, namespace, name);
   }
 
   /** The cache shows the object (or its deletion): no longer expected. */
   observed(object: KubernetesObject): void {
-    this.expected.delete(`${object.kind}/${object.metadata?.namespace}/${object.metadata?.name}`);
+    this.expected.observed(object.kind, object.metadata?.namespace, object.metadata?.name);
   }
 
   /**
@@ -613,36 +583,84 @@ export class BuildReconciler {
     return build ?? undefined;
   }
 
-  /** The pool's queue from every build that names it; Jobs are read without their pods. */
-  private queue(pool: BuilderPool, current?: ImageBuild, admitted?: boolean): QueueState {
-    const members = this.caches.builds
-      .byIndex(BY_POOL, `${pool.metadata.namespace}/${pool.metadata.name}`)
-      .flatMap((raw) => {
-        const build =
-          current &&
-          raw.metadata?.namespace === current.metadata.namespace &&
-          raw.metadata?.name === current.metadata.name
-            ? current
-            : this.parsed(raw);
-        if (!build) return [];
-        const cached = this.caches.jobs
-          .byIndex(BY_OWNER, build.metadata.uid ?? "")
-          .map((job) => observeJob(job, []));
-        const observed = [...cached, ...this.expectedJobsOf(build, cached)];
-        return [{ build, jobs: jobsOf(build, observed).jobs }];
-      });
-    return poolQueue(
-      pool,
-      members,
-      current && admitted !== undefined
-        ? { namespace: current.metadata.namespace, name: current.metadata.name, admitted }
-        : undefined,
-    );
+  /** A cached pool, parsed once per version; undefined when missing or invalid. */
+  private parsedPool(poolKey: string): BuilderPool | undefined {
+    const raw = this.caches.pools.getByKey(poolKey);
+    if (!raw) return undefined;
+    if (this.poolParses.has(raw)) return this.poolParses.get(raw) ?? undefined;
+    let pool: BuilderPool | null;
+    try {
+      pool = parseBuilderPool(raw);
+    } catch {
+      pool = null;
+    }
+    this.poolParses.set(raw, pool);
+    return pool ?? undefined;
+  }
+
+  /** The build, its Jobs or its expected objects changed: its slot requests are recomputed. */
+  queueChanged(buildKey: string): void {
+    this.staleQueue.add(buildKey);
+  }
+
+  /** The pool changed (capacity, architectures, validity, existence): so may all its builds. */
+  poolChanged(poolKey: string): void {
+    for (const build of this.caches.builds.byIndex(BY_POOL, poolKey))
+      this.staleQueue.add(keyOf(build));
+  }
+
+  /**
+   * Brings the queues up to date with the caches: each build that changed since the last read
+   * has its slot requests computed again from its cached object and Jobs (without pods),
+   * expected Jobs counting as started.
+   */
+  private refreshQueues(): void {
+    this.expected.expire();
+    for (const key of this.staleQueue) {
+      const raw = this.caches.builds.getByKey(key);
+      const build = raw && this.parsed(raw);
+      const poolKey = raw && poolKeyOf(raw);
+      const pool = poolKey && this.parsedPool(poolKey);
+      const mapped = build && pool ? targetsOf(build, pool) : undefined;
+      if (!build || !poolKey || !mapped || "verdict" in mapped) {
+        this.queues.delete(key);
+        continue;
+      }
+      const cached = this.caches.jobs
+        .byIndex(BY_OWNER, build.metadata.uid ?? "")
+        .map((job) => observeJob(job, []));
+      const { jobs } = jobsOf(build, [...cached, ...this.expectedJobsOf(build, cached)]);
+      this.queues.set(key, poolKey, slotRequestsOf(build, mapped.targets, jobs));
+    }
+    this.staleQueue.clear();
+  }
+
+  /**
+   * The pool's queue with the build being reconciled as this reconcile sees it (its own
+   * admission, its status as last written, its Jobs) in place of what the cache says.
+   */
+  private queue(
+    pool: BuilderPool,
+    current: ImageBuild,
+    admitted: boolean,
+    jobs: Readonly<Record<string, ObservedJob | undefined>>,
+  ): QueueState {
+    this.refreshQueues();
+    const mapped = targetsOf(current, pool);
+    const requests =
+      "verdict" in mapped ? [] : slotRequestsOf(current, mapped.targets, jobs, admitted);
+    return this.queues.state(`${pool.metadata.namespace}/${pool.metadata.name}`, pool.spec, {
+      key: `${current.metadata.namespace}/${current.metadata.name}`,
+      requests,
+    });
   }
 
   /** The pool's demand per architecture (queued and running platforms), for its autoscaling. */
   demand(pool: BuilderPool): Record<string, Demand> {
-    return demandOf(this.queue(pool));
+    this.refreshQueues();
+    return demandOf(
+      this.queues.state(`${pool.metadata.namespace}/${pool.metadata.name}`, pool.spec),
+    );
   }
 
   /** An architecture's builder pods with the builds running on each, for its scale-down. */
@@ -661,21 +679,10 @@ export class BuildReconciler {
    * costs a bounded number of reconciles and status writes however long the queue is.
    */
   headOfQueue(poolKey: string, depth = QUEUE_HEAD): string[] {
-    const [namespace, name] = poolKey.split("/") as [string, string];
-    const raw = this.caches.pools.get(namespace, name);
-    if (!raw) return [];
-    let pool: BuilderPool;
-    try {
-      pool = parseBuilderPool(raw);
-    } catch {
-      return [];
-    }
-    const keys = new Set<string>();
-    for (const [slot, verdict] of this.queue(pool).verdicts) {
-      if (verdict.start || verdict.position <= depth)
-        keys.add(slot.slice(0, slot.lastIndexOf("/")));
-    }
-    return [...keys];
+    const pool = this.parsedPool(poolKey);
+    if (!pool) return [];
+    this.refreshQueues();
+    return this.queues.head(poolKey, pool.spec, depth);
   }
 
   private async perform(
@@ -742,9 +749,9 @@ export class BuildReconciler {
       if (!isAlreadyExists(error)) throw error;
       created = false;
     }
-    this.expected.set(`${type.kind}/${object.metadata?.namespace}/${object.metadata?.name}`, {
-      owner: owner.metadata?.uid ?? "",
-      at: Date.now(),
+    this.expected.expect(type.kind, object.metadata?.namespace ?? "", object.metadata?.name ?? "", {
+      uid: owner.metadata?.uid ?? "",
+      key: keyOf(owner),
     });
     return created;
   }
@@ -795,6 +802,30 @@ export function setupBuildController(
   caches.builds.addHandlers({
     onUpdate: (_previous, current) => reconciler.forgetWritten(current),
     onDelete: (object) => reconciler.forgetDeleted(object),
+  });
+  // The queues are kept between reconciles: whatever changes a build's slot requests marks it.
+  caches.builds.addHandlers({
+    onAdd: (build) => reconciler.queueChanged(keyOf(build)),
+    onUpdate: (_previous, build) => reconciler.queueChanged(keyOf(build)),
+    onDelete: (build) => reconciler.queueChanged(keyOf(build)),
+  });
+  const ownerBuilds = (job: KubernetesObject) => {
+    for (const reference of job.metadata?.ownerReferences ?? [])
+      if (reference.kind === "ImageBuild")
+        reconciler.queueChanged(`${job.metadata?.namespace}/${reference.name}`);
+  };
+  caches.jobs.addHandlers({
+    onAdd: ownerBuilds,
+    onUpdate: (previous, current) => {
+      ownerBuilds(previous);
+      ownerBuilds(current);
+    },
+    onDelete: ownerBuilds,
+  });
+  caches.pools.addHandlers({
+    onAdd: (pool) => reconciler.poolChanged(keyOf(pool)),
+    onUpdate: (_previous, pool) => reconciler.poolChanged(keyOf(pool)),
+    onDelete: (pool) => reconciler.poolChanged(keyOf(pool)),
   });
   for (const cache of [
     caches.jobs,

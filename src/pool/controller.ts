@@ -17,7 +17,7 @@ import {
   parseBuilderPool,
   SpecError,
 } from "../api/resources.ts";
-import { caSecretName, LABELS, MANAGED_BY, serverSecretName } from "../naming.ts";
+import { COMPONENTS, caSecretName, LABELS, MANAGED_BY, serverSecretName } from "../naming.ts";
 import { ensure, NotOwnedError, writeStatus } from "../runtime/apply.ts";
 import {
   isNotFound,
@@ -122,12 +122,23 @@ export interface PoolCaches {
   nodes: Informer<V1Node>;
 }
 
+/**
+ * Secrets as the shared cache keeps them. A build's client certificate Secret (one per build,
+ * thousands of them) is only ever looked up for its existence, so its data is dropped; the
+ * pools' CA and server Secrets, which are read, are kept whole.
+ */
+export function slimSecret(secret: V1Secret): V1Secret {
+  if (secret.metadata?.labels?.[LABELS.component] !== COMPONENTS.build) return secret;
+  const { data: _data, stringData: _stringData, ...kept } = secret;
+  return kept;
+}
+
 /** The shared caches the pool controller reads; other controllers may use them too. */
 export function poolCaches(manager: Manager): PoolCaches {
   const managed = { labelSelector: MANAGED_SELECTOR };
   return {
     pools: manager.informer(BUILDER_POOL_RESOURCE),
-    secrets: manager.informer<V1Secret>(RESOURCES.secret, managed),
+    secrets: manager.informer<V1Secret>(RESOURCES.secret, { ...managed, transform: slimSecret }),
     configMaps: manager.informer<V1ConfigMap>(RESOURCES.configMap, managed),
     services: manager.informer<V1Service>(RESOURCES.service, managed),
     deployments: manager.informer<V1Deployment>(RESOURCES.deployment, managed),

@@ -270,6 +270,24 @@ export class KubeClient {
     options: ListOptions = {},
   ): Promise<ListResult<T>> {
     const items: T[] = [];
+    let resourceVersion = "";
+    for await (const page of this.listPages<T>(type, namespace, options)) {
+      items.push(...page.items);
+      resourceVersion = page.resourceVersion;
+    }
+    return { items, resourceVersion };
+  }
+
+  /**
+   * A list page by page: with `limit`, each page is yielded as it arrives (the continue token
+   * fetches the next one), so a caller that keeps only part of each object never holds the
+   * whole list at once. All pages share the first page's resourceVersion.
+   */
+  async *listPages<T extends KubernetesObject>(
+    type: ResourceType,
+    namespace?: string,
+    options: ListOptions = {},
+  ): AsyncGenerator<ListResult<T>> {
     let continueToken: string | undefined;
     let resourceVersion = "";
     do {
@@ -285,16 +303,16 @@ export class KubeClient {
           resourceVersion: continueToken ? undefined : options.resourceVersion,
         },
       });
-      for (const item of page.items ?? []) {
+      const items = page.items ?? [];
+      for (const item of items) {
         // List items omit apiVersion and kind; put them back so every cached object is complete.
         item.apiVersion ??= apiVersionOf(type);
         item.kind ??= type.kind;
-        items.push(item);
       }
       resourceVersion = page.metadata?.resourceVersion ?? resourceVersion;
       continueToken = page.metadata?.continue || undefined;
+      yield { items, resourceVersion };
     } while (continueToken && options.limit);
-    return { items, resourceVersion };
   }
 
   create<T extends KubernetesObject>(type: ResourceType, object: T): Promise<T> {

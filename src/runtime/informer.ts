@@ -45,6 +45,9 @@ export interface InformerOptions<T> {
   onWatchEvent?: (type: ResourceType, event: string) => void;
 }
 
+/** Objects per page of a list, as client-go's reflector asks for. */
+export const LIST_PAGE_SIZE = 500;
+
 export const BY_NAMESPACE = "namespace";
 /** Built-in index: dependents by their owners' uids. */
 export const BY_OWNER = "owner";
@@ -71,6 +74,7 @@ export class Informer<T extends KubernetesObject> {
     this.streams = namespaces.map(
       (namespace) =>
         new NamespaceStream<T>(client, options, namespace, {
+          prepare: (item) => this.prepare(item),
           replace: (items) => this.replace(namespace, items),
           apply: (event) => this.apply(event),
         }),
@@ -146,13 +150,13 @@ export class Informer<T extends KubernetesObject> {
 
   // --- store maintenance, called by the namespace streams ---
 
-  /** @internal Replaces the namespace's objects with a fresh list, emitting the differences. */
+  /**
+   * @internal Replaces the namespace's objects with a fresh list (already prepared), emitting
+   * the differences.
+   */
   replace(namespace: string | undefined, items: T[]): void {
     const fresh = new Map<Key, T>();
-    for (const item of items) {
-      const object = this.prepare(item);
-      fresh.set(keyOf(object), object);
-    }
+    for (const object of items) fresh.set(keyOf(object), object);
     for (const [key, old] of this.store) {
       const inScope = namespace === undefined || old.metadata?.namespace === namespace;
       if (inScope && !fresh.has(key)) this.remove(key, old);
@@ -173,7 +177,8 @@ export class Informer<T extends KubernetesObject> {
     }
   }
 
-  private prepare(item: T): T {
+  /** @internal Fills in apiVersion/kind and applies the transform: what the cache keeps. */
+  prepare(item: T): T {
     item.apiVersion ??=
       this.type.group === "" ? this.type.version : `${this.type.group}/${this.type.version}`;
     item.kind ??= this.type.kind;
@@ -224,6 +229,7 @@ export class Informer<T extends KubernetesObject> {
 }
 
 interface StreamSink<T> {
+  prepare(item: T): T;
   replace(items: T[]): void;
   apply(event: WatchEvent<T>): void;
 }
@@ -258,15 +264,7 @@ class NamespaceStream<T extends KubernetesObject> {
     let failures = 0;
     while (!signal.aborted) {
       try {
-        if (!this.resourceVersion) {
-          const list = await this.client.list<T>(this.options.type, this.namespace, {
-            labelSelector: this.options.labelSelector,
-          });
-          this.sink.replace(list.items);
-          this.resourceVersion = list.resourceVersion;
-          this.synced = true;
-          this.options.onWatchEvent?.(this.options.type, "LIST");
-        }
+        if (!this.resourceVersion) await this.relist();
         const started = Date.now();
         const outcome = await this.watchOnce(signal);
         if (outcome === "gone") {
@@ -293,6 +291,29 @@ class NamespaceStream<T extends KubernetesObject> {
           signal,
         );
     }
+  }
+
+  /**
+   * Lists and replaces the cache. A method of its own so that nothing of the list outlives it:
+   * held in run()'s frame, the untransformed items (every Job with its pod template) stayed
+   * alive for as long as the watch that followed.
+   */
+  private async relist(): Promise<void> {
+    // Page by page, each object transformed as its page arrives: the full list (thousands of
+    // Jobs with their pod templates) is never held at once.
+    const items: T[] = [];
+    let resourceVersion = "";
+    for await (const page of this.client.listPages<T>(this.options.type, this.namespace, {
+      labelSelector: this.options.labelSelector,
+      limit: LIST_PAGE_SIZE,
+    })) {
+      for (const item of page.items) items.push(this.sink.prepare(item));
+      resourceVersion = page.resourceVersion;
+    }
+    this.sink.replace(items);
+    this.resourceVersion = resourceVersion;
+    this.synced = true;
+    this.options.onWatchEvent?.(this.options.type, "LIST");
   }
 
   /** One watch connection: whether it delivered events, closed quietly or hit 410; throws on error. */

@@ -112,7 +112,10 @@ describe("an operator killed between two of its writes", () => {
       expect(processes).toBeLessThan(20);
     }
     await expectComplete(build);
-    expect(processes).toBeGreaterThanOrEqual(6);
+    // Five writes are the fewest a relay can need: the client Secret, two Jobs, the index Job
+    // and the final status, when each Job finishes before the next process reconciles (the
+    // intermediate statuses are then never seen). Usually it takes 6 to 8.
+    expect(processes).toBeGreaterThanOrEqual(5);
   }, 60_000);
 
   it("finds its running Jobs after a restart and lets them finish", async () => {

@@ -1,0 +1,164 @@
+// (b) API requests per build on the happy path, and writes at rest; then (d) the latency from
+// create to Jobs present with 100 creates in flight, on the same cluster.
+//
+// Happy path: two-platform builds created one after another, each waited for until Succeeded;
+// the player finishes every container at once, so pods finish well within the 5 s after which
+// progress (`Running`) would be written. Every request whose User-Agent is the operator's
+// (`buildfarm/<identity>`) from the first create until the last build settled is counted,
+// Lease renewals apart, and divided by the builds. At rest: nothing changes for `restMs` while
+// the operator runs with `--sync-period` short enough that every build is reconciled again
+// several times (resyncs included); its writes are counted.
+import type { RequestRecord } from "../test/kube/index.ts";
+import type { BenchCluster } from "./cluster.ts";
+import {
+  byVerb,
+  createBuilds,
+  isEvent,
+  isLease,
+  isWrite,
+  metric,
+  operatorRequests,
+  percentile,
+  sleep,
+  whenPhases,
+} from "./measure.ts";
+
+export interface HappyResult {
+  builds: number;
+  /** Per build, by `verb resource`, Events and Leases apart. */
+  perBuild: Record<string, number>;
+  writesPerBuild: number;
+  eventsPerBuild: number;
+  readsPerBuild: number;
+  /** Conflicts and other refused writes, per build. */
+  refusedPerBuild: number;
+  msPerBuild: number;
+}
+
+export interface RestResult {
+  seconds: number;
+  syncPeriodSeconds: number;
+  reconciles: number;
+  writes: number;
+  /** What the writes were, if any. */
+  writeKinds: Record<string, number>;
+  reads: number;
+  leaseWrites: number;
+}
+
+export interface LatencyResult {
+  samples: number;
+  inFlight: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+const round = (value: number, digits = 2) => Math.round(value * 10 ** digits) / 10 ** digits;
+
+export async function happyPath(cluster: BenchCluster, builds: number): Promise<HappyResult> {
+  const log = cluster.kube.requestLog;
+  // One build first, uncounted: the first certificate issued warms the crypto code paths.
+  await createBuilds(cluster, ["warmup"], () => "farm", 1);
+  await whenPhases(cluster, ["warmup"]);
+  await sleep(1000);
+  const mark = log.mark();
+  const started = performance.now();
+  for (let i = 0; i < builds; i++) {
+    const name = `happy-${i}`;
+    await createBuilds(cluster, [name], () => "farm", 1);
+    await whenPhases(cluster, [name]);
+  }
+  const elapsed = performance.now() - started;
+  // Events are written in the background; let the last ones land.
+  await sleep(1500);
+  const records = operatorRequests(log.since(mark)).filter((record) => !isLease(record));
+  const counted = records.filter((record) => !isEvent(record));
+  const ok = (record: RequestRecord) => record.code < 300;
+  const perBuild = Object.fromEntries(
+    Object.entries(byVerb(counted)).map(([key, count]) => [key, round(count / builds)]),
+  );
+  return {
+    builds,
+    perBuild,
+    writesPerBuild: round(counted.filter((r) => isWrite(r) && ok(r)).length / builds),
+    eventsPerBuild: round(records.filter((r) => isEvent(r) && isWrite(r)).length / builds),
+    readsPerBuild: round(counted.filter((r) => !isWrite(r)).length / builds),
+    refusedPerBuild: round(counted.filter((r) => isWrite(r) && !ok(r)).length / builds),
+    msPerBuild: Math.round(elapsed / builds),
+  };
+}
+
+export async function atRest(
+  cluster: BenchCluster,
+  restMs: number,
+  syncPeriodSeconds: number,
+): Promise<RestResult> {
+  const operator = cluster.operator;
+  if (!operator) throw new Error("no operator");
+  const log = cluster.kube.requestLog;
+  const before = await metric(operator, "controller_runtime_reconcile_total");
+  const mark = log.mark();
+  await sleep(restMs);
+  const after = await metric(operator, "controller_runtime_reconcile_total");
+  const records = operatorRequests(log.since(mark));
+  const writes = records.filter((r) => isWrite(r) && !isLease(r));
+  return {
+    seconds: restMs / 1000,
+    syncPeriodSeconds,
+    reconciles: after - before,
+    writes: writes.length,
+    writeKinds: byVerb(writes),
+    reads: records.filter((r) => !isWrite(r) && r.verb !== "watch" && !isLease(r)).length,
+    leaseWrites: records.filter((r) => isWrite(r) && isLease(r)).length,
+  };
+}
+
+/**
+ * Rounds of `inFlight` builds created at once (that many create requests in flight); each
+ * build's latency runs from its create's response to the moment its second platform Job is
+ * in the store. Each round waits for the previous one to finish.
+ */
+export async function latency(
+  cluster: BenchCluster,
+  rounds: number,
+  inFlight: number,
+): Promise<LatencyResult> {
+  const created = new Map<string, number>();
+  /** When each build's second platform Job appeared. */
+  const present = new Map<string, number>();
+  const jobs = new Map<string, number>();
+  const stop = cluster.kube.store.onChange((event, info) => {
+    if (info.resource !== "jobs" || event.type !== "ADDED") return;
+    const name = event.object.metadata.name as string;
+    const build = name.replace(/-(amd64|arm64)$/, "");
+    if (build === name || !build.startsWith("lat-")) return;
+    const seen = (jobs.get(build) ?? 0) + 1;
+    jobs.set(build, seen);
+    if (seen === 2) present.set(build, performance.now());
+  });
+  try {
+    for (let r = 0; r < rounds; r++) {
+      const names = Array.from({ length: inFlight }, (_, i) => `lat-${r}-${i}`);
+      await createBuilds(
+        cluster,
+        names,
+        () => "farm",
+        inFlight,
+        (name, at) => created.set(name, at),
+      );
+      await whenPhases(cluster, names);
+    }
+  } finally {
+    stop();
+  }
+  const samples = [...created].map(([name, at]) => (present.get(name) ?? Number.NaN) - at);
+  if (samples.some(Number.isNaN)) throw new Error("a build's Jobs were never seen");
+  return {
+    samples: samples.length,
+    inFlight,
+    p50Ms: Math.round(percentile(samples, 50)),
+    p99Ms: Math.round(percentile(samples, 99)),
+    maxMs: Math.round(Math.max(...samples)),
+  };
+}

@@ -1,0 +1,176 @@
+// `npm run bench`: the operator against test/kube with the simulated kubelet, measured.
+//   (a) a burst of 2,000 two-platform ImageBuilds: create → every platform Job, vs the floor
+//   (b) API requests per build on the happy path; writes during 60 s at rest, resyncs included
+//   (c) heap and RSS of the operator process with 5,000 ImageBuilds and 10,000 Jobs cached
+//   (d) create → Jobs present, p50/p99, with 100 creates in flight
+//   and the cache-locality routing model (rendezvous vs random).
+// Prints one table and writes it to bench/results.md with the machine it ran on.
+//
+//   npm run bench [-- --quick]       (--quick: small numbers, for trying the harness)
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus, freemem, loadavg, totalmem } from "node:os";
+import { join } from "node:path";
+import { REPO_ROOT } from "../test/support/files.ts";
+import { burst } from "./burst.ts";
+import { startBenchCluster } from "./cluster.ts";
+import { atRest, happyPath, latency } from "./happy.ts";
+import { buildObjects, memory } from "./memory.ts";
+import { routingTable } from "./routing-table.ts";
+
+const QUICK = process.argv.includes("--quick");
+const SCALE = QUICK
+  ? { burst: 200, memory: 500, latencyRounds: 2, happy: 5, restMs: 15_000, syncS: 5 }
+  : { burst: 2000, memory: 5000, latencyRounds: 5, happy: 20, restMs: 60_000, syncS: 10 };
+const WORKERS = 4; // the operator's default --build-workers
+const IN_FLIGHT = 100;
+
+function machine(): string {
+  const cpu = cpus()[0]?.model ?? "unknown CPU";
+  const gib = (bytes: number) => (bytes / 1024 ** 3).toFixed(1);
+  let nproc = String(cpus().length);
+  try {
+    nproc = execFileSync("nproc", { encoding: "utf8" }).trim();
+  } catch {
+    // cpus() then
+  }
+  return `nproc ${nproc} (${cpu}), memory ${gib(totalmem())} GiB (${gib(freemem())} GiB free), Node ${process.version}, load average ${loadavg()
+    .map((load) => load.toFixed(2))
+    .join(" ")}`;
+}
+
+const log = (text: string) =>
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${text}\n`);
+
+const machineBefore = machine();
+const started = Date.now();
+
+log("routing model");
+const routing = routingTable();
+
+log(`happy path: ${SCALE.happy} builds one after another`);
+const happyCluster = await startBenchCluster();
+await happyCluster.startOperator({
+  identity: "bench-happy",
+  args: [`--sync-period=${SCALE.syncS}s`],
+});
+await happyCluster.createPool("farm", { maxConcurrentBuilds: 1000 });
+await happyCluster.waitForPoolReady("farm");
+const happy = await happyPath(happyCluster, SCALE.happy);
+log(`at rest for ${SCALE.restMs / 1000} s (sync period ${SCALE.syncS} s)`);
+const rest = await atRest(happyCluster, SCALE.restMs, SCALE.syncS);
+log(`latency: ${SCALE.latencyRounds} rounds of ${IN_FLIGHT} creates in flight`);
+const lat = await latency(happyCluster, SCALE.latencyRounds, IN_FLIGHT);
+const template = buildObjects(happyCluster.kube.store, "happy-0");
+await happyCluster.stop();
+
+log(`burst: ${SCALE.burst} builds, operator then floor`);
+const burstResult = await burst(SCALE.burst, WORKERS);
+
+log(`memory: ${SCALE.memory} builds`);
+const mem = await memory(template, SCALE.memory);
+
+const machineAfter = machine();
+const minutes = ((Date.now() - started) / 60_000).toFixed(1);
+const yes = (ok: boolean) => (ok ? "met" : "**missed**");
+
+const rows: [string, string, string, string][] = [
+  [
+    `(a) burst of ${burstResult.builds} two-platform builds: first create → every platform Job`,
+    `operator ${(burstResult.operatorMs / 1000).toFixed(1)} s, floor ${(burstResult.floorMs / 1000).toFixed(1)} s: **${burstResult.ratio}×**`,
+    "≤ 1.5×",
+    yes(burstResult.ratio <= 1.5),
+  ],
+  [
+    "(a) … CPU in that window; writes",
+    `operator ${burstResult.operatorCpuSeconds.toFixed(1)} s CPU, ${burstResult.reconciles} reconciles, ${burstResult.operatorWrites} writes; floor ${burstResult.floorCpuSeconds.toFixed(1)} s CPU, ${burstResult.floorWrites} writes`,
+    "",
+    "",
+  ],
+  [
+    `(b) writes per build, happy path (${happy.builds} builds one after another)`,
+    `**${happy.writesPerBuild}** (${Object.entries(happy.perBuild)
+      .filter(
+        ([key]) => !key.startsWith("get") && !key.startsWith("list") && !key.startsWith("watch"),
+      )
+      .map(([key, count]) => `${key} ${count}`)
+      .join(", ")}); refused ${happy.refusedPerBuild}`,
+    "≤ 8",
+    yes(happy.writesPerBuild <= 8),
+  ],
+  [
+    "(b) … Events per build (apart); reads per build",
+    `${happy.eventsPerBuild} Event writes; ${happy.readsPerBuild} reads (${
+      Object.entries(happy.perBuild)
+        .filter(([key]) => key.startsWith("get") || key.startsWith("list"))
+        .map(([key, count]) => `${key} ${count}`)
+        .join(", ") || "none"
+    }); ${happy.msPerBuild} ms create → Succeeded`,
+    "",
+    "",
+  ],
+  [
+    `(b) writes during ${rest.seconds} s at rest, resyncs every ${rest.syncPeriodSeconds} s`,
+    `**${rest.writes}**${rest.writes ? ` (${JSON.stringify(rest.writeKinds)})` : ""}; ${rest.reconciles} reconciles, ${rest.reads} reads; Lease renewals apart: ${rest.leaseWrites}`,
+    "0",
+    yes(rest.writes === 0),
+  ],
+  [
+    `(c) operator heap with ${mem.builds} ImageBuilds, ${mem.jobs} Jobs, ${mem.pods} pods, ${mem.secrets} client Secrets cached`,
+    `heap used **${mem.heapUsedAtRest} MiB** at rest (${mem.heapUsedAtRestMin}–${mem.heapUsedAtRest}; heap total ${mem.heapTotalAtRest}), peak ${mem.heapUsedPeak} MiB while listing`,
+    "≤ 150 MiB",
+    yes(mem.heapUsedAtRest <= 150),
+  ],
+  [
+    "(c) … RSS; start",
+    `RSS ${mem.rssAtRest} MiB at rest, peak ${mem.rssPeak} MiB; started and reconciled every build in ${mem.startSeconds} s with ${mem.writesOnStart} build writes`,
+    "",
+    "",
+  ],
+  [
+    `(d) create → both platform Jobs present, ${lat.inFlight} creates in flight (${lat.samples} builds)`,
+    `p50 **${lat.p50Ms} ms**, p99 **${lat.p99Ms} ms** (max ${lat.maxMs} ms)`,
+    "",
+    "",
+  ],
+];
+
+const table = [
+  "| measurement | result | target | |",
+  "| --- | --- | --- | --- |",
+  ...rows.map((row) => `| ${row.join(" | ")} |`),
+].join("\n");
+
+const text = `## Latest run
+
+\`npm run bench${QUICK ? " -- --quick" : ""}\` on ${new Date().toISOString().slice(0, 10)}, ${minutes} minutes.
+
+- Machine before: ${machineBefore}
+- Machine after: ${machineAfter}
+
+${table}
+
+Routing model (\`bench/routing.ts\`): ${routing.description}
+
+${routing.table}
+`;
+
+process.stdout.write(`\n${text}\n`);
+if (!QUICK) {
+  // The measured part of bench/results.md is replaced; notes outside the markers stay.
+  const file = join(REPO_ROOT, "bench/results.md");
+  const begin = "<!-- bench:begin -->";
+  const end = "<!-- bench:end -->";
+  const block = `${begin}\n${text}\n${end}`;
+  const previous = existsSync(file) ? readFileSync(file, "utf8") : "";
+  writeFileSync(
+    file,
+    previous.includes(begin) && previous.includes(end)
+      ? previous.slice(0, previous.indexOf(begin)) +
+          block +
+          previous.slice(previous.indexOf(end) + end.length)
+      : `${block}\n`,
+  );
+  log(`written to ${file}`);
+}
+process.exit(0);

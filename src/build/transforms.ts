@@ -1,0 +1,146 @@
+// What the build controller's caches keep of each Job and pod. With thousands of builds the
+// caches are most of the operator's heap (bench/results.md: 5,000 builds, 10,000 Jobs and their
+// pods), so they keep only what observeJob/observePod, the indexes and the event handlers read.
+import type {
+  V1ContainerStatus,
+  V1Job,
+  V1JobCondition,
+  V1ObjectMeta,
+  V1Pod,
+} from "@kubernetes/client-node";
+import { COMPONENTS, LABELS } from "../naming.ts";
+
+/** Labels the Job controller puts on pods that nothing here reads (the uid is in ownerReferences). */
+const JOB_CONTROLLER_LABELS = ["batch.kubernetes.io/controller-uid", "controller-uid"];
+
+function slimMeta(
+  meta: V1ObjectMeta | undefined,
+  dropLabels: readonly string[] = [],
+): V1ObjectMeta {
+  if (!meta) return {};
+  const { managedFields: _managed, selfLink: _selfLink, ...kept } = meta;
+  if (meta.labels && dropLabels.some((label) => label in (meta.labels ?? {}))) {
+    const labels = { ...meta.labels };
+    for (const label of dropLabels) delete labels[label];
+    // The legacy job-name label duplicates batch.kubernetes.io/job-name.
+    if (labels["batch.kubernetes.io/job-name"] !== undefined) delete labels["job-name"];
+    kept.labels = labels;
+  }
+  return kept;
+}
+
+const isTerminal = (condition: V1JobCondition) =>
+  (condition.type === "Complete" || condition.type === "Failed") && condition.status === "True";
+
+/**
+ * A Job as the caches keep it: metadata, the counts and times of its status and its terminal
+ * condition. The pod template (most of a Job's size), the selector and the conditions that are
+ * not final (SuccessCriteriaMet, FailureTarget, Suspended) are dropped.
+ */
+export function slimJob(job: V1Job): V1Job {
+  const {
+    template: _template,
+    selector: _selector,
+    ...spec
+  } = job.spec ?? ({} as NonNullable<V1Job["spec"]>);
+  const status = job.status ?? {};
+  const conditions = (status.conditions ?? []).filter(isTerminal).map((condition) => ({
+    type: condition.type,
+    status: condition.status,
+    ...(condition.reason === undefined ? {} : { reason: condition.reason }),
+    ...(condition.message === undefined ? {} : { message: condition.message }),
+    ...(condition.lastTransitionTime === undefined
+      ? {}
+      : { lastTransitionTime: condition.lastTransitionTime }),
+  }));
+  return {
+    apiVersion: job.apiVersion,
+    kind: job.kind,
+    metadata: slimMeta(job.metadata),
+    spec: spec as V1Job["spec"],
+    status: {
+      ...(status.active === undefined ? {} : { active: status.active }),
+      ...(status.succeeded === undefined ? {} : { succeeded: status.succeeded }),
+      ...(status.failed === undefined ? {} : { failed: status.failed }),
+      ...(status.startTime === undefined ? {} : { startTime: status.startTime }),
+      ...(status.completionTime === undefined ? {} : { completionTime: status.completionTime }),
+      ...(conditions.length === 0 ? {} : { conditions }),
+    },
+  };
+}
+
+/** A container's status as observePod reads it: name and state. */
+function slimContainer(status: V1ContainerStatus): V1ContainerStatus {
+  const state = status.state ?? {};
+  const terminated = state.terminated;
+  return {
+    name: status.name,
+    restartCount: status.restartCount,
+    state: terminated
+      ? {
+          terminated: {
+            exitCode: terminated.exitCode,
+            ...(terminated.reason === undefined ? {} : { reason: terminated.reason }),
+            ...(terminated.message === undefined ? {} : { message: terminated.message }),
+            ...(terminated.finishedAt === undefined ? {} : { finishedAt: terminated.finishedAt }),
+          },
+        }
+      : state.running
+        ? { running: {} }
+        : {
+            waiting: {
+              ...(state.waiting?.reason === undefined ? {} : { reason: state.waiting.reason }),
+              ...(state.waiting?.message === undefined ? {} : { message: state.waiting.message }),
+            },
+          },
+  } as V1ContainerStatus;
+}
+
+/** Pods whose every read goes through observePod. */
+const OBSERVED_COMPONENTS = new Set<string>([
+  COMPONENTS.build,
+  COMPONENTS.index,
+  COMPONENTS.verify,
+]);
+
+/**
+ * A pod as the caches keep it. Every pod keeps its metadata, its node and its status, without
+ * the spec. Build, index and verify pods (read only through observePod) keep of their status
+ * only the phase and each container's name and state: their conditions, addresses, images and
+ * container ids are dropped, as are the Job controller's uid labels.
+ */
+export function slimPod(pod: V1Pod): V1Pod {
+  const component = pod.metadata?.labels?.[LABELS.component];
+  // A StatefulSet builder is addressed by its hostname and subdomain (cache-locality routing).
+  const spec = {
+    nodeName: pod.spec?.nodeName,
+    ...(pod.spec?.hostname ? { hostname: pod.spec.hostname } : {}),
+    ...(pod.spec?.subdomain ? { subdomain: pod.spec.subdomain } : {}),
+    containers: [],
+  };
+  if (!component || !OBSERVED_COMPONENTS.has(component)) {
+    return {
+      apiVersion: pod.apiVersion,
+      kind: pod.kind,
+      metadata: slimMeta(pod.metadata),
+      spec,
+      status: pod.status,
+    };
+  }
+  const status = pod.status ?? {};
+  return {
+    apiVersion: pod.apiVersion,
+    kind: pod.kind,
+    metadata: slimMeta(pod.metadata, JOB_CONTROLLER_LABELS),
+    spec,
+    status: {
+      ...(status.phase === undefined ? {} : { phase: status.phase }),
+      ...(status.initContainerStatuses
+        ? { initContainerStatuses: status.initContainerStatuses.map(slimContainer) }
+        : {}),
+      ...(status.containerStatuses
+        ? { containerStatuses: status.containerStatuses.map(slimContainer) }
+        : {}),
+    },
+  };
+}
