@@ -227,6 +227,24 @@ describe("what the caches keep of a Job and its pods", () => {
       }),
     );
   });
+
+  it("keeps a StatefulSet builder's hostname and subdomain, which routing dials it by", () => {
+    const pod: V1Pod = {
+      metadata: { name: "farm-amd64-0", labels: { "app.kubernetes.io/component": "builder" } },
+      spec: {
+        nodeName: "amd-1",
+        hostname: "farm-amd64-0",
+        subdomain: "farm-amd64-headless",
+        containers: [{ name: "buildkitd", image: "moby/buildkit:rootless" }],
+      },
+    };
+    expect(slimPod(pod).spec).toEqual({
+      nodeName: "amd-1",
+      hostname: "farm-amd64-0",
+      subdomain: "farm-amd64-headless",
+      containers: [],
+    });
+  });
 });
 
 describe("what the caches keep of a Secret", () => {
