@@ -16,8 +16,12 @@ import {
 } from "./meta.ts";
 
 const PATH_COMPONENT = "[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*";
-const HOST =
-  "((localhost|[a-zA-Z0-9-]+(\\.[a-zA-Z0-9-]+)+|\\[[0-9a-fA-F:]+\\])(:[0-9]{1,5})?|[a-zA-Z0-9-]+:[0-9]{1,5})";
+/**
+ * A DNS label as the reference grammar (distribution/reference) has it: no leading or trailing
+ * '-'. A leading '-' would also turn `--image <repository>` into an option for `assemble`.
+ */
+const HOST_LABEL = "[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?";
+const HOST = `((localhost|${HOST_LABEL}(\\.${HOST_LABEL})+|\\[[0-9a-fA-F:]+\\])(:[0-9]{1,5})?|${HOST_LABEL}:[0-9]{1,5})`;
 /** A repository without tag or digest: [host[:port]/]path, lower-case path components. */
 export const REPOSITORY = new RegExp(`^(${HOST}/)?${PATH_COMPONENT}(/${PATH_COMPONENT})*$`);
 export const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
@@ -26,9 +30,22 @@ export const CACHE_REF = new RegExp(
   `^(${HOST}/)?${PATH_COMPONENT}(/${PATH_COMPONENT})*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$`,
 );
 
+/** An image to run: repository, optional tag, optional sha256 digest. */
+export const IMAGE_REFERENCE = new RegExp(
+  `^(${HOST}/)?${PATH_COMPONENT}(/${PATH_COMPONENT})*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$`,
+);
+
 /** Characters a git URL may hold; '#' is excluded because the operator appends #revision:subPath. */
 export const GIT_URL =
   /^((https?|git|ssh):\/\/|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)[A-Za-z0-9._~%@:/+=-]+$/;
+/**
+ * A user, host or scp-style path that starts with '-' is read as an option by git or ssh
+ * (`ssh -oProxyCommand=...`, CVE-2017-1000117). git >= 2.14.1 refuses them itself; refusing
+ * them here says so before a Job runs.
+ */
+const GIT_OPTION_LIKE = /^([a-z]+:\/\/)?([^/@]*@)?-|^[^/:]+@[^/:]+:-/;
+const GIT_OPTION_MESSAGE =
+  "must not start its user, host or path with '-': git and ssh would read it as an option";
 /** userinfo with a password: `scheme://user:secret@host`. */
 const URL_PASSWORD = /^[a-z]+:\/\/[^/@]*:[^/@]*@/;
 const GIT_PASSWORD_MESSAGE =
@@ -37,7 +54,8 @@ const GIT_PASSWORD_MESSAGE =
 const HTTP_GIT_PATH = /^https?:\/\/[^/]+\/.*\.git$/;
 const GIT_SUFFIX_MESSAGE =
   "an https URL must end in .git: BuildKit otherwise downloads it as a file instead of cloning it";
-export const GIT_REVISION = /^[A-Za-z0-9_-]+([./][A-Za-z0-9_-]+)*$/;
+/** A ref or commit; no leading '-', which `git fetch` would read as an option. */
+export const GIT_REVISION = /^[A-Za-z0-9_][A-Za-z0-9_-]*([./][A-Za-z0-9_-]+)*$/;
 /** A relative path inside the context: no leading slash, no '.' or '..' component. */
 export const RELATIVE_PATH = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
 const DOT_COMPONENT = /(^|\/)\.\.?(\/|$)/;
@@ -45,6 +63,8 @@ export const BUILD_ARG_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export const LABEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._/-]*$/;
 export const SECRET_ID = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 const SECRET_KEY = /^[-._a-zA-Z0-9]+$/;
+/** Kubernetes refuses these as Secret data keys, so no Secret could ever hold one. */
+const SECRET_KEY_DOTS_MESSAGE = "must be a Secret data key: not '.', '..' or starting with '..'";
 
 const MAX_TIMEOUT = "168h";
 
@@ -85,11 +105,16 @@ export const gitSource = z
             "must be a git URL (https://, ssh://, git:// or user@host:path) without spaces or '#'",
         })
         .refine((url) => !URL_PASSWORD.test(url), { message: GIT_PASSWORD_MESSAGE })
+        .refine((url) => !GIT_OPTION_LIKE.test(url), { message: GIT_OPTION_MESSAGE })
         .refine((url) => !/^https?:/.test(url) || HTTP_GIT_PATH.test(url), {
           message: GIT_SUFFIX_MESSAGE,
         }),
       // The same two checks for the API server, written without backslashes for CEL.
       { rule: "!self.matches('^[a-z]+://[^/@]*:[^/@]*@')", message: GIT_PASSWORD_MESSAGE },
+      {
+        rule: "!self.matches('^([a-z]+://)?([^/@]*@)?-|^[^/:]+@[^/:]+:-')",
+        message: GIT_OPTION_MESSAGE,
+      },
       {
         rule: "!(self.startsWith('https://') || self.startsWith('http://')) || self.matches('^https?://[^/]+/.*[.]git$')",
         message: GIT_SUFFIX_MESSAGE,
@@ -98,7 +123,9 @@ export const gitSource = z
     revision: z
       .string()
       .max(255)
-      .regex(GIT_REVISION, { message: "must be a branch, tag or commit without '..'" })
+      .regex(GIT_REVISION, {
+        message: "must be a branch, tag or commit without '..' or a leading '-'",
+      })
       .default("HEAD")
       .describe("Branch, tag or commit to build. A full commit SHA makes the build reproducible."),
     subPath: relativePath("directory")
@@ -274,12 +301,17 @@ export const buildSecret = z
           .max(253)
           .regex(DNS_SUBDOMAIN, { message: "must be a Secret name" })
           .describe("Secret in the build's namespace."),
-        key: z
-          .string()
-          .min(1)
-          .max(253)
-          .regex(SECRET_KEY, { message: "must be a Secret data key" })
-          .describe("Key within the Secret."),
+        key: cel(
+          z
+            .string()
+            .min(1)
+            .max(253)
+            .regex(SECRET_KEY, { message: "must be a Secret data key" })
+            .refine((key) => key !== "." && !key.startsWith(".."), {
+              message: SECRET_KEY_DOTS_MESSAGE,
+            }),
+          { rule: "self != '.' && !self.startsWith('..')", message: SECRET_KEY_DOTS_MESSAGE },
+        ).describe("Key within the Secret."),
       })
       .describe("Where the secret's value is read from."),
   })
@@ -291,6 +323,9 @@ export const verifySpec = z
     image: z
       .string()
       .max(512)
+      .regex(IMAGE_REFERENCE, {
+        message: "must be an image reference such as registry.example.com/team/check:v1",
+      })
       .optional()
       .describe("Image the check runs in; by default the image just built."),
     command: z
