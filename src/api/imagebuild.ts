@@ -22,17 +22,19 @@ const PATH_COMPONENT = "[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*";
  */
 const HOST_LABEL = "[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?";
 const HOST = `((localhost|${HOST_LABEL}(\\.${HOST_LABEL})+|\\[[0-9a-fA-F:]+\\])(:[0-9]{1,5})?|${HOST_LABEL}:[0-9]{1,5})`;
+/** A first path component without '.': Docker reads the `a.b` of `a.b/c` as a registry host. */
+const FIRST_COMPONENT = "[a-z0-9]+((_|__|-+)[a-z0-9]+)*";
+/** [host[:port]/]path as the reference grammar splits it: a host, or no '.' before the first '/'. */
+const NAME = `(${HOST}/${PATH_COMPONENT}(/${PATH_COMPONENT})*|${FIRST_COMPONENT}(/${PATH_COMPONENT})+|${PATH_COMPONENT})`;
 /** A repository without tag or digest: [host[:port]/]path, lower-case path components. */
-export const REPOSITORY = new RegExp(`^(${HOST}/)?${PATH_COMPONENT}(/${PATH_COMPONENT})*$`);
+export const REPOSITORY = new RegExp(`^${NAME}$`);
 export const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
 /** A repository with an optional tag, as registry cache refs are written. */
-export const CACHE_REF = new RegExp(
-  `^(${HOST}/)?${PATH_COMPONENT}(/${PATH_COMPONENT})*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$`,
-);
+export const CACHE_REF = new RegExp(`^${NAME}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$`);
 
 /** An image to run: repository, optional tag, optional sha256 digest. */
 export const IMAGE_REFERENCE = new RegExp(
-  `^(${HOST}/)?${PATH_COMPONENT}(/${PATH_COMPONENT})*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$`,
+  `^${NAME}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$`,
 );
 
 /** Characters a git URL may hold; '#' is excluded because the operator appends #revision:subPath. */
@@ -91,7 +93,7 @@ const printableValue = (max: number) =>
   z
     .string()
     .max(max)
-    .regex(PRINTABLE, { message: "must not contain control characters such as newlines" });
+    .regex(PRINTABLE, { message: "must not contain control characters or line breaks" });
 
 export const gitSource = z
   .object({
@@ -197,17 +199,37 @@ const nameValue = (namePattern: RegExp, nameMessage: string, what: string) =>
     128,
   );
 
+/** Docker Hub's full name of a repository without a host: docker.io/[library/]path. */
+function dockerHubName(image: string): string | undefined {
+  const slash = image.indexOf("/");
+  const first = image.slice(0, Math.max(slash, 0));
+  if (slash >= 0 && (/[.:]/.test(first) || first === "localhost" || first.startsWith("[")))
+    return undefined;
+  return slash < 0 ? `docker.io/library/${image}` : `docker.io/${image}`;
+}
+const HUB_NAME_MESSAGE =
+  "must be at most 255 characters as Docker Hub names it (docker.io/[library/]<path>); name a registry host or shorten the path";
+
 export const output = z
   .object({
-    image: z
-      .string()
-      .min(1)
-      .max(255)
-      .regex(REPOSITORY, {
-        message:
-          "must be an image repository without tag or digest, e.g. registry.example.com/team/app (lower-case, no spaces)",
-      })
-      .describe("Repository the image is pushed to, without tag."),
+    image: cel(
+      z
+        .string()
+        .min(1)
+        .max(255)
+        .regex(REPOSITORY, {
+          message:
+            "must be an image repository without tag or digest, e.g. registry.example.com/team/app (lower-case, no spaces)",
+        })
+        .refine((image) => (dockerHubName(image)?.length ?? 0) <= 255, {
+          message: HUB_NAME_MESSAGE,
+        }),
+      // The reference grammar limits the name with its implied docker.io/ (and library/).
+      {
+        rule: "self.matches('^([^/]*[.:][^/]*|localhost|[[][^/]*)/') || size(self) <= (self.contains('/') ? 245 : 237)",
+        message: HUB_NAME_MESSAGE,
+      },
+    ).describe("Repository the image is pushed to, without tag."),
     tags: setList(
       z
         .string()
@@ -444,7 +466,7 @@ export const imageBuildSpec = cel(
       cacheKey: z
         .string()
         .max(255)
-        .regex(PRINTABLE, { message: "must not contain control characters" })
+        .regex(PRINTABLE, { message: "must not contain control characters or line breaks" })
         .optional()
         .describe(
           "Builds with the same key go to the same builder for cache locality. Defaults to git URL + Dockerfile path + target.",
