@@ -1,7 +1,7 @@
 // ImageBuild: one build of one image for one or more platforms. The spec is immutable:
 // a new commit is a new ImageBuild, which is what GitOps controllers and CI expect.
 import { z } from "zod";
-import { IMAGE_WITH_TAG, platform } from "./builderpool.ts";
+import { platform } from "./builderpool.ts";
 import {
   cel,
   conditions,
@@ -17,19 +17,38 @@ import {
 } from "./meta.ts";
 
 const PATH_COMPONENT = "[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*";
-const HOST =
-  "((localhost|[a-zA-Z0-9-]+(\\.[a-zA-Z0-9-]+)+|\\[[0-9a-fA-F:]+\\])(:[0-9]{1,5})?|[a-zA-Z0-9-]+:[0-9]{1,5})";
+/**
+ * A DNS label as the reference grammar (distribution/reference) has it: no leading or trailing
+ * '-'. A leading '-' would also turn `--image <repository>` into an option for `assemble`.
+ */
+const HOST_LABEL = "[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?";
+const HOST = `((localhost|${HOST_LABEL}(\\.${HOST_LABEL})+|\\[[0-9a-fA-F:]+\\])(:[0-9]{1,5})?|${HOST_LABEL}:[0-9]{1,5})`;
+/** A first path component without '.': Docker reads the `a.b` of `a.b/c` as a registry host. */
+const FIRST_COMPONENT = "[a-z0-9]+((_|__|-+)[a-z0-9]+)*";
+/** [host[:port]/]path as the reference grammar splits it: a host, or no '.' before the first '/'. */
+const NAME = `(${HOST}/${PATH_COMPONENT}(/${PATH_COMPONENT})*|${FIRST_COMPONENT}(/${PATH_COMPONENT})+|${PATH_COMPONENT})`;
 /** A repository without tag or digest: [host[:port]/]path, lower-case path components. */
-export const REPOSITORY = new RegExp(`^(${HOST}/)?${PATH_COMPONENT}(/${PATH_COMPONENT})*$`);
+export const REPOSITORY = new RegExp(`^${NAME}$`);
 export const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
 /** A repository with an optional tag, as registry cache refs are written. */
-export const CACHE_REF = new RegExp(
-  `^(${HOST}/)?${PATH_COMPONENT}(/${PATH_COMPONENT})*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$`,
+export const CACHE_REF = new RegExp(`^${NAME}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$`);
+
+/** An image to run: repository, optional tag, optional sha256 digest. */
+export const IMAGE_REFERENCE = new RegExp(
+  `^${NAME}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$`,
 );
 
 /** Characters a git URL may hold; '#' is excluded because the operator appends #revision:subPath. */
 export const GIT_URL =
   /^((https?|git|ssh):\/\/|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)[A-Za-z0-9._~%@:/+=-]+$/;
+/**
+ * A user, host or scp-style path that starts with '-' is read as an option by git or ssh
+ * (`ssh -oProxyCommand=...`, CVE-2017-1000117). git >= 2.14.1 refuses them itself; refusing
+ * them here says so before a Job runs.
+ */
+const GIT_OPTION_LIKE = /^([a-z]+:\/\/)?([^/@]*@)?-|^[^/:]+@[^/:]+:-/;
+const GIT_OPTION_MESSAGE =
+  "must not start its user, host or path with '-': git and ssh would read it as an option";
 /** userinfo with a password: `scheme://user:secret@host`. */
 const URL_PASSWORD = /^[a-z]+:\/\/[^/@]*:[^/@]*@/;
 const GIT_PASSWORD_MESSAGE =
@@ -38,7 +57,8 @@ const GIT_PASSWORD_MESSAGE =
 const HTTP_GIT_PATH = /^https?:\/\/[^/]+\/.*\.git$/;
 const GIT_SUFFIX_MESSAGE =
   "an https URL must end in .git: BuildKit otherwise downloads it as a file instead of cloning it";
-export const GIT_REVISION = /^[A-Za-z0-9_-]+([./][A-Za-z0-9_-]+)*$/;
+/** A ref or commit; no leading '-', which `git fetch` would read as an option. */
+export const GIT_REVISION = /^[A-Za-z0-9_][A-Za-z0-9_-]*([./][A-Za-z0-9_-]+)*$/;
 /** A relative path inside the context: no leading slash, no '.' or '..' component. */
 export const RELATIVE_PATH = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
 const DOT_COMPONENT = /(^|\/)\.\.?(\/|$)/;
@@ -46,6 +66,8 @@ export const BUILD_ARG_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export const LABEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._/-]*$/;
 export const SECRET_ID = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 const SECRET_KEY = /^[-._a-zA-Z0-9]+$/;
+/** Kubernetes refuses these as Secret data keys, so no Secret could ever hold one. */
+const SECRET_KEY_DOTS_MESSAGE = "must be a Secret data key: not '.', '..' or starting with '..'";
 
 const MAX_TIMEOUT = "168h";
 
@@ -72,7 +94,7 @@ const printableValue = (max: number) =>
   z
     .string()
     .max(max)
-    .regex(PRINTABLE, { message: "must not contain control characters such as newlines" });
+    .regex(PRINTABLE, { message: "must not contain control characters or line breaks" });
 
 export const gitSource = z
   .object({
@@ -86,11 +108,16 @@ export const gitSource = z
             "must be a git URL (https://, ssh://, git:// or user@host:path) without spaces or '#'",
         })
         .refine((url) => !URL_PASSWORD.test(url), { message: GIT_PASSWORD_MESSAGE })
+        .refine((url) => !GIT_OPTION_LIKE.test(url), { message: GIT_OPTION_MESSAGE })
         .refine((url) => !/^https?:/.test(url) || HTTP_GIT_PATH.test(url), {
           message: GIT_SUFFIX_MESSAGE,
         }),
       // The same two checks for the API server, written without backslashes for CEL.
       { rule: "!self.matches('^[a-z]+://[^/@]*:[^/@]*@')", message: GIT_PASSWORD_MESSAGE },
+      {
+        rule: "!self.matches('^([a-z]+://)?([^/@]*@)?-|^[^/:]+@[^/:]+:-')",
+        message: GIT_OPTION_MESSAGE,
+      },
       {
         rule: "!(self.startsWith('https://') || self.startsWith('http://')) || self.matches('^https?://[^/]+/.*[.]git$')",
         message: GIT_SUFFIX_MESSAGE,
@@ -99,7 +126,9 @@ export const gitSource = z
     revision: z
       .string()
       .max(255)
-      .regex(GIT_REVISION, { message: "must be a branch, tag or commit without '..'" })
+      .regex(GIT_REVISION, {
+        message: "must be a branch, tag or commit without '..' or a leading '-'",
+      })
       .default("HEAD")
       .describe("Branch, tag or commit to build. A full commit SHA makes the build reproducible."),
     subPath: relativePath("directory")
@@ -171,17 +200,37 @@ const nameValue = (namePattern: RegExp, nameMessage: string, what: string) =>
     128,
   );
 
+/** Docker Hub's full name of a repository without a host: docker.io/[library/]path. */
+function dockerHubName(image: string): string | undefined {
+  const slash = image.indexOf("/");
+  const first = image.slice(0, Math.max(slash, 0));
+  if (slash >= 0 && (/[.:]/.test(first) || first === "localhost" || first.startsWith("[")))
+    return undefined;
+  return slash < 0 ? `docker.io/library/${image}` : `docker.io/${image}`;
+}
+const HUB_NAME_MESSAGE =
+  "must be at most 255 characters as Docker Hub names it (docker.io/[library/]<path>); name a registry host or shorten the path";
+
 export const output = z
   .object({
-    image: z
-      .string()
-      .min(1)
-      .max(255)
-      .regex(REPOSITORY, {
-        message:
-          "must be an image repository without tag or digest, e.g. registry.example.com/team/app (lower-case, no spaces)",
-      })
-      .describe("Repository the image is pushed to, without tag."),
+    image: cel(
+      z
+        .string()
+        .min(1)
+        .max(255)
+        .regex(REPOSITORY, {
+          message:
+            "must be an image repository without tag or digest, e.g. registry.example.com/team/app (lower-case, no spaces)",
+        })
+        .refine((image) => (dockerHubName(image)?.length ?? 0) <= 255, {
+          message: HUB_NAME_MESSAGE,
+        }),
+      // The reference grammar limits the name with its implied docker.io/ (and library/).
+      {
+        rule: "self.matches('^([^/]*[.:][^/]*|localhost|[[][^/]*)/') || size(self) <= (self.contains('/') ? 245 : 237)",
+        message: HUB_NAME_MESSAGE,
+      },
+    ).describe("Repository the image is pushed to, without tag."),
     tags: setList(
       z
         .string()
@@ -275,12 +324,17 @@ export const buildSecret = z
           .max(253)
           .regex(DNS_SUBDOMAIN, { message: "must be a Secret name" })
           .describe("Secret in the build's namespace."),
-        key: z
-          .string()
-          .min(1)
-          .max(253)
-          .regex(SECRET_KEY, { message: "must be a Secret data key" })
-          .describe("Key within the Secret."),
+        key: cel(
+          z
+            .string()
+            .min(1)
+            .max(253)
+            .regex(SECRET_KEY, { message: "must be a Secret data key" })
+            .refine((key) => key !== "." && !key.startsWith(".."), {
+              message: SECRET_KEY_DOTS_MESSAGE,
+            }),
+          { rule: "self != '.' && !self.startsWith('..')", message: SECRET_KEY_DOTS_MESSAGE },
+        ).describe("Key within the Secret."),
       })
       .describe("Where the secret's value is read from."),
   })
@@ -295,8 +349,8 @@ export const verifySpec = z
     image: z
       .string()
       .max(512)
-      .regex(IMAGE_WITH_TAG, {
-        message: "must be an image reference such as registry.example.com/tools/check:v1",
+      .regex(IMAGE_REFERENCE, {
+        message: "must be an image reference such as registry.example.com/team/check:v1",
       })
       .optional()
       .describe(
@@ -437,7 +491,7 @@ export const imageBuildSpec = cel(
       cacheKey: z
         .string()
         .max(255)
-        .regex(PRINTABLE, { message: "must not contain control characters" })
+        .regex(PRINTABLE, { message: "must not contain control characters or line breaks" })
         .optional()
         .describe(
           "Builds with the same key go to the same builder for cache locality. Defaults to git URL + Dockerfile path + target.",

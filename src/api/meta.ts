@@ -26,8 +26,12 @@ export const LABEL_KEY =
   /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 export const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
 
-/** Printable text: no control characters, so no newline ever reaches an argv value. */
-export const PRINTABLE = /^\P{Cc}*$/u;
+/**
+ * Printable single-line text: no control characters and no U+2028/U+2029, the line and
+ * paragraph separators that JavaScript, Node's readline (client-node's watch stream) and many
+ * log viewers treat as line breaks. So no line break ever reaches an argv value.
+ */
+export const PRINTABLE = /^[^\p{Cc}\p{Zl}\p{Zp}]*$/u;
 
 /** Annotates a schema with extensions that only the generated CRD understands. */
 export function crdMeta<T extends z.ZodType>(schema: T, meta: Record<string, unknown>): T {
