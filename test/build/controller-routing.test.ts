@@ -10,7 +10,6 @@ import { parseImageBuild } from "../../src/api/resources.ts";
 import { cacheKeyOf } from "../../src/build/builders.ts";
 import { preferenceOrder } from "../../src/build/routing.ts";
 import {
-  type Build,
   type BuildCluster,
   buildSpec,
   NS,
@@ -156,9 +155,9 @@ describe("a builder that is full or not ready", () => {
 
 describe("an architecture without a ready builder", () => {
   it("goes through its Service, where buildctl waits for a builder", async () => {
-    const pool = await cluster.client.get<Build>(POOLS, NS, POOL);
-    await cluster.client.replace(POOLS, {
-      ...pool,
+    // A merge patch: the pool controller writes the pool's status meanwhile, which would make a
+    // read-then-replace fail with 409 now and then.
+    await cluster.client.patch(POOLS, NS, POOL, {
       spec: poolSpec({
         maxConcurrentBuilds: 6,
         architectures: [
@@ -166,7 +165,7 @@ describe("an architecture without a ready builder", () => {
           { name: "arm64", replicas: 0 },
         ],
       }),
-    } as Build);
+    });
     await cluster.kube.waitFor(() => readyBuilders("arm64").length === 0, {
       message: "no arm64 builder",
     });
