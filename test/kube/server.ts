@@ -21,7 +21,7 @@ import {
   tooManyRequests,
 } from "./status.ts";
 import type { DeleteOptions, ListOptions, ListResult, Store, Table } from "./store.ts";
-import { objectJson, WatchHub } from "./watch.ts";
+import { apiJson, objectJson, WatchHub } from "./watch.ts";
 
 export interface LogOptions {
   previous: boolean;
@@ -230,7 +230,7 @@ export class KubeServer {
     body: unknown,
     headers: Record<string, string> = {},
   ): void {
-    const text = typeof body === "string" ? body : JSON.stringify(body);
+    const text = typeof body === "string" ? body : apiJson(body);
     record.code = code;
     record.durationMs = Date.now() - started;
     this.options.requestLog.add(record);
@@ -401,7 +401,7 @@ export class KubeServer {
     let json = this.listItemJson.get(object);
     if (json === undefined) {
       const { kind: _kind, apiVersion: _apiVersion, ...rest } = object;
-      json = JSON.stringify(rest);
+      json = apiJson(rest);
       this.listItemJson.set(object, json);
     }
     return json;

@@ -63,6 +63,19 @@ describe("watch", () => {
     w.stop();
   });
 
+  it("escapes U+2028 and U+2029 as the API server does, so a line-splitting client keeps the event", async () => {
+    const w = await watch(PATH, {});
+    const text = "one\u2028two\u2029three";
+    await core.createNamespacedConfigMap({
+      namespace: "w",
+      body: { metadata: { name: "separators" }, data: { text } },
+    });
+    await kube.waitFor(() => w.events.some((e) => e.object.metadata?.name === "separators"));
+    const event = w.events.find((e) => e.object.metadata?.name === "separators");
+    expect((event?.object as { data?: Record<string, string> } | undefined)?.data?.text).toBe(text);
+    w.stop();
+  });
+
   it("resumes from a resourceVersion with exactly the later events", async () => {
     const created = await core.createNamespacedConfigMap({ namespace: "w", body: cm("resume") });
     await core.patchNamespacedConfigMap(

@@ -28,11 +28,22 @@ export interface WatchParams {
 
 const serialized = new WeakMap<object, string>();
 
+/**
+ * JSON as the API server writes it: Go's encoder escapes U+2028 and U+2029. Clients that split
+ * a watch stream into lines with Node's readline (client-node's Watch) treat them as line
+ * breaks, so a raw one would cut an event in two, and the event would be lost.
+ */
+export function apiJson(value: unknown): string {
+  return JSON.stringify(value).replace(/[\u2028\u2029]/g, (c) =>
+    c === "\u2028" ? "\\u2028" : "\\u2029",
+  );
+}
+
 /** An object's JSON, cached: stored objects never change, and a watch fans out to many. */
 export function objectJson(object: Stored): string {
   let json = serialized.get(object);
   if (json === undefined) {
-    json = JSON.stringify(object);
+    json = apiJson(object);
     serialized.set(object, json);
   }
   return json;
