@@ -3,9 +3,16 @@
 // process (`node src/cli.ts operator`), so its memory and CPU are its own.
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { KubeClient, RESOURCES } from "../src/runtime/client.ts";
-import { BUILDS, buildSpec, POOLS, poolSpec, pushSecret } from "../test/build/cluster.ts";
+import {
+  BUILDS,
+  buildSpec,
+  POOLS,
+  poolSpec,
+  pushSecret,
+  startPlayedKube,
+} from "../test/build/cluster.ts";
 import { BuildPlayer } from "../test/build/player.ts";
-import { type Kube, type KubeOptions, startKube } from "../test/kube/index.ts";
+import type { Kube, KubeOptions } from "../test/kube/index.ts";
 import {
   type OperatorProcess,
   type OperatorProcessOptions,
@@ -33,18 +40,7 @@ export interface BenchCluster {
 
 export async function startBenchCluster(options: KubeOptions = {}): Promise<BenchCluster> {
   const player = new BuildPlayer();
-  const kube = await startKube({
-    namespaces: [NS],
-    nodes: [
-      { name: "amd-1", arch: "amd64" },
-      { name: "arm-1", arch: "arm64" },
-    ],
-    executor: player.executor,
-    podFailureBackoffMs: 5,
-    restartBackoffMs: 5,
-    historySize: 20_000,
-    ...options,
-  });
+  const kube = await startPlayedKube(player, { historySize: 20_000, ...options });
   const kubeconfig = writeKubeconfig(kube.kubeConfig({ namespace: NS }).exportConfig());
   const client = new KubeClient(kube.kubeConfig(), { userAgent: "bench" });
   await client.create(RESOURCES.secret, pushSecret(NS));

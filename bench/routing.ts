@@ -2,6 +2,7 @@
 // that each keep an LRU of the repositories whose layers they hold. Routing by rendezvous hash
 // on the repository vs routing at random; the figure is each strategy's cache hit rate.
 import { chooseBuilder } from "../src/build/routing.ts";
+import { seededRandom as random } from "../test/kube/faults.ts";
 
 export interface RoutingModel {
   repositories: number;
@@ -11,17 +12,6 @@ export interface RoutingModel {
   builds: number;
   zipfExponent: number;
   seed: number;
-}
-
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 class Lru {

@@ -102,19 +102,30 @@ export interface BuildClusterOptions {
   namespaces?: Record<string, Record<string, string>>;
 }
 
-export async function startBuildCluster(options: BuildClusterOptions = {}): Promise<BuildCluster> {
-  const player = new BuildPlayer();
-  const extra = options.namespaces ?? {};
-  const kube = await startKube({
-    namespaces: [NS, ...Object.keys(extra)],
+/**
+ * test/kube with the builds' namespace, an amd64 and an arm64 node, and a kubelet whose
+ * containers `player` plays; pods that fail are retried at once.
+ */
+export function startPlayedKube(player: BuildPlayer, options: KubeOptions = {}): Promise<Kube> {
+  return startKube({
+    namespaces: [NS],
     nodes: [
       { name: "amd-1", arch: "amd64" },
       { name: "arm-1", arch: "arm64" },
     ],
     executor: player.executor,
-    timeScale: 0.01,
     podFailureBackoffMs: 5,
     restartBackoffMs: 5,
+    ...options,
+  });
+}
+
+export async function startBuildCluster(options: BuildClusterOptions = {}): Promise<BuildCluster> {
+  const player = new BuildPlayer();
+  const extra = options.namespaces ?? {};
+  const kube = await startPlayedKube(player, {
+    namespaces: [NS, ...Object.keys(extra)],
+    timeScale: 0.01,
     ...options.kube,
   });
   for (const [name, labels] of Object.entries(extra)) {

@@ -5,12 +5,21 @@
 // every Job ever added and every status each build had, so a test can say afterwards what
 // existed at any time, whatever the operator's caches believed.
 import type { ImageBuildStatus } from "../../src/api/imagebuild.ts";
-import { buildSpec, IMAGE, NS, POOL, poolSpec, pushSecret } from "../build/cluster.ts";
+import {
+  buildSpec,
+  IMAGE,
+  NS,
+  POOL,
+  poolSpec,
+  pushSecret,
+  startPlayedKube,
+} from "../build/cluster.ts";
 import { BuildPlayer, digestOf, indexDigestOf } from "../build/player.ts";
-import { type Kube, type KubeOptions, startKube } from "../kube/index.ts";
+import { seededRandom } from "../kube/faults.ts";
+import type { Kube, KubeOptions } from "../kube/index.ts";
 import { writeKubeconfig } from "../support/operator-process.ts";
 
-export { NS, POOL };
+export { NS, POOL, seededRandom };
 
 type Json = Record<string, unknown>;
 
@@ -41,18 +50,7 @@ export async function startReliabilityCluster(
   options: { kube?: KubeOptions; pool?: Json } = {},
 ): Promise<ReliabilityCluster> {
   const player = new BuildPlayer();
-  const kube = await startKube({
-    namespaces: [NS],
-    nodes: [
-      { name: "amd-1", arch: "amd64" },
-      { name: "arm-1", arch: "arm64" },
-    ],
-    executor: player.executor,
-    podFailureBackoffMs: 5,
-    restartBackoffMs: 5,
-    historySize: 20_000,
-    ...options.kube,
-  });
+  const kube = await startPlayedKube(player, { historySize: 20_000, ...options.kube });
   const history: History = { jobsAdded: new Map(), jobsDeleted: [], statuses: new Map() };
   kube.store.onChange((event, info) => {
     const name = event.object.metadata.name as string;
@@ -146,18 +144,6 @@ export function expectedDigests(build: string) {
   const arm64 = digestOf(`${build}-arm64`);
   const index = indexDigestOf([amd64, arm64]);
   return { amd64, arm64, index, image: `${IMAGE}@${index}` };
-}
-
-/** A seeded random number generator (mulberry32), so a failing run can be replayed. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
