@@ -24,15 +24,15 @@ export function routingTable(): { description: string; table: string } {
       });
       const ratio = result.rendezvous / result.random;
       rows.push(
-        `| ${zipfExponent.toFixed(1)} | ${cacheEntries} | ${(result.rendezvous * 100).toFixed(1)}% | ${(result.random * 100).toFixed(1)}% | ${ratio.toFixed(2)}× | ${ratio >= 2 ? "met" : "missed"} |`,
+        `| ${zipfExponent.toFixed(1)} | ${cacheEntries} | ${(result.rendezvous * 100).toFixed(1)}% | ${(result.random * 100).toFixed(1)}% | ${ratio.toFixed(2)}× | ${ratio >= 2 ? "met" : "missed"} | ${(((result.rendezvous - result.random) / (1 - result.random)) * 100).toFixed(0)}% |`,
       );
     }
   }
   return {
     description: `${BUILDS.toLocaleString("en")} builds of ${REPOSITORIES} Zipf-distributed repositories over ${REPLICAS} builders, each keeping an LRU of the repositories it has cached; hit rate of rendezvous hashing on the repository vs a random builder (seed 1; target ≥ 2×).`,
     table: [
-      "| Zipf exponent | repositories per builder cache | rendezvous hits | random hits | ratio | ≥ 2× |",
-      "| --- | --- | --- | --- | --- | --- |",
+      "| Zipf exponent | repositories per builder cache | rendezvous hits | random hits | ratio | ≥ 2× | random's misses that rendezvous hits |",
+      "| --- | --- | --- | --- | --- | --- | --- |",
       ...rows,
     ].join("\n"),
   };
