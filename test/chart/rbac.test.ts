@@ -238,6 +238,78 @@ beforeAll(async () => {
   await kube.waitFor(() => !kube.store.get("deployments.apps", NS, `${POOL}-arm64`), {
     message: "the arm64 Deployment pruned",
   });
+  // A child's name taken by someone else's object, which the label-filtered caches do not hold:
+  // the create answers AlreadyExists, the operator reads the object (a get) and reports
+  // NameConflict. One pool per kind, since a pool stops at its first conflict.
+  const meta = (name: string) => ({ name, namespace: NS, labels: { app: "someone-else" } });
+  const template = {
+    metadata: { labels: { app: "someone-else" } },
+    spec: { containers: [{ name: "app", image: "nginx" }] },
+  };
+  const selector = { matchLabels: { app: "someone-else" } };
+  const taken: [string, string, Record<string, unknown>, Record<string, unknown>][] = [
+    ["taken-cm", "configmaps", { kind: "ConfigMap", data: {} }, {}],
+    ["taken-svc", "services", { kind: "Service", spec: { ports: [{ port: 80 }] } }, {}],
+    [
+      "taken-deploy",
+      "deployments.apps",
+      { apiVersion: "apps/v1", kind: "Deployment", spec: { replicas: 0, selector, template } },
+      {},
+    ],
+    [
+      "taken-sts",
+      "statefulsets.apps",
+      {
+        apiVersion: "apps/v1",
+        kind: "StatefulSet",
+        spec: { replicas: 0, serviceName: "x", selector, template },
+      },
+      { cache: { type: "Persistent", size: "50Gi" } },
+    ],
+    [
+      "taken-pdb",
+      "poddisruptionbudgets.policy",
+      { apiVersion: "policy/v1", kind: "PodDisruptionBudget", spec: { minAvailable: 1, selector } },
+      { architectures: [{ name: "amd64", replicas: 2 }] },
+    ],
+    [
+      "taken-netpol",
+      "networkpolicies.networking.k8s.io",
+      { apiVersion: "networking.k8s.io/v1", kind: "NetworkPolicy", spec: { podSelector: {} } },
+      {},
+    ],
+  ];
+  for (const [pool, resource, object, spec] of taken) {
+    const name =
+      resource === "configmaps"
+        ? `${pool}-buildkitd-config`
+        : resource.startsWith("networkpolicies")
+          ? `${pool}-builders`
+          : `${pool}-amd64`;
+    kube.store.create(resource, { apiVersion: "v1", ...object, metadata: meta(name) });
+    await client.create(POOLS, {
+      apiVersion: "buildfarm.dev/v1alpha1",
+      kind: "BuilderPool",
+      metadata: { name: pool, namespace: NS },
+      spec: poolSpec(spec),
+    });
+    await kube
+      .waitFor(
+        () => {
+          const stored = kube.store.get("builderpools.buildfarm.dev", NS, pool) as
+            | { status?: { conditions?: { type: string; reason?: string }[] } }
+            | undefined;
+          return stored?.status?.conditions?.some(
+            (c) => c.type === "Ready" && c.reason === "NameConflict",
+          );
+        },
+        { message: `${pool}: NameConflict on ${resource}/${name}` },
+      )
+      .catch((error) => {
+        console.log(JSON.stringify(kube.store.get("builderpools.buildfarm.dev", NS, pool)));
+        throw error;
+      });
+  }
   await cluster.operator.manager.events.flush();
   await cluster.operator.stop(); // releases the Lease (an update)
   used = new Map();
