@@ -1,7 +1,7 @@
 // Builders that scale with the queue. An architecture with `autoscaling` is sized from its
 // demand, the platform builds that stand in its queue plus those running (the ImageBuild
-// controller's queue, build/queue.ts, computes both): ceil(demand / buildsPerReplica),
-// clamped to [minReplicas, maxReplicas]. Up at once; down only once the demand has stayed
+// controller's queue, build/queue.ts, computes both) up to the architecture's slots:
+// ceil(demand / buildsPerReplica), clamped to [minReplicas, maxReplicas]. Up at once; down only once the demand has stayed
 // lower for scaleDownDelay, and then to the most it asked for during that time (the
 // stabilization window of the HorizontalPodAutoscaler), so demand that comes and goes does not
 // make builders come and go. The first queued build of an idle architecture wakes it.
@@ -21,6 +21,18 @@ export interface Demand {
 }
 
 type Autoscaling = NonNullable<ArchitectureSpec["autoscaling"]>;
+
+/**
+ * The demand builders can serve: no more builds run at once on an architecture than its
+ * slots (`maxConcurrentBuilds`), so builds queued past them ask for no builder; Jobs that
+ * already run keep theirs even when the slots shrank.
+ */
+export function servableDemand(demand: Demand, slots: number): Demand {
+  return {
+    queued: Math.min(demand.queued, Math.max(0, slots - demand.running)),
+    running: demand.running,
+  };
+}
 
 /** What the demand alone asks for. */
 export function targetReplicas(autoscaling: Autoscaling, demand: Demand): number {
@@ -147,9 +159,11 @@ export class Autoscaler {
   ): PoolScale {
     const out: PoolScale = { replicas: {}, demand: {} };
     const prefix = `${pool.metadata.uid ?? `${pool.metadata.namespace}/${pool.metadata.name}`}/`;
-    for (const arch of pool.spec.architectures)
-      if (!arch.autoscaling) this.memory.delete(`${prefix}${arch.name}`);
     const scaled = pool.spec.architectures.filter((arch) => arch.autoscaling);
+    // Architectures no longer autoscaled, or no longer in the pool, leave nothing behind.
+    const kept = new Set(scaled.map((arch) => `${prefix}${arch.name}`));
+    for (const key of this.memory.keys())
+      if (key.startsWith(prefix) && !kept.has(key)) this.memory.delete(key);
     if (scaled.length === 0) return out;
     const demand = this.sources.demand(pool);
     for (const arch of scaled) {
@@ -157,9 +171,10 @@ export class Autoscaler {
       const key = `${prefix}${arch.name}`;
       const remembered = this.memory.get(key) ?? {};
       const seen = demand?.[arch.name] ?? { queued: 0, running: 0 };
+      const slots = arch.maxConcurrentBuilds ?? pool.spec.maxConcurrentBuilds;
       const decision = desiredReplicas(
         autoscaling,
-        seen,
+        servableDemand(seen, slots),
         remembered.replicas ?? current[arch.name],
         remembered,
         now.getTime(),

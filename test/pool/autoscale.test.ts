@@ -6,6 +6,7 @@ import {
   deletionCosts,
   desiredReplicas,
   type ScaleMemory,
+  servableDemand,
   targetReplicas,
 } from "../../src/pool/autoscale.ts";
 import { examplePool } from "../build/fixtures.ts";
@@ -27,6 +28,28 @@ describe("the replicas demand asks for", () => {
 
   it("keeps minReplicas when idle", () => {
     expect(targetReplicas({ ...scaling, minReplicas: 1 }, demand(0))).toBe(1);
+  });
+});
+
+describe("the demand builders can serve", () => {
+  it("counts no more builds than the architecture's slots, and every running one", () => {
+    expect(servableDemand(demand(40, 2), 4)).toEqual(demand(2, 2));
+    expect(servableDemand(demand(3, 0), 4)).toEqual(demand(3, 0));
+    // The slots shrank below what runs: running builds still count, queued ones do not.
+    expect(servableDemand(demand(5, 6), 4)).toEqual(demand(0, 6));
+  });
+
+  it("sizes a long queue for the builds that may run: 4 slots at 2 per builder is 2", () => {
+    const pool = examplePool({
+      spec: {
+        maxConcurrentBuilds: 4,
+        architectures: [
+          { name: "arm64", autoscaling: { ...scaling, maxReplicas: 4, buildsPerReplica: 2 } },
+        ],
+      },
+    });
+    const scaler = new Autoscaler({ demand: () => ({ arm64: demand(30) }) });
+    expect(scaler.scale(pool, { arm64: 0 }, new Date(0)).replicas).toEqual({ arm64: 2 });
   });
 });
 
@@ -135,6 +158,18 @@ describe("the Autoscaler", () => {
     expect(hold).toMatchObject({ replicas: { amd64: 3 }, requeueAfterMs: 5 * MINUTE });
     const down = scaler.scale(pool, { amd64: 3 }, new Date(1000 + 5 * MINUTE));
     expect(down.replicas).toEqual({ amd64: 0 });
+  });
+
+  it("forgets an architecture removed from the pool", () => {
+    const scaler = new Autoscaler({ demand: () => ({ amd64: demand(0) }) });
+    scaler.scale(pool, { amd64: 3 }, new Date(0)); // a scale-down starts waiting
+    const memory = (scaler as unknown as { memory: Map<string, ScaleMemory> }).memory;
+    expect(memory.size).toBe(1);
+    const without = examplePool({
+      spec: { architectures: [{ name: "arm64", replicas: 1 }] },
+    });
+    scaler.scale(without, { arm64: 1 }, new Date(1));
+    expect(memory.size).toBe(0);
   });
 
   it("counts no demand as none while the builds cannot be read", () => {
