@@ -297,7 +297,22 @@ export class BuildReconciler {
     });
     for (const action of decision.actions)
       if (action.type === "CreateJob") this.routed.add(action.object);
-    await this.perform(build, raw, decision.actions, log);
+    await this.perform(build, raw, decision.actions, log).catch((error: unknown) => {
+      // Jobs not made run nowhere: their builders are not busy with them, and the next
+      // reconcile routes them again. (One made meanwhile is in the Jobs cache soon; until then
+      // its expectation counts it.)
+      for (const action of decision.actions)
+        if (
+          action.type === "CreateJob" &&
+          !this.isExpected(
+            "Job",
+            action.object.metadata?.namespace ?? "",
+            action.object.metadata?.name ?? "",
+          )
+        )
+          this.routed.forget(action.object);
+      throw error;
+    });
     const { wrote, settleAfterMs } = await this.settleStatus(raw, decision.status, now);
     if (wrote) {
       for (const event of decision.events)
@@ -701,13 +716,7 @@ export class BuildReconciler {
           await this.createIgnoringExisting(RESOURCES.configMap, action.object, raw);
           break;
         case "CreateJob":
-          if (
-            await this.createIgnoringExisting(RESOURCES.job, action.object, raw).catch((error) => {
-              // Not made: it runs nowhere, and the next reconcile routes it again.
-              this.routed.forget(action.object);
-              throw error;
-            })
-          ) {
+          if (await this.createIgnoringExisting(RESOURCES.job, action.object, raw)) {
             log.info(
               { job: action.object.metadata?.name, platform: action.platform },
               "job created",
