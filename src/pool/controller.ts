@@ -49,6 +49,8 @@ export const MANAGED_SELECTOR = `${LABELS.managedBy}=${MANAGED_BY}`;
 const MAX_REQUEUE_MS = 12 * 3_600_000;
 /** How often a pool whose child name is taken by someone else's object looks again. */
 const CONFLICT_RETRY_MS = 30_000;
+/** How soon a scale-down held for builders' deletion costs is looked at again. */
+const COSTS_SEEN_MS = 1_000;
 
 /**
  * A create found the object already there although the cache has not shown it: the caches are
@@ -214,7 +216,11 @@ export class PoolReconciler {
       clusterDomain: this.options.clusterDomain,
     });
     const scale = this.options.autoscaler?.scale(pool, this.currentReplicas(pool), now);
-    const replicas = scale && Object.keys(scale.replicas).length > 0 ? scale.replicas : undefined;
+    // A scale-down waits one round when builders' deletion costs had to be set: the
+    // ReplicaSet controller ranks pods from its own cache, which must show the costs first.
+    const held = scale ? await this.protectBusyBuilders(pool, scale.replicas, log) : {};
+    const replicas =
+      scale && Object.keys(scale.replicas).length > 0 ? { ...scale.replicas, ...held } : undefined;
     let desired: DesiredPool;
     try {
       desired = desiredPool(pool, {
@@ -230,7 +236,6 @@ export class PoolReconciler {
     }
 
     const written: string[] = [];
-    if (scale) await this.protectBusyBuilders(pool, scale.replicas, log);
     try {
       await this.applyChildren(raw, pool, stored, certificates, desired, written, scale?.demand);
     } catch (error) {
@@ -263,7 +268,12 @@ export class PoolReconciler {
     );
     // A pending scale-down is looked at when its delay has passed: no event would wake it.
     return {
-      requeueAfter: Math.min(renewal, scale?.requeueAfterMs ?? Infinity, settle ?? Infinity),
+      requeueAfter: Math.min(
+        renewal,
+        scale?.requeueAfterMs ?? Infinity,
+        settle ?? Infinity,
+        Object.keys(held).length > 0 ? COSTS_SEEN_MS : Infinity,
+      ),
     };
   };
 
@@ -300,19 +310,24 @@ export class PoolReconciler {
   /**
    * Before an autoscaled Deployment scales down: each builder's pod-deletion-cost set to the
    * builds running on it, so the ReplicaSet removes idle builders first. (A StatefulSet always
-   * removes its highest ordinals; nothing to set there.)
+   * removes its highest ordinals; nothing to set there.) Returns the architectures whose
+   * scale-down waits, with the replicas they keep meanwhile: those whose costs were just set,
+   * until the next round finds them set.
    */
   private async protectBusyBuilders(
     pool: BuilderPool,
     replicas: Readonly<Record<string, number>>,
     log: ReconcileContext["log"],
-  ): Promise<void> {
-    if (pool.spec.cache.type === "Persistent" || !this.options.autoscaler) return;
+  ): Promise<Record<string, number>> {
+    const held: Record<string, number> = {};
+    if (pool.spec.cache.type === "Persistent" || !this.options.autoscaler) return held;
     const current = this.currentReplicas(pool);
     for (const [arch, wanted] of Object.entries(replicas)) {
       const now = current[arch];
       if (now === undefined || wanted >= now) continue;
-      for (const { name, cost } of this.options.autoscaler.deletionCostsFor(pool, arch)) {
+      const costs = this.options.autoscaler.deletionCostsFor(pool, arch);
+      if (costs.length > 0) held[arch] = now;
+      for (const { name, cost } of costs) {
         try {
           await this.client.patch(RESOURCES.pod, pool.metadata.namespace, name, {
             metadata: { annotations: { [DELETION_COST]: cost } },
@@ -323,6 +338,7 @@ export class PoolReconciler {
         }
       }
     }
+    return held;
   }
 
   /** The replicas of each architecture's workload as cached (undefined: none yet). */

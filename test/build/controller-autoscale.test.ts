@@ -195,6 +195,22 @@ describe("a scale-down while a builder is busy", () => {
       const newer = (await cluster.getBuild("keep-2"))?.status?.platforms?.[0]?.builderPod;
       expect(older).toBeDefined();
       expect(newer).not.toBe(older);
+      // The order of what the store saw: the busy builder's cost, then the smaller Deployment
+      // (a ReplicaSet controller ranks pods from its own cache, which must have the cost).
+      const seen: string[] = [];
+      const stop = cluster.kube.store.onChange((event, info) => {
+        const object = event.object as {
+          metadata: { name?: string; annotations?: Record<string, string> };
+          spec?: { replicas?: number };
+        };
+        if (
+          info.resource === "pods" &&
+          object.metadata.name === newer &&
+          object.metadata.annotations?.["controller.kubernetes.io/pod-deletion-cost"] === "1"
+        )
+          seen.push("cost");
+        if (info.resource === "deployments" && object.spec?.replicas === 1) seen.push("replicas");
+      });
       // The older builder's build ends: one builder is enough, after the delay.
       cluster.player.release("keep-1-amd64");
       await cluster.waitForBuild("keep-1", phaseIs("Succeeded"));
@@ -204,6 +220,9 @@ describe("a scale-down while a builder is busy", () => {
       await cluster.kube.waitFor(() => !cluster.kube.store.get("pods", NS, older as string), {
         message: `the idle builder ${older} removed`,
       });
+      stop();
+      expect(seen.indexOf("cost")).toBeGreaterThanOrEqual(0);
+      expect(seen.indexOf("cost")).toBeLessThan(seen.indexOf("replicas"));
       const busy = cluster.kube.store.get("pods", NS, newer as string);
       expect(busy?.metadata.deletionTimestamp).toBeUndefined();
       expect(busy?.metadata.annotations?.["controller.kubernetes.io/pod-deletion-cost"]).toBe("1");
