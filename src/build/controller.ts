@@ -619,6 +619,11 @@ export class BuildReconciler {
   }
 
   /** The pool changed (capacity, architectures, validity, existence): so may all its builds. */
+  /** The pool is gone: its metrics series go too. */
+  poolDeleted(poolKey: string): void {
+    void this.metrics.forgetPool(poolKey);
+  }
+
   poolChanged(poolKey: string): void {
     for (const build of this.caches.builds.byIndex(BY_POOL, poolKey))
       this.staleQueue.add(keyOf(build));
@@ -834,7 +839,10 @@ export function setupBuildController(
   caches.pools.addHandlers({
     onAdd: (pool) => reconciler.poolChanged(keyOf(pool)),
     onUpdate: (_previous, pool) => reconciler.poolChanged(keyOf(pool)),
-    onDelete: (pool) => reconciler.poolChanged(keyOf(pool)),
+    onDelete: (pool) => {
+      reconciler.poolChanged(keyOf(pool));
+      reconciler.poolDeleted(keyOf(pool));
+    },
   });
   for (const cache of [
     caches.jobs,

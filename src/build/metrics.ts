@@ -66,6 +66,13 @@ export class BuildMetrics {
     }
   }
 
+  /** A deleted pool's queue depth series go with it, instead of showing their last value. */
+  async forgetPool(poolKey: string): Promise<void> {
+    // remove() takes a series' whole label set: find the pool's series first.
+    for (const { labels } of (await this.queueDepth.get()).values)
+      if (labels.pool === poolKey) this.queueDepth.remove(labels as { pool: string; arch: string });
+  }
+
   observeQueue(pool: BuilderPool, queue: QueueState): void {
     for (const arch of queue.architectures) {
       this.queueDepth.set(

@@ -175,6 +175,11 @@ export class PoolReconciler {
   /** When this process last wrote each pool's status (ms), for COUNTS_SETTLE_MS. */
   private readonly statusWrites = new Map<string, number>();
 
+  /** A deleted pool leaves nothing behind. */
+  forget(pool: KubernetesObject): void {
+    this.statusWrites.delete(`${pool.metadata?.namespace}/${pool.metadata?.name}`);
+  }
+
   constructor(manager: Manager, caches: PoolCaches, options: PoolControllerOptions) {
     this.manager = manager;
     this.client = manager.client;
@@ -560,6 +565,11 @@ export function setupPoolController(
     reconcile: reconciler.reconcile,
     workers: options.workers,
   });
-  caches.pools.addHandlers({ onDelete: (pool) => options.autoscaler?.forget(pool) });
+  caches.pools.addHandlers({
+    onDelete: (pool) => {
+      options.autoscaler?.forget(pool);
+      reconciler.forget(pool);
+    },
+  });
   return reconciler;
 }
