@@ -120,8 +120,9 @@ describe("a build whose check passes", () => {
     expect(writes.deletes).toBe(0);
     // 6 creates and 6 status writes: Building, a platform, Assembling, Verifying, Tagging,
     // Succeeded (one fewer when the platforms finish together).
-    expect(writes.statusWrites).toBe(cluster.statuses("checked").length);
-    expect(writes.total).toBeLessThanOrEqual(12);
+    expect(writes.statusWrites).toBeGreaterThanOrEqual(5);
+    expect(writes.statusWrites).toBeLessThanOrEqual(6);
+    expect(writes.total).toBe(6 + writes.statusWrites);
   });
 });
 

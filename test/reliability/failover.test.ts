@@ -87,24 +87,28 @@ describe("the leader killed in the middle of a burst", () => {
       interval: 20,
       message: "op-b takes the Lease",
     });
-    const takeoverMs = Date.now() - killedAt;
-    const lastRenewal = Math.max(
-      ...kube.requestLog
+    // When each side wrote the Lease, as the API server logged it: op-a's last renewal, and
+    // op-b's first successful update after the kill (its acquisition).
+    const leaseWrites = (identity: string) =>
+      kube.requestLog
         .entries({ resource: "leases", verb: "update", code: 200 })
-        .filter(sentBy("op-a"))
-        .map((record) => record.time),
-    );
-    const sinceRenewalMs = Date.now() - lastRenewal;
+        .filter(sentBy(identity))
+        .map((record) => record.time);
+    const lastRenewal = Math.max(...leaseWrites("op-a"));
+    const acquired = Math.min(...leaseWrites("op-b").filter((time) => time >= killedAt));
+    const takeoverMs = acquired - killedAt;
+    const sinceRenewalMs = acquired - lastRenewal;
     await cluster.waitForFinished(names, 120_000);
     process.stderr.write(
       `failover: op-b took the Lease ${takeoverMs} ms after op-a was killed, ${sinceRenewalMs} ms after op-a's last renewal (lease ${LEASE_MS} ms, retry ${RETRY_MS} ms); ${unfinished} of ${BUILDS} builds were unfinished then\n`,
     );
     expect(unfinished).toBeGreaterThan(BUILDS / 2);
-    // A standby takes a Lease once it has not been renewed for leaseDuration, at its next
-    // retry: counted from the last renewal, within leaseDuration + retryPeriod (+ a second for a loaded machine).
+    // A standby may take a Lease only once it has gone unrenewed for leaseDuration, and notices
+    // at its next retry: within leaseDuration + retryPeriod of the last renewal (+ a second for
+    // a loaded machine), so within that of the kill too.
     expect(sinceRenewalMs).toBeGreaterThanOrEqual(LEASE_MS);
     expect(sinceRenewalMs).toBeLessThanOrEqual(LEASE_MS + RETRY_MS + 1_000);
-    expect(takeoverMs).toBeLessThanOrEqual(sinceRenewalMs);
+    expect(takeoverMs).toBeLessThanOrEqual(LEASE_MS + RETRY_MS + 1_000);
 
     for (const name of names) {
       const expected = expectedDigests(name);
@@ -130,18 +134,17 @@ describe("the leader killed in the middle of a burst", () => {
     const firstOfB = Math.min(...byB.map((record) => record.time));
     expect(lastOfA).toBeLessThanOrEqual(killedAt);
     expect(firstOfB).toBeGreaterThanOrEqual(killedAt);
-    // Each build's objects, written by one, then the other: never interleaved.
-    for (const name of names) {
-      const ofBuild = writes.filter(
-        (record) =>
-          record.name === name ||
-          record.name?.startsWith(`${name}-`) ||
-          record.name?.startsWith(`${name}.`),
+    // The standby finished builds the leader had started (not only new ones): some builds have
+    // writes from both, the leader's all before the standby's (shown above).
+    const touchedBy = (sent: typeof writes) =>
+      new Set(
+        sent.flatMap((record) => {
+          const match = /^(failover-\d+)([-.]|$)/.exec(record.name ?? "");
+          return match ? [match[1]] : [];
+        }),
       );
-      expect(ofBuild.length, name).toBeGreaterThan(0);
-      const senders = ofBuild.map((record) => (sentBy("op-a")(record) ? "a" : "b")).join("");
-      expect(senders, name).toMatch(/^a*b*$/);
-    }
+    const ofA = touchedBy(byA);
+    expect([...touchedBy(byB)].filter((build) => ofA.has(build)).length).toBeGreaterThan(0);
     expect(second.alive).toBe(true);
     expect(second.stderr.join("")).toBe("");
   }, 240_000);

@@ -39,7 +39,7 @@ describe("an API server that fails a tenth of the requests and drops watches", (
     const names = Array.from({ length: BUILDS }, (_, i) => `faulty-${i}`);
     for (const name of names) cluster.createBuild(name);
     // Connections cut mid-stream too, not only clean ends.
-    kube.faults.dropWatches({ mode: "reset" });
+    expect(kube.faults.dropWatches({ mode: "reset" })).toBeGreaterThan(0);
     await cluster.waitForFinished(names, 150_000);
 
     for (const name of names) {
@@ -48,12 +48,16 @@ describe("an API server that fails a tenth of the requests and drops watches", (
       expect(status?.phase, name).toBe("Succeeded");
       expect(status?.digest, name).toBe(expected.index);
     }
-    const injected = kube.requestLog.entries().filter((record) => record.fault);
     const requests = kube.requestLog.entries().filter((record) => record.verb !== "watch");
+    const injected = requests.filter((record) => record.fault);
     const writes = requests.filter((record) =>
       ["create", "update", "patch", "delete"].includes(record.verb),
     );
-    // The faults were real: roughly a tenth of the requests failed.
+    // The faults were real: roughly a tenth of the requests failed, and both expired watches
+    // made an informer relist.
+    expect(operator.logs.filter((line) => line.msg.includes("(410 Gone); relisting")).length).toBe(
+      2,
+    );
     expect(injected.length).toBeGreaterThan(requests.length * 0.05);
     // Nothing was created twice despite failed creates being retried.
     const jobNames = names.flatMap((name) =>
