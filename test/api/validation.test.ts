@@ -620,6 +620,26 @@ describe("an invalid spec is refused with a message that names the field", () =>
     expect(validator.admit(same, old)).toEqual([]);
   });
 
+  it("counts characters as the API server does: 4,096 emoji pass both, 4,097 neither", () => {
+    const validator = crdValidator("imagebuilds");
+    const withValue = (value: string) => {
+      const object = clone(base.build);
+      (object.spec as Obj).buildArgs = [{ name: "EMOJI", value }];
+      return object;
+    };
+    // Each is one character (code point) and two UTF-16 units; both sides count code points.
+    const fits = withValue("\u{1F600}".repeat(4096));
+    expect(validator.admit(fits)).toEqual([]);
+    expect(problemsOf(() => parseImageBuild(fits))).toEqual([]);
+    const over = withValue("\u{1F600}".repeat(4097));
+    expect(validator.admit(over)).toEqual([
+      expect.objectContaining({ field: "spec.buildArgs[0].value" }),
+    ]);
+    expect(problemsOf(() => parseImageBuild(over))).toEqual([
+      "spec.buildArgs[0].value: must be at most 4096 characters",
+    ]);
+  });
+
   it("turns a 1 MiB string into a length error, not a crash", () => {
     const object = clone(base.build);
     (object.spec as Obj).buildArgs = [{ name: "BIG", value: "x".repeat(1 << 20) }];
