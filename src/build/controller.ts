@@ -373,10 +373,24 @@ export class BuildReconciler {
   }
 
   forgetDeleted(object: KubernetesObject): void {
+    this.countCancelled(object);
     this.written.delete(keyOf(object));
     this.progressSince.delete(keyOf(object));
     this.pendingPolls.delete(object.metadata?.uid ?? "");
     this.secretFacts.delete(object.metadata?.uid ?? "");
+  }
+
+  /**
+   * A build deleted before it finished (no finalizer holds it, so it is gone at once; garbage
+   * collection stops its Jobs) counts as Cancelled in buildfarm_builds_total. Counted by the
+   * leader only, so replicas do not count it twice; a build deleted while no operator ran is
+   * not seen and not counted.
+   */
+  private countCancelled(object: KubernetesObject): void {
+    if (!this.manager.isLeader) return;
+    if (isTerminal(phaseOf(object))) return;
+    const build = this.parsed(object);
+    if (build) this.metrics.builds.inc({ pool: poolLabel(build), result: "Cancelled" });
   }
 
   /** Writes the status through the status subresource unless it is what `raw` holds. */

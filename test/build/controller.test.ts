@@ -276,6 +276,10 @@ describe("deleting an ImageBuild", () => {
       () => cluster.player.runningJobs().filter((j) => j.startsWith("doomed-")).length === 2,
       { message: "both platforms did not start" },
     );
+    const registry = cluster.operator.manager.metrics.registry;
+    const cancelled = () =>
+      metricValue(registry, "buildfarm_builds_total", { pool: POOL_LABEL, result: "Cancelled" });
+    const before = await cancelled();
     await cluster.client.delete(BUILDS, NS, "doomed");
     await cluster.kube.waitFor(
       () =>
@@ -286,6 +290,8 @@ describe("deleting an ImageBuild", () => {
     );
     expect(cluster.player.runningJobs().filter((j) => j.startsWith("doomed-"))).toEqual([]);
     expect(cluster.player.stopped.filter((pod) => pod.startsWith("doomed-"))).toHaveLength(2);
+    // Counted once as Cancelled, though its deletion was seen by the cache only.
+    expect(await cancelled()).toBe(before + 1);
   });
 });
 
