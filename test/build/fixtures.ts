@@ -21,7 +21,8 @@ export const at = (seconds: number) => new Date(T0.getTime() + seconds * 1000);
 
 type Json = Record<string, unknown>;
 
-function merge(base: unknown, patch: unknown): unknown {
+/** Deep merge: objects merge, arrays and scalars replace, null deletes. */
+export function merge(base: unknown, patch: unknown): unknown {
   if (patch === undefined) return base;
   if (patch === null) return undefined;
   if (typeof base !== "object" || base === null || Array.isArray(base)) return patch;

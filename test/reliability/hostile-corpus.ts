@@ -724,18 +724,3 @@ export const CORPUS: HostileCase[] = [
     ]),
   },
 ];
-
-/** Deep merge: objects merge, arrays and scalars replace, null deletes. */
-export function merge(base: unknown, patch: unknown): unknown {
-  if (patch === undefined) return base;
-  if (patch === null) return undefined;
-  if (typeof base !== "object" || base === null || Array.isArray(base)) return patch;
-  if (typeof patch !== "object" || Array.isArray(patch)) return patch;
-  const out: Json = { ...(base as Json) };
-  for (const [key, value] of Object.entries(patch as Json)) {
-    const merged = merge(out[key], value);
-    if (merged === undefined) delete out[key];
-    else out[key] = merged;
-  }
-  return out;
-}

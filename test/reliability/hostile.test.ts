@@ -37,9 +37,9 @@ import {
   phaseIs,
   startBuildCluster,
 } from "../build/cluster.ts";
-import { exampleBuild, examplePool } from "../build/fixtures.ts";
+import { exampleBuild, examplePool, merge } from "../build/fixtures.ts";
 import { crdValidator } from "../support/crds.ts";
-import { CORPUS, type HostileCase, type Json, merge } from "./hostile-corpus.ts";
+import { CORPUS, type HostileCase, type Json } from "./hostile-corpus.ts";
 
 /** Programs a build pod may run; `assemble` is the operator image's entrypoint (no command). */
 const PROGRAMS = new Set(["buildctl", "cp"]);
