@@ -26,7 +26,7 @@ import {
   LABELS,
   MANAGED_BY,
 } from "../naming.ts";
-import { issueClientCertificate } from "../pki/certificates.ts";
+import { clientCommonName, issueClientCertificate } from "../pki/certificates.ts";
 import { readCaSecret, tlsSecretData } from "../pki/secrets.ts";
 import { type BuilderLoad, DELETION_COST, type Demand } from "../pool/autoscale.ts";
 import { MANAGED_SELECTOR, poolCaches } from "../pool/controller.ts";
@@ -797,7 +797,7 @@ export class BuildReconciler {
         `the CA Secret of BuilderPool ${pool.namespace}/${pool.name} does not exist yet; the pool controller creates it`,
       );
     const issued = await issueClientCertificate(readCaSecret(caSecret.data), {
-      commonName: `${build.metadata.namespace}/${build.metadata.name}`,
+      commonName: clientCommonName(build.metadata.namespace, build.metadata.name),
       now: this.now(),
     });
     const secret: V1Secret = {

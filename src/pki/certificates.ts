@@ -1,7 +1,7 @@
 // Certificate issuance for buildkitd mTLS: a CA per pool, a server certificate for the builders
 // and short-lived client certificates for builds, all ECDSA P-256 signed with SHA-256.
 // Every function takes `now`, so tests and renewal decisions are deterministic.
-import { X509Certificate as NodeCertificate, randomBytes } from "node:crypto";
+import { createHash, X509Certificate as NodeCertificate, randomBytes } from "node:crypto";
 import { isIP } from "node:net";
 import { generateKeyPair, keyMatchesCertificate, PrivateKey, SIGNING_ALGORITHM } from "./keys.ts";
 import { x509 } from "./x509.ts";
@@ -63,8 +63,28 @@ function serialNumber(): string {
   return bytes.toString("hex");
 }
 
+/** RFC 5280's upper bound for a common name. */
+const MAX_COMMON_NAME = 64;
+
+/**
+ * A build's client certificate names it `<namespace>/<name>`; a namespace (63) and a build name
+ * (52) can exceed the 64 characters a common name may hold, and then the start is kept with a
+ * hash of the whole, so the name stays distinct and readable. (buildkitd does not read it: it is
+ * for whoever looks at the certificate.)
+ */
+export function clientCommonName(namespace: string, name: string): string {
+  const whole = `${namespace}/${name}`;
+  if (whole.length <= MAX_COMMON_NAME) return whole;
+  const hash = createHash("sha256").update(whole).digest("hex").slice(0, 16);
+  return `${whole.slice(0, MAX_COMMON_NAME - hash.length - 1)}~${hash}`;
+}
+
 function checkCommonName(commonName: string): void {
-  if (commonName.length === 0 || commonName.length > 64 || /\p{Cc}/u.test(commonName)) {
+  if (
+    commonName.length === 0 ||
+    commonName.length > MAX_COMMON_NAME ||
+    /\p{Cc}/u.test(commonName)
+  ) {
     throw new Error(
       `common name ${JSON.stringify(commonName.slice(0, 80))} must be 1 to 64 printable characters`,
     );

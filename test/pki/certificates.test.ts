@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import {
   CLIENT_VALIDITY_MS,
   CLOCK_SKEW_MS,
+  clientCommonName,
   createCertificateAuthority,
   DAY_MS,
   issueClientCertificate,
@@ -121,6 +122,19 @@ describe("a build's client certificate", async () => {
     expect(cert.keyUsage).toEqual(["1.3.6.1.5.5.7.3.2"]);
     expect(client.notAfter.getTime() - NOW.getTime()).toBe(CLIENT_VALIDITY_MS);
     expect(cert.verify(new X509Certificate(ca.certPem).publicKey)).toBe(true);
+  });
+
+  it("is issued for the longest namespace and build names, under a shortened, distinct name", async () => {
+    const namespace = "n".repeat(63);
+    const [first, second] = ["a", "b"].map((end) =>
+      clientCommonName(namespace, `${"b".repeat(51)}${end}`),
+    );
+    expect(first).toHaveLength(64);
+    expect(first).not.toBe(second);
+    expect(first?.startsWith("n".repeat(47))).toBe(true);
+    const issued = await issueClientCertificate(ca, { commonName: first as string, now: NOW });
+    expect(new X509Certificate(issued.certPem).subject).toBe(`CN=${first}`);
+    expect(clientCommonName("team-a", "app-7f3c")).toBe("team-a/app-7f3c");
   });
 
   it("can be made shorter, not shorter than a minute", async () => {
