@@ -254,6 +254,24 @@ export function registryHost(repository: string): string | undefined {
   return /[.:]/.test(first) || first === "localhost" || first.startsWith("[") ? first : undefined;
 }
 
+/**
+ * Secret types a build may not carry: the cluster's own credentials. A build sends what it
+ * mounts wherever its Dockerfile likes (an image, a RUN step's network), so referencing a
+ * ServiceAccount's token would hand out that account's rights to whoever can create builds.
+ */
+const CLUSTER_CREDENTIAL_TYPES = new Set([
+  "kubernetes.io/service-account-token",
+  "bootstrap.kubernetes.io/token",
+]);
+
+function clusterCredential(name: string, secret: SecretSummary): Verdict | undefined {
+  if (!CLUSTER_CREDENTIAL_TYPES.has(secret.type)) return undefined;
+  return failed(
+    "SecretTypeNotAllowed",
+    `Secret ${JSON.stringify(name)} has type ${secret.type}: a build may not carry the cluster's own credentials; put what the build needs in an Opaque Secret`,
+  );
+}
+
 function secretVerdicts(build: ImageBuild, input: AdmissionInput): Verdict[] {
   const verdicts: Verdict[] = [];
   const namespace = build.metadata.namespace;
@@ -290,7 +308,10 @@ function secretVerdicts(build: ImageBuild, input: AdmissionInput): Verdict[] {
     const scheme = gitScheme(git.url);
     const key = scheme === "ssh" ? GIT_SSH_KEY : GIT_TOKEN_KEY;
     const secret = secrets[authRef];
-    if (!secret) {
+    const forbidden = secret && clusterCredential(authRef, secret);
+    if (forbidden) {
+      verdicts.push(forbidden);
+    } else if (!secret) {
       verdicts.push(
         pending(
           "GitAuthSecretNotFound",
@@ -309,7 +330,10 @@ function secretVerdicts(build: ImageBuild, input: AdmissionInput): Verdict[] {
   for (const entry of build.spec.secrets ?? []) {
     const { name, key } = entry.secretRef;
     const secret = secrets[name];
-    if (!secret) {
+    const forbidden = secret && clusterCredential(name, secret);
+    if (forbidden) {
+      verdicts.push(forbidden);
+    } else if (!secret) {
       verdicts.push(
         pending(
           "SecretNotFound",

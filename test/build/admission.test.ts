@@ -231,6 +231,27 @@ const cases: Case[] = [
     message: /Secret "npm" has no key "npmrc" for build secret "npmrc"/,
   },
   {
+    name: "a build secret is a ServiceAccount token",
+    build: { spec: { secrets: [{ id: "tok", secretRef: { name: "deployer", key: "token" } }] } },
+    input: {
+      secrets: {
+        deployer: { type: "kubernetes.io/service-account-token", keys: ["token", "ca.crt"] },
+      },
+    },
+    phase: "Failed",
+    reason: "SecretTypeNotAllowed",
+    message:
+      /Secret "deployer" has type kubernetes.io\/service-account-token: a build may not carry/,
+  },
+  {
+    name: "the git auth Secret is a bootstrap token",
+    build: { spec: { source: { git: { authSecretRef: { name: "boot" } } } } },
+    input: { secrets: { boot: { type: "bootstrap.kubernetes.io/token", keys: ["token"] } } },
+    phase: "Failed",
+    reason: "SecretTypeNotAllowed",
+    message: /Secret "boot" has type bootstrap.kubernetes.io\/token/,
+  },
+  {
     name: "the git auth Secret is missing",
     build: { spec: { source: { git: { authSecretRef: { name: "git" } } } } },
     phase: "Pending",
