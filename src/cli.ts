@@ -42,6 +42,8 @@ main(process.argv.slice(2)).then(
   },
   (error: unknown) => {
     process.stderr.write(`buildfarm: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exitCode = 1;
+    // Exit now: whatever a failed command left open (a socket, a timer) must not keep the
+    // process, and with it a pod that does nothing, alive.
+    process.exit(1);
   },
 );

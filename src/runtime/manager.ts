@@ -169,12 +169,20 @@ export class Manager {
       this.healthPort = (await this.health.listen()).port;
     }
     const signal = this.stopInformers.signal;
-    for (const informer of this.informers.values()) await informer.start(signal);
-    const syncTimeout = AbortSignal.any([
-      signal,
-      AbortSignal.timeout(this.options.cacheSyncTimeoutMs ?? 120_000),
-    ]);
-    for (const informer of this.informers.values()) await informer.waitForSync(syncTimeout);
+    try {
+      for (const informer of this.informers.values()) await informer.start(signal);
+      const syncTimeout = AbortSignal.any([
+        signal,
+        AbortSignal.timeout(this.options.cacheSyncTimeoutMs ?? 120_000),
+      ]);
+      for (const informer of this.informers.values()) await informer.waitForSync(syncTimeout);
+    } catch (error) {
+      // Nothing may keep running: a process whose caches never synced must exit (and be
+      // restarted by its Deployment), not stay up answering /healthz while it does nothing.
+      this.stopInformers.abort();
+      await this.health?.close();
+      throw error;
+    }
     this.log.info(
       { kinds: [...this.informers.values()].map((i) => i.type.plural) },
       "caches synced",

@@ -209,6 +209,28 @@ describe("a controller on the runtime, against test/kube", () => {
     expect(await manager.done).toBe("stopped");
   });
 
+  it("gives up when its caches cannot sync, leaving nothing running: no health server, no watch", async () => {
+    const fail = kube.faults.failRate(1, { code: 503, match: { resource: "configmaps" } });
+    const manager = sampleManager({
+      kubeConfig: kube.kubeConfig(),
+      instance: "a",
+      health: true,
+      cacheSyncTimeoutMs: 500,
+    });
+    try {
+      await expect(manager.start()).rejects.toThrow(/sync/);
+      const { port } = manager.healthAddress;
+      expect(port).toBeGreaterThan(0);
+      await expect(fetch(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
+      // The informer stopped trying: no list request after a while.
+      const mark = kube.requestLog.mark();
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      expect(kube.requestLog.since(mark).filter((r) => r.resource === "configmaps")).toEqual([]);
+    } finally {
+      fail();
+    }
+  });
+
   it("answers /metrics, /healthz, and /readyz only once the caches synced", async () => {
     kube.faults.latency(600, { match: { verb: "list", resource: "configmaps" } });
     const manager = track(

@@ -33,6 +33,7 @@ export interface SampleOptions {
   shutdownDeadlineMs?: number;
   log?: Logger;
   watchTimeoutSeconds?: number;
+  cacheSyncTimeoutMs?: number;
 }
 
 export const SOURCE_LABEL = "sample";
@@ -50,7 +51,7 @@ export function sampleManager(options: SampleOptions): Manager {
     resyncMs: options.resyncMs ?? 0,
     shutdownDeadlineMs: options.shutdownDeadlineMs ?? 5000,
     watchTimeoutSeconds: options.watchTimeoutSeconds ?? 30,
-    cacheSyncTimeoutMs: 20_000,
+    cacheSyncTimeoutMs: options.cacheSyncTimeoutMs ?? 20_000,
   });
   const configMaps = manager.informer<V1ConfigMap>(RESOURCES.configMap);
   manager.addController({
