@@ -152,6 +152,9 @@ export type RequestObserver = (
   seconds: number,
 ) => void;
 
+/** How long one connection pool serves requests before a fresh one takes the credentials anew. */
+const DISPATCHER_REUSE_MS = 5 * 60_000;
+
 export class KubeClient {
   readonly config: KubeConfig;
   private readonly server: string;
@@ -166,7 +169,35 @@ export class KubeClient {
    */
   writeGuard: (() => void) | undefined;
 
-  constructor(config: KubeConfig, options: { fieldManager?: string; userAgent?: string } = {}) {
+  /**
+   * client-node builds a new undici Agent for every request it authenticates, so every request
+   * opened a new TCP and TLS connection. One is kept for DISPATCHER_REUSE_MS and then replaced,
+   * so that TLS credentials a kubeconfig rotates (an exec plugin's client certificate) are
+   * picked up; the one replaced closes once its requests are done.
+   */
+  private kept:
+    | { dispatcher: ReturnType<RequestContext["getDispatcher"]>; since: number }
+    | undefined;
+
+  private dispatcherOf(context: RequestContext): ReturnType<RequestContext["getDispatcher"]> {
+    const now = performance.now();
+    if (this.kept && now - this.kept.since < DISPATCHER_REUSE_MS) return this.kept.dispatcher;
+    const previous = this.kept?.dispatcher as { close?: () => Promise<void> } | undefined;
+    this.kept = { dispatcher: context.getDispatcher(), since: now };
+    // Not at once: a request may hold the previous one without having sent on it yet.
+    if (previous?.close)
+      setTimeout(() => void previous.close?.().catch(() => undefined), 60_000).unref();
+    return this.kept.dispatcher;
+  }
+
+  /** Every request (not watches or log streams) is abandoned after this long, when set. */
+  private readonly requestTimeoutMs: number | undefined;
+
+  constructor(
+    config: KubeConfig,
+    options: { fieldManager?: string; userAgent?: string; requestTimeoutMs?: number } = {},
+  ) {
+    this.requestTimeoutMs = options.requestTimeoutMs;
     const cluster = config.getCurrentCluster();
     if (!cluster) throw new Error("the kubeconfig has no current cluster");
     this.config = config;
@@ -225,8 +256,9 @@ export class KubeClient {
       const response = await fetch(url, {
         method,
         headers,
-        dispatcher: context.getDispatcher(),
+        dispatcher: this.dispatcherOf(context),
         body: options.body === undefined ? undefined : JSON.stringify(options.body),
+        ...(this.requestTimeoutMs ? { signal: AbortSignal.timeout(this.requestTimeoutMs) } : {}),
       });
       code = response.status;
       const text = await response.text();
@@ -403,7 +435,7 @@ export class KubeClient {
     await this.config.applySecurityAuthentication(context);
     const response = await fetch(url, {
       headers: { ...context.getHeaders(), "User-Agent": this.userAgent },
-      dispatcher: context.getDispatcher(),
+      dispatcher: this.dispatcherOf(context),
       signal: options.signal,
     });
     if (!response.ok || !response.body) {

@@ -90,9 +90,12 @@ export class Manager {
     const election = options.leaderElection;
     if (election) {
       // The elector writes the Lease through its own client: the fence below must not block it.
+      // A renewal that hangs must not outlast the renew deadline (as client-go bounds it), or a
+      // leader that cannot reach the API server would not step down.
       const leaseClient = new KubeClient(options.kubeConfig, {
         fieldManager: component,
         userAgent,
+        requestTimeoutMs: election.renewDeadlineMs ?? 10_000,
       });
       const elector = new LeaderElector(leaseClient, {
         ...election,
