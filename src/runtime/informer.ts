@@ -324,6 +324,7 @@ class NamespaceStream<T extends KubernetesObject> {
     return new Promise((resolve, reject) => {
       let progressed = false;
       let gone = false;
+      let failed: unknown;
       let close: (() => void) | undefined;
       const onAbort = () => close?.();
       signal.addEventListener("abort", onAbort, { once: true });
@@ -342,22 +343,40 @@ class NamespaceStream<T extends KubernetesObject> {
               if ((event.object as unknown as { code?: number }).code === 410) gone = true;
               return;
             }
+            if (failed) return;
+            try {
+              this.sink.apply(event);
+            } catch (error) {
+              // client-node's Watch swallows what its callback throws: the event would be lost
+              // without a word. Stop, say so, and relist so the cache is whole again.
+              failed = error;
+              close?.();
+              return;
+            }
             const version = event.object.metadata?.resourceVersion;
             if (version) this.resourceVersion = version;
             progressed = true;
-            this.sink.apply(event);
           },
           (error) => {
             signal.removeEventListener("abort", onAbort);
-            if (gone || isGoneStatus(error)) resolve("gone");
+            if (failed) {
+              this.resourceVersion = "";
+              reject(failed);
+            } else if (gone || isGoneStatus(error)) resolve("gone");
             else if (error && !signal.aborted && !progressed) reject(error);
             else resolve(progressed ? "progress" : "closed");
           },
         )
-        .then((closer) => {
-          close = closer;
-          if (signal.aborted) closer();
-        }, reject);
+        .then(
+          (closer) => {
+            close = closer;
+            if (signal.aborted || failed) closer();
+          },
+          (error: unknown) => {
+            signal.removeEventListener("abort", onAbort);
+            reject(error);
+          },
+        );
     });
   }
 }

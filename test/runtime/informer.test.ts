@@ -83,3 +83,32 @@ describe("an informer's list", () => {
     expect(cache.size).toBe(1_200);
   });
 });
+
+describe("an informer's watch", () => {
+  it("relists when handling an event throws, instead of losing the event", async () => {
+    const seen: V1ConfigMap[] = [];
+    let failOnce = true;
+    const cache = informer(seen, () => {
+      const last = seen.at(-1);
+      if (failOnce && last?.metadata?.name === "late") {
+        failOnce = false;
+        throw new Error("a handler bug");
+      }
+    });
+    await cache.start(stop.signal);
+    await cache.waitForSync(AbortSignal.timeout(10_000));
+    const mark = kube.requestLog.mark();
+    kube.store.create("configmaps", {
+      metadata: { name: "late", namespace: "default" },
+      data: { small: "late" },
+    });
+    // The failed event is not lost: the relist brings the object in.
+    await kube.waitFor(() => cache.get("default", "late")?.data?.small === "late", {
+      message: "the object whose event failed is in the cache",
+    });
+    expect(failOnce).toBe(false);
+    expect(
+      kube.requestLog.since(mark, { verb: "list", resource: "configmaps" }).length,
+    ).toBeGreaterThan(0);
+  });
+});
