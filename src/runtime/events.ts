@@ -4,7 +4,7 @@
 // never fails a reconcile.
 import type { CoreV1Event, KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { type KubeClient, RESOURCES } from "./client.ts";
+import { isNotFound, type KubeClient, RESOURCES } from "./client.ts";
 
 export type EventType = "Normal" | "Warning";
 
@@ -34,6 +34,8 @@ export class EventRecorder {
   private readonly client: KubeClient;
   private readonly options: Required<Omit<EventRecorderOptions, "host">> & { host?: string };
   private readonly seen = new Map<string, Seen>();
+  /** Makes the names of Events written within one millisecond distinct. */
+  private sequence = 0;
   private readonly buckets = new Map<string, { tokens: number; last: number }>();
   private pending = new Set<Promise<void>>();
 
@@ -101,13 +103,19 @@ export class EventRecorder {
     if (previous && now - previous.lastWrite < this.options.dedupeWindowMs) {
       previous.count += 1;
       previous.lastWrite = now;
-      await this.client.patch(RESOURCES.event, previous.namespace, previous.name, {
-        count: previous.count,
-        lastTimestamp: timestamp,
-      });
-      return;
+      try {
+        await this.client.patch(RESOURCES.event, previous.namespace, previous.name, {
+          count: previous.count,
+          lastTimestamp: timestamp,
+        });
+        return;
+      } catch (error) {
+        // The Event expired (the API server keeps them an hour) or was deleted: a new one.
+        if (!isNotFound(error)) throw error;
+        this.seen.delete(key);
+      }
     }
-    const name = `${object.metadata?.name}.${(BigInt(now) * 1_000_000n + BigInt(this.seen.size)).toString(16)}`;
+    const name = `${object.metadata?.name}.${(BigInt(now) * 1_000_000n + BigInt(this.sequence++ % 1_000_000)).toString(16)}`;
     const event: CoreV1Event = {
       apiVersion: "v1",
       kind: "Event",
@@ -133,8 +141,16 @@ export class EventRecorder {
       reportingComponent: this.options.component,
       reportingInstance: this.options.host ?? this.options.component,
     };
-    this.seen.set(key, { name, namespace, count: 1, firstTimestamp: timestamp, lastWrite: now });
+    // Remembered before the create returns, so that a repeat meanwhile counts on this Event;
+    // forgotten if the create fails, so that a repeat creates it anew.
+    const seen = { name, namespace, count: 1, firstTimestamp: timestamp, lastWrite: now };
+    this.seen.set(key, seen);
     if (this.seen.size > 10_000) this.seen.delete(this.seen.keys().next().value as string);
-    await this.client.create(RESOURCES.event, event);
+    try {
+      await this.client.create(RESOURCES.event, event);
+    } catch (error) {
+      if (this.seen.get(key) === seen) this.seen.delete(key);
+      throw error;
+    }
   }
 }
