@@ -71,21 +71,26 @@ export class LeaderElector {
   /** Campaigns until elected, leads until the signal aborts or renewal fails, then returns. */
   async run(signal: AbortSignal): Promise<void> {
     const { retryPeriodMs, renewDeadlineMs, log } = this.options;
+    // The fence counts from when a renewal was sent, not answered: the API server may have
+    // written it any time in between, and a standby counts from no later than that.
+    let attemptAt = Date.now();
     while (!signal.aborted && !this.leading) {
+      attemptAt = Date.now();
       if (await this.tryAcquireOrRenew()) break;
       await sleep(retryPeriodMs * (1 + Math.random() * 0.2), signal);
     }
     if (signal.aborted) return;
-    this.lastRenewAt = Date.now();
+    this.lastRenewAt = attemptAt;
     this.setLeading(true);
     log.info({ lease: this.options.leaseName, identity: this.options.identity }, "became leader");
-    let lastRenew = Date.now();
+    let lastRenew = attemptAt;
     while (!signal.aborted) {
       await sleep(retryPeriodMs, signal);
       if (signal.aborted) break;
+      const sentAt = Date.now();
       if (await this.tryAcquireOrRenew()) {
-        lastRenew = Date.now();
-        this.lastRenewAt = lastRenew;
+        lastRenew = sentAt;
+        this.lastRenewAt = sentAt;
         continue;
       }
       if (Date.now() - lastRenew >= renewDeadlineMs) {
