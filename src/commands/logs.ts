@@ -5,12 +5,34 @@
 import type { V1Pod } from "@kubernetes/client-node";
 import { platformSlug } from "../build/platforms.ts";
 import { COMPONENTS, LABELS } from "../naming.ts";
-import { isNotFound, type KubeClient, RESOURCES } from "../runtime/client.ts";
+import { isNotFound, KubeApiError, type KubeClient, RESOURCES } from "../runtime/client.ts";
 import { type BuildObject, clusterArgs, readBuild, TERMINAL, UsageError } from "./cluster.ts";
 
 const USAGE =
   "usage: buildfarm logs <imagebuild> [-n namespace] [-f|--follow] [-w|--wait] [--kubeconfig file]\n";
 const POLL_MS = 1000;
+/** Reads tried while following before a failure ends the command (1 + 2 + 4 + 8 s apart). */
+const READ_ATTEMPTS = 5;
+
+/**
+ * While following, a read that fails for a passing reason (a dropped connection, the API
+ * server restarting or throttling) is tried again: a CI script waiting with -w must not fail
+ * a build that may still succeed. A refusal (403, 404) ends it at once.
+ */
+async function retrying<T>(follow: boolean, read: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await read();
+    } catch (error) {
+      const passing =
+        error instanceof KubeApiError
+          ? error.code === 429 || error.code >= 500
+          : error instanceof TypeError; // fetch's network failures
+      if (!follow || !passing || attempt >= READ_ATTEMPTS) throw error;
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS * 2 ** (attempt - 1)));
+    }
+  }
+}
 
 /** The prefix of a pod's lines: its platform, or the step it runs. */
 export function podPrefix(pod: V1Pod, build: BuildObject): string {
@@ -61,11 +83,13 @@ export async function streamBuildLogs(
   const seen = new Map<string, "streaming" | "done">();
   const streams = new Set<Promise<void>>();
   for (;;) {
-    const build = await readBuild(client, namespace, name);
+    const build = await retrying(options.follow, () => readBuild(client, namespace, name));
     const pods = (
-      await client.list<V1Pod>(RESOURCES.pod, namespace, {
-        labelSelector: `${LABELS.build}=${name}`,
-      })
+      await retrying(options.follow, () =>
+        client.list<V1Pod>(RESOURCES.pod, namespace, {
+          labelSelector: `${LABELS.build}=${name}`,
+        }),
+      )
     ).items.sort((a, b) =>
       String(a.metadata?.creationTimestamp ?? "").localeCompare(
         String(b.metadata?.creationTimestamp ?? ""),

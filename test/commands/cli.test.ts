@@ -252,6 +252,28 @@ describe("buildfarm logs and status against a cluster", () => {
     expect(stdout).toContain(`==> Succeeded: registry.example.com/app@sha256:${"d".repeat(64)}`);
   });
 
+  it("with -w, rides out an API server that fails for a moment", async () => {
+    await seedBuild();
+    setPhase("Building");
+    buildJob("amd64", ["#1 [internal] load build definition"]);
+    kube.faults.failNext(2, { code: 503, match: { verb: "get", resource: "imagebuilds" } });
+    const cli = run(process.execPath, [
+      "src/cli.ts",
+      "logs",
+      "app-1",
+      "-w",
+      "--kubeconfig",
+      kubeconfig,
+    ]);
+    await kube.waitFor(
+      () => kube.requestLog.entries({ resource: "imagebuilds", code: 503 }).length === 2,
+      { timeout: 10_000 },
+    );
+    setPhase("Succeeded", { image: `registry.example.com/app@sha256:${"e".repeat(64)}` });
+    const { stdout } = await cli;
+    expect(stdout).toContain(`==> Succeeded: registry.example.com/app@sha256:${"e".repeat(64)}`);
+  });
+
   it("exits 1 with -w when the build fails, with the reason", async () => {
     await seedBuild();
     setPhase("Building");
