@@ -348,3 +348,16 @@ describe("buildfarm logs and status against a cluster", () => {
     });
   });
 });
+
+describe("buildfarm crds", () => {
+  it("refuses an unknown flag as a usage error (exit 2), and prints its usage on --help", async () => {
+    const refused = await run(process.execPath, ["src/cli.ts", "crds", "--bogus"]).then(
+      () => undefined,
+      (error: { code: number; stderr: string }) => error,
+    );
+    expect(refused?.code).toBe(2);
+    expect(refused?.stderr).toContain("usage: buildfarm crds");
+    const { stdout } = await run(process.execPath, ["src/cli.ts", "crds", "--help"]);
+    expect(stdout).toContain("usage: buildfarm crds");
+  });
+});
