@@ -158,7 +158,8 @@ const DISPATCHER_REUSE_MS = 5 * 60_000;
 export class KubeClient {
   readonly config: KubeConfig;
   private readonly server: string;
-  private readonly watcher: Watch;
+  /** The config watches authenticate with (it sets the User-Agent too). */
+  private readonly watchConfig: KubeConfig;
   private readonly fieldManager: string;
   private readonly userAgent: string;
   observer: RequestObserver | undefined;
@@ -213,7 +214,7 @@ export class KubeClient {
       await config.applySecurityAuthentication(context);
       context.setHeaderParam("User-Agent", userAgent);
     };
-    this.watcher = new Watch(withUserAgent);
+    this.watchConfig = withUserAgent;
   }
 
   path(type: ResourceType, namespace?: string, name?: string, subresource?: string): string {
@@ -483,10 +484,13 @@ export class KubeClient {
   ): Promise<() => void> {
     // client-node aborts a watch that is silent for requestTimeoutMs (30 s by default, private in
     // its types); a quiet resource is normal, so wait until just past the server's own timeout.
-    (this.watcher as unknown as { requestTimeoutMs: number }).requestTimeoutMs =
+    // One Watch per call: the timeout is read from the Watch whenever its timer restarts, so a
+    // shared one would give every open watch the timeout of the one opened last.
+    const watcher = new Watch(this.watchConfig);
+    (watcher as unknown as { requestTimeoutMs: number }).requestTimeoutMs =
       (options.timeoutSeconds + 30) * 1000;
     const started = performance.now();
-    const controller = await this.watcher.watch(
+    const controller = await watcher.watch(
       this.path(type, namespace),
       {
         allowWatchBookmarks: true,
