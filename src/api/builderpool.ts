@@ -248,6 +248,12 @@ export const builderPoolSpec = z
   .describe("A farm of rootless BuildKit builders, one Deployment per CPU architecture.");
 export type BuilderPoolSpec = z.infer<typeof builderPoolSpec>;
 
+/** The build slots of one architecture: its own maxConcurrentBuilds, else the pool's. */
+export function capacityOf(pool: BuilderPoolSpec, architecture: string): number {
+  const arch = pool.architectures.find((candidate) => candidate.name === architecture);
+  return arch?.maxConcurrentBuilds ?? pool.maxConcurrentBuilds;
+}
+
 export const architectureStatus = z
   .object({
     name: z.string().max(16).describe("The architecture."),

@@ -2,13 +2,14 @@
 // of an architecture (from the operator's pods cache, which holds them by their managed-by
 // label) and the unfinished platform Jobs routed to each. The decision itself is routing.ts.
 import type { KubernetesObject, V1Job, V1Pod } from "@kubernetes/client-node";
+import { capacityOf } from "../api/builderpool.ts";
 import type { BuilderPool, ImageBuild } from "../api/resources.ts";
 import { ANNOTATIONS, BUILDKIT_PORT, COMPONENTS, headlessServiceName, LABELS } from "../naming.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { BuildPlan, PlatformTarget } from "./admission.ts";
 import { builderEndpoint } from "./argv.ts";
 import { isFinished, observeJob } from "./observe.ts";
-import { capacityOf, type SlotVerdict, slotKey } from "./queue.ts";
+import { type SlotVerdict, slotKey } from "./queue.ts";
 import {
   type BuilderPod,
   builderPodHost,

@@ -6,15 +6,16 @@
 // verdicts in O(log n) and the head of a queue in O(depth). The answers are poolQueue's: the
 // same requests (slotRequestsOf), the same order (compareBuilds, then slug), the same verdicts;
 // a property test replays random changes against poolQueue.
-import type { BuilderPoolSpec } from "../api/builderpool.ts";
+import { type BuilderPoolSpec, capacityOf } from "../api/builderpool.ts";
 import {
   type ArchitectureQueue,
-  capacityOf,
+  architectureQueue,
   compareBuilds,
   type QueueState,
   type SlotRequest,
   type SlotVerdict,
   slotKey,
+  slotVerdict,
 } from "./queue.ts";
 
 interface Entry {
@@ -153,18 +154,10 @@ export class QueueIndex {
         const index = lowerBound(entries, request) - before(storedRequests) + before(mine);
         verdicts.set(
           slotKey(request.build, request.slug),
-          index < free
-            ? { start: true }
-            : { start: false, position: index - free + 1, running, capacity },
+          slotVerdict(index, free, running, capacity),
         );
       }
-      architectures.push({
-        architecture,
-        capacity,
-        running,
-        waiting: waiting - Math.min(free, waiting),
-        queued: waiting,
-      });
+      architectures.push(architectureQueue(architecture, capacity, running, waiting));
     }
     return { verdicts, architectures };
   }

@@ -12,7 +12,7 @@
 //
 // The state is derived from Jobs and build status alone, never stored: a restarted operator
 // computes the same queue, and two reconciles that read the same cache agree on who is next.
-import type { BuilderPoolSpec } from "../api/builderpool.ts";
+import { type BuilderPoolSpec, capacityOf } from "../api/builderpool.ts";
 import type { BuilderPool, ImageBuild } from "../api/resources.ts";
 import type { Demand } from "../pool/autoscale.ts";
 import { type PlatformTarget, targetsOf } from "./admission.ts";
@@ -69,9 +69,33 @@ export function slotKey(build: { namespace: string; name: string }, slug: string
   return `${build.namespace}/${build.name}/${slug}`;
 }
 
-export function capacityOf(pool: BuilderPoolSpec, architecture: string): number {
-  const arch = pool.architectures.find((candidate) => candidate.name === architecture);
-  return arch?.maxConcurrentBuilds ?? pool.maxConcurrentBuilds;
+/** The verdict for the waiting platform at `index` (0: first) of an architecture's line. */
+export function slotVerdict(
+  index: number,
+  free: number,
+  running: number,
+  capacity: number,
+): SlotVerdict {
+  return index < free
+    ? { start: true }
+    : { start: false, position: index - free + 1, running, capacity };
+}
+
+/** An architecture's line as reported: `waiting` counts only those past the free slots. */
+export function architectureQueue(
+  architecture: string,
+  capacity: number,
+  running: number,
+  waiting: number,
+): ArchitectureQueue {
+  const free = Math.max(0, capacity - running);
+  return {
+    architecture,
+    capacity,
+    running,
+    waiting: waiting - Math.min(free, waiting),
+    queued: waiting,
+  };
 }
 
 /** First come first served: creationTimestamp, then namespace/name, then uid. */
@@ -108,18 +132,10 @@ export function assignSlots(pool: BuilderPoolSpec, requests: readonly SlotReques
     waiting.forEach((request, index) => {
       verdicts.set(
         slotKey(request.build, request.slug),
-        index < free
-          ? { start: true }
-          : { start: false, position: index - free + 1, running, capacity },
+        slotVerdict(index, free, running, capacity),
       );
     });
-    architectures.push({
-      architecture,
-      capacity,
-      running,
-      waiting: waiting.length - Math.min(free, waiting.length),
-      queued: waiting.length,
-    });
+    architectures.push(architectureQueue(architecture, capacity, running, waiting.length));
   }
   return { verdicts, architectures };
 }

@@ -9,7 +9,7 @@
 // The policy (desiredReplicas) is pure; the Autoscaler keeps its memory (since when demand has
 // been lower) per pool architecture, in this process only: a restarted operator starts the
 // delay anew, which postpones a scale-down and never hastens one.
-import type { ArchitectureSpec } from "../api/builderpool.ts";
+import { type ArchitectureSpec, capacityOf } from "../api/builderpool.ts";
 import { parseDuration } from "../api/meta.ts";
 import type { BuilderPool } from "../api/resources.ts";
 
@@ -171,10 +171,9 @@ export class Autoscaler {
       const key = `${prefix}${arch.name}`;
       const remembered = this.memory.get(key) ?? {};
       const seen = demand?.[arch.name] ?? { queued: 0, running: 0 };
-      const slots = arch.maxConcurrentBuilds ?? pool.spec.maxConcurrentBuilds;
       const decision = desiredReplicas(
         autoscaling,
-        servableDemand(seen, slots),
+        servableDemand(seen, capacityOf(pool.spec, arch.name)),
         remembered.replicas ?? current[arch.name],
         remembered,
         now.getTime(),

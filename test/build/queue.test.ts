@@ -1,9 +1,9 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { capacityOf } from "../../src/api/builderpool.ts";
 import { buildJob } from "../../src/build/jobs.ts";
 import {
   assignSlots,
-  capacityOf,
   compareBuilds,
   demandOf,
   poolQueue,
