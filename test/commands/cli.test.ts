@@ -223,27 +223,26 @@ describe("buildfarm logs and status against a cluster", () => {
     });
   }
 
+  /** `buildfarm logs app-1 -w` as a child process. */
+  const logsWait = () =>
+    run(process.execPath, ["src/cli.ts", "logs", "app-1", "-w", "--kubeconfig", kubeconfig]);
+
+  /** Resolves once a build pod has reached `phase`. */
+  const podReached = (phase: string) =>
+    kube.waitFor(
+      () =>
+        kube.store
+          .list("pods", { namespace: "team" })
+          .items.some((pod) => (pod as { status?: { phase?: string } }).status?.phase === phase),
+      { timeout: 10_000 },
+    );
+
   it("follows the pods' logs with a platform prefix and, with -w, exits 0 on success", async () => {
     await seedBuild();
     setPhase("Building");
     buildJob("amd64", ["#1 [internal] load build definition", "#5 DONE 0.3s"]);
-    const cli = run(process.execPath, [
-      "src/cli.ts",
-      "logs",
-      "app-1",
-      "-w",
-      "--kubeconfig",
-      kubeconfig,
-    ]);
-    await kube.waitFor(
-      () =>
-        kube.store
-          .list("pods", { namespace: "team" })
-          .items.some(
-            (pod) => (pod as { status?: { phase?: string } }).status?.phase === "Succeeded",
-          ),
-      { timeout: 10_000 },
-    );
+    const cli = logsWait();
+    await podReached("Succeeded");
     setPhase("Succeeded", { image: `registry.example.com/app@sha256:${"d".repeat(64)}` });
     const { stdout } = await cli;
     expect(stdout).toContain(
@@ -257,14 +256,7 @@ describe("buildfarm logs and status against a cluster", () => {
     setPhase("Building");
     buildJob("amd64", ["#1 [internal] load build definition"]);
     kube.faults.failNext(2, { code: 503, match: { verb: "get", resource: "imagebuilds" } });
-    const cli = run(process.execPath, [
-      "src/cli.ts",
-      "logs",
-      "app-1",
-      "-w",
-      "--kubeconfig",
-      kubeconfig,
-    ]);
+    const cli = logsWait();
     await kube.waitFor(
       () => kube.requestLog.entries({ resource: "imagebuilds", code: 503 }).length === 2,
       { timeout: 10_000 },
@@ -282,21 +274,8 @@ describe("buildfarm logs and status against a cluster", () => {
       ['#7 ERROR: process "/bin/sh -c exit 3" did not complete successfully: exit code: 3'],
       1,
     );
-    const cli = run(process.execPath, [
-      "src/cli.ts",
-      "logs",
-      "app-1",
-      "-w",
-      "--kubeconfig",
-      kubeconfig,
-    ]);
-    await kube.waitFor(
-      () =>
-        kube.store
-          .list("pods", { namespace: "team" })
-          .items.some((pod) => (pod as { status?: { phase?: string } }).status?.phase === "Failed"),
-      { timeout: 10_000 },
-    );
+    const cli = logsWait();
+    await podReached("Failed");
     setPhase("Failed", {
       conditions: [
         {
