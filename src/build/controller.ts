@@ -38,11 +38,12 @@ import {
   RESOURCES,
   type ResourceType,
 } from "../runtime/client.ts";
-import type {
-  ReconcileContext,
-  ReconcileRequest,
-  ReconcileResult,
-  Watched,
+import {
+  type ReconcileContext,
+  type ReconcileRequest,
+  type ReconcileResult,
+  specOrMetaChanged,
+  type Watched,
 } from "../runtime/controller.ts";
 import { deepEqual, stableHash } from "../runtime/hash.ts";
 import { BY_OWNER, type Informer, keyOf } from "../runtime/informer.ts";
@@ -852,7 +853,10 @@ export function setupBuildController(
   });
   caches.pools.addHandlers({
     onAdd: (pool) => reconciler.poolChanged(keyOf(pool)),
-    onUpdate: (_previous, pool) => reconciler.poolChanged(keyOf(pool)),
+    // Only what the builds read (spec, labels): not the pool's own status writes.
+    onUpdate: (previous, pool) => {
+      if (specOrMetaChanged(previous, pool)) reconciler.poolChanged(keyOf(pool));
+    },
     onDelete: (pool) => {
       reconciler.poolChanged(keyOf(pool));
       reconciler.poolDeleted(keyOf(pool));
@@ -887,7 +891,7 @@ export function setupBuildController(
           return build ? [`${pod.metadata?.namespace}/${build}`] : [];
         },
       },
-      { informer: caches.pools, map: buildsOfPool },
+      { informer: caches.pools, map: buildsOfPool, changed: specOrMetaChanged },
       // A new pool's CA Secret lets its builds get their client certificates.
       {
         informer: caches.secrets,
@@ -927,7 +931,6 @@ export function setupBuildController(
       if (pool && isReadyBuilder(pod)) wakeWaiting(pool);
     },
   });
-  const holdsSlot = (job: V1Job) => !isFinished(observeJob(job, []));
   caches.jobs.addHandlers({
     // A Job holds its slot until it finishes or is gone.
     onUpdate: (previous, current) => {
@@ -968,9 +971,11 @@ export function demandWatches(caches: BuildCaches): Watched[] {
     return pool?.spec?.architectures?.some((arch) => arch.autoscaling) ? [poolKey] : [];
   };
   return [
+    // Progress within the line (a queue position, a status message) is no change of demand.
     {
       informer: caches.builds,
       map: (build) => (standsInLine(build) ? ifAutoscaled(poolKeyOf(build)) : []),
+      changed: (previous, current) => standsInLine(previous) !== standsInLine(current),
     },
     {
       informer: caches.jobs,
@@ -978,8 +983,14 @@ export function demandWatches(caches: BuildCaches): Watched[] {
         job.metadata?.labels?.[LABELS.component] === COMPONENTS.build
           ? ifAutoscaled(poolOfJob(job))
           : [],
+      changed: (previous, current) => holdsSlot(previous) !== holdsSlot(current),
     },
   ];
+}
+
+/** A platform Job holds its slot until it finishes (or is gone). */
+function holdsSlot(job: KubernetesObject): boolean {
+  return !isFinished(observeJob(job as V1Job, []));
 }
 
 /** The pool key (`<namespace>/<name>`) a Job's labels name. */

@@ -35,6 +35,11 @@ export interface Watched {
   // biome-ignore lint/suspicious/noExplicitAny: informers of any kind can map to keys
   informer: Informer<any>;
   map: (object: KubernetesObject) => Key[];
+  /**
+   * Whether an update matters to the mapped keys; without it every update (a status write of
+   * the watched object included) wakes them. Adds and deletes always do.
+   */
+  changed?: (previous: KubernetesObject, current: KubernetesObject) => boolean;
 }
 
 export interface ControllerOptions {
@@ -110,10 +115,11 @@ export class Controller {
     for (const watched of options.watches ?? []) this.watch(watched);
   }
 
-  private watch({ informer, map }: Watched): void {
+  private watch({ informer, map, changed }: Watched): void {
     informer.addHandlers({
       onAdd: (object: KubernetesObject) => this.enqueueAll(map(object)),
       onUpdate: (previous: KubernetesObject, current: KubernetesObject) => {
+        if (changed && !changed(previous, current)) return;
         const keys = new Set([...map(previous), ...map(current)]);
         this.enqueueAll([...keys]);
       },

@@ -295,6 +295,54 @@ describe("deleting an ImageBuild", () => {
   });
 });
 
+describe("a pool's own status writes", () => {
+  it("wake none of its builds; a change of its labels wakes the unfinished ones", async () => {
+    cluster.player.script("waits-amd64", { kind: "hang" });
+    cluster.player.script("waits-arm64", { kind: "hang" });
+    await cluster.createBuild("waits");
+    await cluster.kube.waitFor(
+      () => cluster.player.runningJobs().filter((j) => j.startsWith("waits-")).length === 2,
+      { message: "both platforms running" },
+    );
+    const registry = cluster.operator.manager.metrics.registry;
+    const reconciles = async () => {
+      let total = 0;
+      for (const result of ["success", "requeue_after", "error"])
+        total += await metricValue(registry, "controller_runtime_reconcile_total", {
+          controller: "imagebuild",
+          result,
+        });
+      return total;
+    };
+    const settled = async () => {
+      let last = -1;
+      for (;;) {
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const now = await reconciles();
+        if (now === last) return now;
+        last = now;
+      }
+    };
+    const before = await settled();
+    for (let i = 0; i < 3; i++)
+      cluster.kube.store.mutate(
+        "builderpools.buildfarm.dev",
+        NS,
+        "farm",
+        (draft: Record<string, unknown>) => {
+          draft.status = { ...(draft.status as object), observedGeneration: 100 + i };
+        },
+        { subresource: "status" },
+      );
+    expect(await settled()).toBe(before);
+    cluster.kube.store.mutate("builderpools.buildfarm.dev", NS, "farm", (draft) => {
+      draft.metadata.labels = { ...draft.metadata.labels, touched: "yes" };
+    });
+    expect(await settled()).toBeGreaterThan(before);
+    await cluster.client.delete(BUILDS, NS, "waits");
+  });
+});
+
 describe("ttlSecondsAfterFinished", () => {
   it("deletes the Jobs and the client Secret after the TTL and keeps the ImageBuild's status", async () => {
     await cluster.createBuild("brief", { ttlSecondsAfterFinished: 1 });
