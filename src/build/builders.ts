@@ -20,7 +20,7 @@ import {
 
 /** Builder pods by `<pool namespace>/<pool>/<arch>`. */
 export const BY_BUILDERS = "builders";
-/** Unfinished-or-not platform Jobs by the builders they use: `<pool namespace>/<pool>/<arch>`. */
+/** Unfinished platform Jobs by the builders they use: `<pool namespace>/<pool>/<arch>`. */
 export const BY_ROUTE = "route";
 
 export const architectureKey = (namespace: string, pool: string, arch: string) =>
@@ -37,11 +37,16 @@ export function indexBuilderPods(pods: Informer<V1Pod>): void {
   });
 }
 
-/** The index of platform Jobs by the pool architecture they build on. */
+/**
+ * The index of unfinished platform Jobs by the pool architecture they build on. Finished ones
+ * leave it (the informer indexes each version anew), so routing reads what runs, not every
+ * Job kept until its build's TTL.
+ */
 export function indexPlatformJobs(jobs: Informer<V1Job>): void {
   jobs.addIndex(BY_ROUTE, (job) => {
     const labels = job.metadata?.labels ?? {};
     if (labels[LABELS.component] !== COMPONENTS.build) return [];
+    if (isFinished(observeJob(job, []))) return [];
     const pool = labels[LABELS.pool];
     const arch = labels[LABELS.arch];
     const namespace = labels[LABELS.poolNamespace] ?? job.metadata?.namespace ?? "";
@@ -88,7 +93,7 @@ export function builderPodsOf(
   const running = new Map<string, number>();
   for (const job of caches.jobs.byIndex(BY_ROUTE, key)) {
     const pod = job.metadata?.annotations?.[ANNOTATIONS.builderPod];
-    if (pod && !isFinished(observeJob(job, []))) running.set(pod, (running.get(pod) ?? 0) + 1);
+    if (pod) running.set(pod, (running.get(pod) ?? 0) + 1);
   }
   for (const pod of expected) running.set(pod, (running.get(pod) ?? 0) + 1);
   const headless = headlessServiceName(pool.name, arch);

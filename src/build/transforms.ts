@@ -101,11 +101,12 @@ const OBSERVED_COMPONENTS = new Set<string>([
   COMPONENTS.build,
   COMPONENTS.index,
   COMPONENTS.verify,
+  COMPONENTS.tag,
 ]);
 
 /**
  * A pod as the caches keep it. Every pod keeps its metadata, its node and its status, without
- * the spec. Build, index and verify pods (read only through observePod) keep of their status
+ * the spec. Build, index, verify and tag pods (read only through observePod) keep of their status
  * only the phase and each container's name and state: their conditions, addresses, images and
  * container ids are dropped, as are the Job controller's uid labels.
  */

@@ -172,7 +172,7 @@ const jobArb = (component: string) =>
     );
 
 describe("what the caches keep of a Job and its pods", () => {
-  it.each(["build", "index", "verify", "builder"])(
+  it.each(["build", "index", "verify", "tag", "builder"])(
     "observes the same of slim %s Jobs and pods as of whole ones",
     (component) => {
       fc.assert(
