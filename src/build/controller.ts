@@ -531,11 +531,15 @@ export class BuildReconciler {
    * the cache holds fewer finished pods than the Job counts, they are listed from the server.
    */
   private async observedJobs(build: ImageBuild): Promise<ObservedJob[]> {
+    const finished = isTerminal(build.status?.phase);
     const cached = await Promise.all(
       this.caches.jobs.byIndex(BY_OWNER, build.metadata.uid ?? "").map(async (job) => {
         const namespace = job.metadata?.namespace ?? build.metadata.namespace;
         const name = job.metadata?.name ?? "";
         const seen = observeJob(job, this.caches.pods.byIndex(BY_JOB, `${namespace}/${name}`));
+        // A finished build's status is final: its pods are read no more. (A Job counts pods
+        // that were evicted or collected since, so the gap below may never close.)
+        if (finished) return seen;
         if (!seen.outcome || finishedPods(seen) >= seen.succeeded + seen.failed) return seen;
         const live = await this.client.list<V1Pod>(RESOURCES.pod, namespace, {
           labelSelector: `${JOB_NAME_LABEL}=${name}`,

@@ -343,6 +343,34 @@ describe("a pool's own status writes", () => {
   });
 });
 
+describe("a finished build whose pods are gone", () => {
+  it("is reconciled without listing pods from the server", async () => {
+    await cluster.createBuild("podless");
+    await cluster.waitForBuild("podless", phaseIs("Succeeded"));
+    // Evicted or collected: the Jobs still count them, the caches no longer hold them.
+    for (const pod of cluster.kube.store.objects("pods", NS))
+      if (pod.metadata.name?.startsWith("podless-"))
+        cluster.kube.store.delete("pods", NS, pod.metadata.name);
+    const registry = cluster.operator.manager.metrics.registry;
+    const success = () =>
+      metricValue(registry, "controller_runtime_reconcile_total", {
+        controller: "imagebuild",
+        result: "success",
+      });
+    const before = await success();
+    const mark = cluster.kube.requestLog.mark();
+    cluster.kube.store.mutate("imagebuilds.buildfarm.dev", NS, "podless", (draft) => {
+      draft.metadata.labels = { ...draft.metadata.labels, reconcile: "again" };
+    });
+    await cluster.kube.waitFor(async () => (await success()) > before, {
+      message: "podless reconciled again",
+    });
+    expect(
+      cluster.kube.requestLog.since(mark, { verb: "list", resource: "pods" }).map((r) => r.query),
+    ).toEqual([]);
+  });
+});
+
 describe("ttlSecondsAfterFinished", () => {
   it("deletes the Jobs and the client Secret after the TTL and keeps the ImageBuild's status", async () => {
     await cluster.createBuild("brief", { ttlSecondsAfterFinished: 1 });
