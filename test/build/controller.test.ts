@@ -6,6 +6,7 @@
 import type { CoreV1Event, KubernetesObject, V1Job } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RESOURCES } from "../../src/runtime/client.ts";
+import type { Controller } from "../../src/runtime/controller.ts";
 import { validateUpstream } from "../support/schemas.ts";
 import {
   BUILDS,
@@ -304,41 +305,39 @@ describe("a pool's own status writes", () => {
       () => cluster.player.runningJobs().filter((j) => j.startsWith("waits-")).length === 2,
       { message: "both platforms running" },
     );
-    const registry = cluster.operator.manager.metrics.registry;
-    const reconciles = async () => {
-      let total = 0;
-      for (const result of ["success", "requeue_after", "error"])
-        total += await metricValue(registry, "controller_runtime_reconcile_total", {
-          controller: "imagebuild",
-          result,
-        });
-      return total;
+    // Every time the build's key is queued, whatever queued it.
+    const controller = (
+      cluster.operator.manager as unknown as { controllers: Controller[] }
+    ).controllers.find((c) => c.name === "imagebuild") as Controller;
+    const enqueue = controller.enqueue.bind(controller);
+    let woken = 0;
+    controller.enqueue = (key) => {
+      if (key === `${NS}/waits`) woken++;
+      enqueue(key);
     };
-    const settled = async () => {
-      let last = -1;
-      for (;;) {
-        await new Promise((resolve) => setTimeout(resolve, 300));
-        const now = await reconciles();
-        if (now === last) return now;
-        last = now;
-      }
-    };
-    const before = await settled();
-    for (let i = 0; i < 3; i++)
-      cluster.kube.store.mutate(
-        "builderpools.buildfarm.dev",
-        NS,
-        "farm",
-        (draft: Record<string, unknown>) => {
+    try {
+      const touchPool = (change: (draft: Record<string, unknown>) => void, status = false) =>
+        cluster.kube.store.mutate(
+          "builderpools.buildfarm.dev",
+          NS,
+          "farm",
+          change,
+          status ? { subresource: "status" } : undefined,
+        );
+      for (let i = 0; i < 3; i++)
+        touchPool((draft) => {
           draft.status = { ...(draft.status as object), observedGeneration: 100 + i };
-        },
-        { subresource: "status" },
-      );
-    expect(await settled()).toBe(before);
-    cluster.kube.store.mutate("builderpools.buildfarm.dev", NS, "farm", (draft) => {
-      draft.metadata.labels = { ...draft.metadata.labels, touched: "yes" };
-    });
-    expect(await settled()).toBeGreaterThan(before);
+        }, true);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(woken).toBe(0);
+      touchPool((draft) => {
+        const metadata = draft.metadata as { labels?: Record<string, string> };
+        metadata.labels = { ...metadata.labels, touched: "yes" };
+      });
+      await cluster.kube.waitFor(() => woken > 0, { message: "a label change wakes the build" });
+    } finally {
+      controller.enqueue = enqueue;
+    }
     await cluster.client.delete(BUILDS, NS, "waits");
   });
 });
