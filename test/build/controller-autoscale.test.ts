@@ -194,6 +194,7 @@ describe("a scale-down while a builder is busy", () => {
       const older = (await cluster.getBuild("keep-1"))?.status?.platforms?.[0]?.builderPod;
       const newer = (await cluster.getBuild("keep-2"))?.status?.platforms?.[0]?.builderPod;
       expect(older).toBeDefined();
+      expect(newer).toBeDefined();
       expect(newer).not.toBe(older);
       // The order of what the store saw: the busy builder's cost, then the smaller Deployment
       // (a ReplicaSet controller ranks pods from its own cache, which must have the cost).

@@ -421,7 +421,9 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
           imageBuild(cluster, { name: "app-3", cache: { ref: own, importFrom: [main] } }),
         );
         expect(status.phase, await explain(cluster, "app-3")).toBe("Succeeded");
-        for (const [arch, log] of Object.entries(await buildctlLogs("app-3"))) {
+        const logs = await buildctlLogs("app-3");
+        expect(Object.keys(logs).sort()).toEqual(["amd64", "arm64"]);
+        for (const [arch, log] of Object.entries(logs)) {
           expect(log).toContain(`importing cache manifest from ${main}-${arch}`);
           expect(log).toMatch(new RegExp(`${own}-${arch}: not found`));
           const steps = runSteps(log);
