@@ -5,14 +5,15 @@
 import type { V1Pod } from "@kubernetes/client-node";
 import { platformSlug } from "../build/platforms.ts";
 import { COMPONENTS, LABELS } from "../naming.ts";
+import { isRetryableStatus, type RetryPolicy, retryDelay } from "../registry/retry.ts";
 import { isNotFound, KubeApiError, type KubeClient, RESOURCES } from "../runtime/client.ts";
 import { type BuildObject, clusterArgs, readBuild, TERMINAL, UsageError } from "./cluster.ts";
 
 const USAGE =
   "usage: buildfarm logs <imagebuild> [-n namespace] [-f|--follow] [-w|--wait] [--kubeconfig file]\n";
 const POLL_MS = 1000;
-/** Reads tried while following before a failure ends the command (1 + 2 + 4 + 8 s apart). */
-const READ_ATTEMPTS = 5;
+/** Reads tried while following before a failure ends the command (about 1, 2, 4, 8 s apart). */
+const READ_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: POLL_MS, maxDelayMs: 8 * POLL_MS };
 
 /**
  * While following, a read that fails for a passing reason (a dropped connection, the API
@@ -25,11 +26,15 @@ async function retrying<T>(follow: boolean, read: () => Promise<T>): Promise<T> 
       return await read();
     } catch (error) {
       const passing =
-        error instanceof KubeApiError
-          ? error.code === 429 || error.code >= 500
-          : error instanceof TypeError; // fetch's network failures
-      if (!follow || !passing || attempt >= READ_ATTEMPTS) throw error;
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS * 2 ** (attempt - 1)));
+        error instanceof KubeApiError ? isRetryableStatus(error.code) : error instanceof TypeError; // fetch's network failures
+      if (!follow || !passing || attempt >= READ_RETRY.attempts) throw error;
+      const retryAfterMs =
+        error instanceof KubeApiError && error.retryAfterSeconds !== undefined
+          ? error.retryAfterSeconds * 1000
+          : undefined;
+      await new Promise((resolve) =>
+        setTimeout(resolve, retryDelay(READ_RETRY, attempt, retryAfterMs)),
+      );
     }
   }
 }
