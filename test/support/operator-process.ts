@@ -4,10 +4,10 @@
 // Its JSON log lines are kept in memory; /metrics is read over HTTP.
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO_ROOT } from "./files.ts";
+import { freePort } from "./registry.ts";
 
 export interface LogLine {
   level: string;
@@ -59,18 +59,6 @@ export function writeKubeconfig(text: string): string {
   const path = join(dir, "kubeconfig");
   writeFileSync(path, text, { mode: 0o600 });
   return path;
-}
-
-/** A free loopback port (listen on 0, close). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Starts `node src/cli.ts operator --kubeconfig … --metrics-bind-address 127.0.0.1:<port>`. */
