@@ -2,8 +2,9 @@
 // reported naming the flag and the environment variable it could have come from.
 import { parseArgs } from "node:util";
 import { z } from "zod";
-import { DEFAULT_BUILDKIT_IMAGE, IMAGE_WITH_TAG } from "./api/builderpool.ts";
+import { DEFAULT_BUILDKIT_IMAGE } from "./api/builderpool.ts";
 import { DURATION, parseDuration } from "./api/meta.ts";
+import { IMAGE_REFERENCE } from "./api/reference.ts";
 
 export const DEFAULT_OPERATOR_IMAGE = "ghcr.io/buildfarm-dev/buildfarm:0.1.0";
 
@@ -191,12 +192,12 @@ const schema = z.object({
   buildkitImage: z
     .string()
     .max(512)
-    .regex(IMAGE_WITH_TAG, { message: "must be an image reference" })
+    .regex(IMAGE_REFERENCE, { message: "must be an image reference" })
     .default(DEFAULT_BUILDKIT_IMAGE),
   operatorImage: z
     .string()
     .max(512)
-    .regex(IMAGE_WITH_TAG, { message: "must be an image reference" })
+    .regex(IMAGE_REFERENCE, { message: "must be an image reference" })
     .default(DEFAULT_OPERATOR_IMAGE),
   shutdownTimeout: z
     .string()

@@ -13,6 +13,7 @@ import {
   setList,
   toleration,
 } from "./meta.ts";
+import { IMAGE_REFERENCE, REGISTRY_HOST } from "./reference.ts";
 
 /** The BuildKit release the operator is tested against; pools may pin another. */
 export const DEFAULT_BUILDKIT_IMAGE = "moby/buildkit:v0.24.0-rootless";
@@ -33,18 +34,6 @@ export const platform = z
   .string()
   .max(32)
   .regex(PLATFORM, { message: "must be os/arch[/variant], e.g. linux/arm64 or linux/arm/v7" });
-
-/**
- * host or host:port of a registry, as an image reference names it: a dotted name, localhost or
- * an IPv6 literal, with an optional port, or a single-label name with a port (kind-registry:5000),
- * which is how the first component of a reference reads as a registry.
- */
-export const REGISTRY_HOST =
-  /^((localhost|[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)+|\[[0-9a-fA-F:]+\])(:[0-9]{1,5})?|[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?:[0-9]{1,5})$/;
-
-/** An image reference with a tag and/or digest, for the buildkitd image itself. */
-export const IMAGE_WITH_TAG =
-  /^[a-zA-Z0-9._-]+(:[0-9]{1,5})?(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)+(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$|^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$/;
 
 export const autoscaling = cel(
   z
@@ -159,7 +148,7 @@ export const buildkitSpec = z
     image: z
       .string()
       .max(512)
-      .regex(IMAGE_WITH_TAG, {
+      .regex(IMAGE_REFERENCE, {
         message: "must be an image reference such as moby/buildkit:v0.24.0-rootless",
       })
       .default(DEFAULT_BUILDKIT_IMAGE)

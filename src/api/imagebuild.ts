@@ -15,28 +15,7 @@ import {
   resources,
   setList,
 } from "./meta.ts";
-
-const PATH_COMPONENT = "[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*";
-/**
- * A DNS label as the reference grammar (distribution/reference) has it: no leading or trailing
- * '-'. A leading '-' would also turn `--image <repository>` into an option for `assemble`.
- */
-const HOST_LABEL = "[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?";
-const HOST = `((localhost|${HOST_LABEL}(\\.${HOST_LABEL})+|\\[[0-9a-fA-F:]+\\])(:[0-9]{1,5})?|${HOST_LABEL}:[0-9]{1,5})`;
-/** A first path component without '.': Docker reads the `a.b` of `a.b/c` as a registry host. */
-const FIRST_COMPONENT = "[a-z0-9]+((_|__|-+)[a-z0-9]+)*";
-/** [host[:port]/]path as the reference grammar splits it: a host, or no '.' before the first '/'. */
-const NAME = `(${HOST}/${PATH_COMPONENT}(/${PATH_COMPONENT})*|${FIRST_COMPONENT}(/${PATH_COMPONENT})+|${PATH_COMPONENT})`;
-/** A repository without tag or digest: [host[:port]/]path, lower-case path components. */
-export const REPOSITORY = new RegExp(`^${NAME}$`);
-export const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
-/** A repository with an optional tag, as registry cache refs are written. */
-export const CACHE_REF = new RegExp(`^${NAME}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$`);
-
-/** An image to run: repository, optional tag, optional sha256 digest. */
-export const IMAGE_REFERENCE = new RegExp(
-  `^${NAME}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$`,
-);
+import { CACHE_REF, IMAGE_REFERENCE, REPOSITORY, TAG } from "./reference.ts";
 
 /** Characters a git URL may hold; '#' is excluded because the operator appends #revision:subPath. */
 export const GIT_URL =

@@ -442,6 +442,14 @@ const INVALID: InvalidCase[] = [
     field: "spec.ttlSecondsAfterFinished",
   },
   {
+    name: "a BuildKit image whose registry host starts with '-'",
+    kind: "pool",
+    mutate: (s) => {
+      s.buildkit = { ...(s.buildkit as Obj), image: "-registry.example.com/buildkit:v0.24.0" };
+    },
+    field: "spec.buildkit.image",
+  },
+  {
     name: "negative replicas",
     kind: "pool",
     mutate: (s) => {

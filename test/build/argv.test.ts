@@ -2,7 +2,6 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   BUILD_ARG_NAME,
-  CACHE_REF,
   cacheRefOf,
   GIT_REVISION,
   GIT_URL,
@@ -10,10 +9,9 @@ import {
   imageBuildSpec,
   LABEL_NAME,
   RELATIVE_PATH,
-  REPOSITORY,
   SECRET_ID,
-  TAG,
 } from "../../src/api/imagebuild.ts";
+import { CACHE_REF, REPOSITORY, TAG } from "../../src/api/reference.ts";
 import type { ImageBuild } from "../../src/api/resources.ts";
 import type { BuildPlan } from "../../src/build/admission.ts";
 import { ArgvError, buildctlArgv, csvPair } from "../../src/build/argv.ts";

@@ -11,16 +11,14 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   BUILD_ARG_NAME,
-  CACHE_REF,
   GIT_REVISION,
   type ImageBuildSpec,
   imageBuildSpec,
   LABEL_NAME,
   RELATIVE_PATH,
-  REPOSITORY,
   SECRET_ID,
-  TAG,
 } from "../../src/api/imagebuild.ts";
+import { CACHE_REF, REPOSITORY, TAG } from "../../src/api/reference.ts";
 import type { ImageBuild } from "../../src/api/resources.ts";
 import { admit, type BuildPlan } from "../../src/build/admission.ts";
 import { buildJob, indexJob, inlineContextConfigMap } from "../../src/build/jobs.ts";
