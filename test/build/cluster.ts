@@ -10,6 +10,7 @@ import {
   startTestOperator,
   type TestOperator,
   type TestOperatorOptions,
+  type WriteRequest,
 } from "../support/build-operator.ts";
 import { BuildPlayer } from "./player.ts";
 
@@ -55,6 +56,10 @@ export interface BuildCluster {
   statuses(name: string, namespace?: string): ImageBuildStatus[];
   /** Names of the Jobs in the namespace (from the server, not a cache). */
   jobNames(namespace?: string): string[];
+  /** How many times each Job (by name) was created: the store's ADDED events. */
+  jobsCreated: ReadonlyMap<string, number>;
+  /** Kills the running operator right before its (n+1)-th write for the build's objects. */
+  crashBeforeWrite(build: string, n: number): void;
   stop(): Promise<void>;
 }
 
@@ -135,7 +140,12 @@ export async function startBuildCluster(options: BuildClusterOptions = {}): Prom
   }
   const client = new KubeClient(kube.kubeConfig());
   const history = new Map<string, ImageBuildStatus[]>();
+  const jobsCreated = new Map<string, number>();
   kube.store.onChange((event, info) => {
+    if (info.resource === "jobs" && event.type === "ADDED") {
+      const name = event.object.metadata.name as string;
+      jobsCreated.set(name, (jobsCreated.get(name) ?? 0) + 1);
+    }
     if (info.resource !== "imagebuilds" || event.type === "DELETED") return;
     const key = `${event.object.metadata.namespace}/${event.object.metadata.name}`;
     const status = (event.object as { status?: ImageBuildStatus }).status;
@@ -201,6 +211,11 @@ export async function startBuildCluster(options: BuildClusterOptions = {}): Prom
         );
       }
     },
+    jobsCreated,
+    crashBeforeWrite(build, n) {
+      let seen = 0;
+      operator.crashBefore((write) => isBuildWrite(build, write) && seen++ === n);
+    },
     statuses(name, namespace = NS) {
       return history.get(`${namespace}/${name}`) ?? [];
     },
@@ -215,6 +230,20 @@ export async function startBuildCluster(options: BuildClusterOptions = {}): Prom
       await kube.stop();
     },
   };
+}
+
+/** The object a write is about: the body's name (a create), else the URL's. */
+function nameOf(write: WriteRequest): string | undefined {
+  const body = write.body as { metadata?: { name?: string } } | undefined;
+  const parts = write.path.split("/").filter(Boolean);
+  return body?.metadata?.name ?? (parts.at(-1) === "status" ? parts.at(-2) : parts.at(-1));
+}
+
+/** A write for the build's own objects (its status, Jobs, Secret), Events aside. */
+function isBuildWrite(build: string, write: WriteRequest): boolean {
+  if (write.path.includes("/events")) return false;
+  const name = nameOf(write);
+  return name === build || (name?.startsWith(`${build}-`) ?? false);
 }
 
 /** The condition of a type, from a build's status. */

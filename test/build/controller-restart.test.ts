@@ -4,45 +4,16 @@
 // of steps), a new process starts with empty caches, and the build still completes with every
 // digest, while no Job is ever created twice.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { WriteRequest } from "../support/build-operator.ts";
 import { type BuildCluster, IMAGE, phaseIs, startBuildCluster } from "./cluster.ts";
 import { writesOf } from "./measure.ts";
 import { digestOf, indexDigestOf } from "./player.ts";
 
 let cluster: BuildCluster;
-/** Times each Job name was created (the store's ADDED events). */
-const creations = new Map<string, number>();
 
 beforeAll(async () => {
   cluster = await startBuildCluster();
-  cluster.kube.store.onChange((event, info) => {
-    if (info.resource !== "jobs" || event.type !== "ADDED") return;
-    const name = event.object.metadata.name as string;
-    creations.set(name, (creations.get(name) ?? 0) + 1);
-  });
 });
 afterAll(() => cluster?.stop());
-
-/** The object a write is about: the body's name (a create), else the URL's. */
-function nameOf(write: WriteRequest): string | undefined {
-  const body = write.body as { metadata?: { name?: string } } | undefined;
-  const parts = write.path.split("/").filter(Boolean);
-  return body?.metadata?.name ?? (parts.at(-1) === "status" ? parts.at(-2) : parts.at(-1));
-}
-
-/** Writes for the build's own objects (its status, Jobs, Secret), Events aside. */
-const buildWrite = (build: string) => (write: WriteRequest) => {
-  if (write.path.includes("/events")) return false;
-  const name = nameOf(write);
-  return name === build || (name?.startsWith(`${build}-`) ?? false);
-};
-
-/** Kills the running operator right before its (n+1)-th write for the build. */
-function crashBeforeWrite(build: string, n: number): void {
-  let seen = 0;
-  const ours = buildWrite(build);
-  cluster.operator.crashBefore((write) => ours(write) && seen++ === n);
-}
 
 async function expectComplete(build: string) {
   const done = await cluster.waitForBuild(build, phaseIs("Succeeded", "Failed"));
@@ -58,7 +29,7 @@ async function expectComplete(build: string) {
     ["Succeeded", digestOf(`${build}-arm64`)],
   ]);
   for (const job of ["amd64", "arm64", "index"])
-    expect(creations.get(`${build}-${job}`), `${build}-${job}`).toBe(1);
+    expect(cluster.jobsCreated.get(`${build}-${job}`), `${build}-${job}`).toBe(1);
   // The built image ran once per platform: nothing was built twice.
   const runs = cluster.player.played.filter(
     (p) => p.container === "buildctl" && p.job.startsWith(`${build}-`),
@@ -84,7 +55,7 @@ describe("an operator killed between two of its writes", () => {
     let crashes = 0;
     for (let n = 0; n < writes; n++) {
       const build = `crash-${n}`;
-      crashBeforeWrite(build, n);
+      cluster.crashBeforeWrite(build, n);
       await cluster.createBuild(build);
       const first = await Promise.race([
         cluster.operator.crashed.then(() => "crashed" as const),
@@ -103,7 +74,7 @@ describe("an operator killed between two of its writes", () => {
     let processes = 0;
     await cluster.createBuild(build);
     for (;;) {
-      crashBeforeWrite(build, 1);
+      cluster.crashBeforeWrite(build, 1);
       processes++;
       const first = await Promise.race([
         cluster.operator.crashed.then(() => "crashed" as const),

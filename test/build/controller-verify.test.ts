@@ -5,22 +5,13 @@
 import type { CoreV1Event, KubernetesObject } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RESOURCES } from "../../src/runtime/client.ts";
-import type { WriteRequest } from "../support/build-operator.ts";
 import { type BuildCluster, condition, IMAGE, NS, phaseIs, startBuildCluster } from "./cluster.ts";
 import { writesOf } from "./measure.ts";
 import { digestOf, indexDigestOf } from "./player.ts";
 
 let cluster: BuildCluster;
-/** Times each Job name was created (the store's ADDED events). */
-const creations = new Map<string, number>();
-
 beforeAll(async () => {
   cluster = await startBuildCluster();
-  cluster.kube.store.onChange((event, info) => {
-    if (info.resource !== "jobs" || event.type !== "ADDED") return;
-    const name = event.object.metadata.name as string;
-    creations.set(name, (creations.get(name) ?? 0) + 1);
-  });
 });
 afterAll(() => cluster?.stop());
 
@@ -177,18 +168,6 @@ describe("a build whose check fails", () => {
 });
 
 describe("an operator killed between two of its writes for a checked build", () => {
-  /** The object a write is about: the body's name (a create), else the URL's. */
-  function nameOf(write: WriteRequest): string | undefined {
-    const body = write.body as { metadata?: { name?: string } } | undefined;
-    const parts = write.path.split("/").filter(Boolean);
-    return body?.metadata?.name ?? (parts.at(-1) === "status" ? parts.at(-2) : parts.at(-1));
-  }
-  const ours = (build: string) => (write: WriteRequest) => {
-    if (write.path.includes("/events")) return false;
-    const name = nameOf(write);
-    return name === build || (name?.startsWith(`${build}-`) ?? false);
-  };
-
   it("resumes after being killed before each one, creating no Job twice and checking once", async () => {
     const mark = cluster.kube.requestLog.mark();
     await cluster.createBuild("steady", { verify: VERIFY });
@@ -198,9 +177,7 @@ describe("an operator killed between two of its writes for a checked build", () 
     let crashes = 0;
     for (let n = 0; n < writes; n++) {
       const build = `vcrash-${n}`;
-      let seen = 0;
-      const mine = ours(build);
-      cluster.operator.crashBefore((write) => mine(write) && seen++ === n);
+      cluster.crashBeforeWrite(build, n);
       await cluster.createBuild(build, { verify: VERIFY });
       const first = await Promise.race([
         cluster.operator.crashed.then(() => "crashed" as const),
@@ -212,7 +189,7 @@ describe("an operator killed between two of its writes for a checked build", () 
       expect(done.status?.phase, build).toBe("Succeeded");
       expect(done.status?.digest, build).toBe(indexDigest(build));
       for (const job of ["amd64", "arm64", "index", "verify", "tag"])
-        expect(creations.get(`${build}-${job}`), `${build}-${job}`).toBe(1);
+        expect(cluster.jobsCreated.get(`${build}-${job}`), `${build}-${job}`).toBe(1);
       expect(cluster.player.checked.filter((c) => c.job === `${build}-verify`)).toHaveLength(1);
     }
     expect(crashes).toBeGreaterThanOrEqual(writes - 1);
