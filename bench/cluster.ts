@@ -10,8 +10,8 @@ import {
   poolSpec,
   pushSecret,
   startPlayedKube,
-} from "../test/build/cluster.ts";
-import { BuildPlayer } from "../test/build/player.ts";
+} from "../test/imagebuild/cluster.ts";
+import { BuildPlayer } from "../test/imagebuild/player.ts";
 import type { Kube, KubeOptions } from "../test/kube/index.ts";
 import {
   type OperatorProcess,

@@ -1,7 +1,7 @@
 // A model of cache locality: builds of Zipf-distributed repositories over builder replicas
 // that each keep an LRU of the repositories whose layers they hold. Routing by rendezvous hash
 // on the repository vs routing at random; the figure is each strategy's cache hit rate.
-import { chooseBuilder } from "../src/build/routing.ts";
+import { chooseBuilder } from "../src/imagebuild/routing.ts";
 import { seededRandom as random } from "../test/kube/faults.ts";
 
 export interface RoutingModel {

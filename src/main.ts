@@ -5,15 +5,15 @@ import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
+import { Autoscaler } from "./builderpool/autoscale.ts";
+import { setupPoolController } from "./builderpool/controller.ts";
+import type { OperatorConfig } from "./config.ts";
 import {
   type BuildReconciler,
   buildCaches,
   demandWatches,
   setupBuildController,
-} from "./build/controller.ts";
-import type { OperatorConfig } from "./config.ts";
-import { Autoscaler } from "./pool/autoscale.ts";
-import { setupPoolController } from "./pool/controller.ts";
+} from "./imagebuild/controller.ts";
 import { KubeClient } from "./runtime/client.ts";
 import { createLogger } from "./runtime/log.ts";
 import { Manager, type ManagerOutcome } from "./runtime/manager.ts";

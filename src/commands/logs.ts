@@ -3,7 +3,7 @@
 // the build finishes; --wait does too and exits 1 unless it Succeeded, for CI scripts.
 // Installable as `kubectl buildfarm logs`.
 import type { V1Pod } from "@kubernetes/client-node";
-import { platformSlug } from "../build/platforms.ts";
+import { platformSlug } from "../imagebuild/platforms.ts";
 import { COMPONENTS, LABELS } from "../naming.ts";
 import { isRetryableStatus, type RetryPolicy, retryDelay } from "../registry/retry.ts";
 import { isNotFound, KubeApiError, type KubeClient, RESOURCES } from "../runtime/client.ts";

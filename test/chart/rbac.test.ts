@@ -18,8 +18,8 @@ import {
   phaseIs,
   poolSpec,
   startBuildCluster,
-} from "../build/cluster.ts";
-import { CACHE_REFUSED_LOG, FAILED_LOG } from "../build/player.ts";
+} from "../imagebuild/cluster.ts";
+import { CACHE_REFUSED_LOG, FAILED_LOG } from "../imagebuild/player.ts";
 import type { RequestRecord } from "../kube/request-log.ts";
 import { REPO_ROOT } from "../support/files.ts";
 import { layerBinary } from "../support/tools.ts";

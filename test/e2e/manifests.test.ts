@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import { quickstartManifests } from "../../e2e/kind.ts";
 import { parseBuilderPool, parseImageBuild } from "../../src/api/resources.ts";
-import { admit } from "../../src/build/admission.ts";
+import { admit } from "../../src/imagebuild/admission.ts";
 import { crdValidator } from "../support/crds.ts";
 
 describe("the kind quickstart's manifests", () => {

@@ -13,8 +13,8 @@ import {
   poolSpec,
   pushSecret,
   startPlayedKube,
-} from "../build/cluster.ts";
-import { BuildPlayer, digestOf, indexDigestOf } from "../build/player.ts";
+} from "../imagebuild/cluster.ts";
+import { BuildPlayer, digestOf, indexDigestOf } from "../imagebuild/player.ts";
 import { seededRandom } from "../kube/faults.ts";
 import type { Kube, KubeOptions } from "../kube/index.ts";
 import { writeKubeconfig } from "../support/operator-process.ts";

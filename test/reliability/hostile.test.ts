@@ -20,9 +20,9 @@ import {
 } from "../../src/api/imagebuild.ts";
 import { CACHE_REF, REPOSITORY, TAG } from "../../src/api/reference.ts";
 import type { ImageBuild } from "../../src/api/resources.ts";
-import { admit, type BuildPlan } from "../../src/build/admission.ts";
-import { buildJob, indexJob, inlineContextConfigMap } from "../../src/build/jobs.ts";
 import { parseAssembleArgs } from "../../src/commands/assemble.ts";
+import { admit, type BuildPlan } from "../../src/imagebuild/admission.ts";
+import { buildJob, indexJob, inlineContextConfigMap } from "../../src/imagebuild/jobs.ts";
 import { BUILD_PATHS } from "../../src/naming.ts";
 import { KubeApiError, RESOURCES } from "../../src/runtime/client.ts";
 import {
@@ -34,8 +34,8 @@ import {
   NS,
   phaseIs,
   startBuildCluster,
-} from "../build/cluster.ts";
-import { exampleBuild, examplePool, merge } from "../build/fixtures.ts";
+} from "../imagebuild/cluster.ts";
+import { exampleBuild, examplePool, merge } from "../imagebuild/fixtures.ts";
 import { crdValidator } from "../support/crds.ts";
 import { CORPUS, type HostileCase, type Json } from "./hostile-corpus.ts";
 

@@ -3,8 +3,8 @@
 // of endpoint (by selector and readiness, per connection), with echo servers standing for pods.
 import { createConnection, createServer, type Server } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { buildJob } from "../../../../src/build/jobs.ts";
-import { exampleBuild, examplePlan } from "../../../build/fixtures.ts";
+import { buildJob } from "../../../../src/imagebuild/jobs.ts";
+import { exampleBuild, examplePlan } from "../../../imagebuild/fixtures.ts";
 import type { KubeObject } from "../../objects.ts";
 import { Store } from "../../store.ts";
 import { imageConfig } from "./images.ts";
