@@ -8,12 +8,10 @@ import type { Logger } from "pino";
 import { Autoscaler } from "./builderpool/autoscale.ts";
 import { setupPoolController } from "./builderpool/controller.ts";
 import type { OperatorConfig } from "./config.ts";
-import {
-  type BuildReconciler,
-  buildCaches,
-  demandWatches,
-  setupBuildController,
-} from "./imagebuild/controller.ts";
+import { Builders } from "./imagebuild/builders.ts";
+import { buildCaches } from "./imagebuild/caches.ts";
+import { BuildQueues } from "./imagebuild/queues.ts";
+import { demandWatches, setupBuildController } from "./imagebuild/setup.ts";
 import { KubeClient } from "./runtime/client.ts";
 import { createLogger } from "./runtime/log.ts";
 import { Manager, type ManagerOutcome } from "./runtime/manager.ts";
@@ -27,20 +25,21 @@ export const CONTROLLERS: ControllerSetup[] = [
   // the build controller's queue computes from them.
   (manager, config) => {
     const caches = buildCaches(manager);
-    let builds: BuildReconciler | undefined;
+    const queues = new BuildQueues(caches);
+    const builders = new Builders(caches);
     setupPoolController(manager, {
       defaultImage: config.buildkitImage,
       workers: config.poolWorkers,
       autoscaler: new Autoscaler({
-        demand: (pool) => builds?.demand(pool),
-        builders: (pool, arch) => builds?.builderLoad(pool, arch) ?? [],
+        demand: (pool) => queues.demand(pool),
+        builders: (pool, arch) => builders.load(pool, arch),
       }),
       demandWatches: demandWatches(caches),
     });
-    builds = setupBuildController(
+    setupBuildController(
       manager,
       { operatorImage: config.operatorImage, workers: config.buildWorkers },
-      caches,
+      { caches, queues, builders },
     );
   },
 ];

@@ -4,6 +4,7 @@
 import type { KubernetesObject, V1Job, V1Pod } from "@kubernetes/client-node";
 import { capacityOf } from "../api/builderpool.ts";
 import type { BuilderPool, ImageBuild } from "../api/resources.ts";
+import { type BuilderLoad, DELETION_COST } from "../builderpool/autoscale.ts";
 import { ANNOTATIONS, BUILDKIT_PORT, COMPONENTS, headlessServiceName, LABELS } from "../naming.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { BuildPlan, PlatformTarget } from "./admission.ts";
@@ -206,6 +207,44 @@ export class RoutedJobs {
       else pods.push(entry.pod);
     }
     return pods;
+  }
+}
+
+/**
+ * Each pool architecture's builder pods with the builds routed to each, those this process
+ * created and the Jobs cache does not show yet included: what routing reads, and the
+ * autoscaler before it scales an architecture down.
+ */
+export class Builders {
+  /** Platform Jobs this process routed to a builder pod, until the Jobs cache shows them. */
+  readonly routed = new RoutedJobs();
+  private readonly caches: RoutingCaches;
+
+  constructor(caches: RoutingCaches) {
+    this.caches = caches;
+  }
+
+  /** The builder pods of a pool architecture, with the platform Jobs routed to each. */
+  podsOf(pool: BuilderPool, arch: string): BuilderPod[] {
+    const key = architectureKey(pool.metadata.namespace, pool.metadata.name, arch);
+    return builderPodsOf(
+      this.caches,
+      { namespace: pool.metadata.namespace, name: pool.metadata.name },
+      arch,
+      this.routed.podsOf(
+        key,
+        (namespace, name) => this.caches.jobs.get(namespace, name) !== undefined,
+      ),
+    );
+  }
+
+  /** An architecture's builder pods with the builds running on each, for its scale-down. */
+  load(pool: BuilderPool, arch: string): BuilderLoad[] {
+    return this.podsOf(pool, arch).map((builder) => {
+      const cost = this.caches.pods.get(pool.metadata.namespace, builder.name)?.metadata
+        ?.annotations?.[DELETION_COST];
+      return { name: builder.name, running: builder.running, ...(cost ? { cost } : {}) };
+    });
   }
 }
 

@@ -1,12 +1,12 @@
-// The caches keep slim Jobs, pods and client Secrets (src/imagebuild/transforms.ts, slimSecret):
+// The caches keep slim Jobs, pods and client Secrets (src/imagebuild/caches.ts, slimSecret):
 // whatever a Job and its pods look like, what the reconciler observes of the slim objects is
 // what it would observe of the whole ones, and the metadata the indexes and handlers read stays.
 import type { V1Job, V1Pod, V1Secret } from "@kubernetes/client-node";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { slimSecret } from "../../src/builderpool/controller.ts";
+import { slimJob, slimPod } from "../../src/imagebuild/caches.ts";
 import { isFinished, observeJob } from "../../src/imagebuild/observe.ts";
-import { slimJob, slimPod } from "../../src/imagebuild/transforms.ts";
 
 const time = fc
   .integer({ min: 0, max: 10_000 })

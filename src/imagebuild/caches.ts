@@ -1,14 +1,99 @@
-// What the build controller's caches keep of each Job and pod. With thousands of builds the
-// caches are most of the operator's heap (bench/results.md: 5,000 builds, 10,000 Jobs and their
-// pods), so they keep only what observeJob/observePod, the indexes and the event handlers read.
+// The build controller's caches: ImageBuilds (by pool), the operator's Jobs and pods (with the
+// indexes routing and the reconciler read), namespaces' labels, and the pool controller's shared
+// caches; and what they keep of each Job and pod. With thousands of builds the caches are most
+// of the operator's heap (bench/results.md: 5,000 builds, 10,000 Jobs and their pods), so they
+// keep only what observeJob/observePod, the indexes and the event handlers read.
 import type {
+  KubernetesObject,
+  V1ConfigMap,
   V1ContainerStatus,
   V1Job,
   V1JobCondition,
+  V1Namespace,
   V1ObjectMeta,
   V1Pod,
+  V1Secret,
 } from "@kubernetes/client-node";
+import type { BuildPhase } from "../api/imagebuild.ts";
+import { IMAGE_BUILD_RESOURCE } from "../api/resources.ts";
+import { MANAGED_SELECTOR, poolCaches } from "../builderpool/controller.ts";
 import { COMPONENTS, LABELS } from "../naming.ts";
+import { RESOURCES } from "../runtime/client.ts";
+import { stableHash } from "../runtime/hash.ts";
+import type { Informer } from "../runtime/informer.ts";
+import type { Manager } from "../runtime/manager.ts";
+import { indexBuilderPods, indexPlatformJobs } from "./builders.ts";
+
+/** ImageBuilds by the pool they name, `<namespace>/<name>`. */
+export const BY_POOL = "pool";
+/** Pods by their Job, `<namespace>/<job>`. */
+export const BY_JOB = "job";
+export const JOB_NAME_LABEL = "batch.kubernetes.io/job-name";
+
+export interface BuildCaches {
+  builds: Informer<KubernetesObject>;
+  pools: Informer<KubernetesObject>;
+  jobs: Informer<V1Job>;
+  pods: Informer<V1Pod>;
+  secrets: Informer<V1Secret>;
+  configMaps: Informer<V1ConfigMap>;
+  namespaces: Informer<V1Namespace>;
+}
+
+/** The phase a cached (unparsed) build reports. */
+export function phaseOf(build: KubernetesObject): BuildPhase | undefined {
+  return (build as { status?: { phase?: BuildPhase } }).status?.phase;
+}
+
+/** The key of the pool a build names, `<namespace>/<name>`. */
+export function poolKeyOf(build: KubernetesObject): string {
+  const spec = (build as { spec?: { poolRef?: { name?: string; namespace?: string } } }).spec;
+  return `${spec?.poolRef?.namespace ?? build.metadata?.namespace}/${spec?.poolRef?.name ?? ""}`;
+}
+
+export function buildCaches(manager: Manager): BuildCaches {
+  const shared = poolCaches(manager);
+  const builds = manager.informer(IMAGE_BUILD_RESOURCE);
+  builds.addIndex(BY_POOL, (build) => [poolKeyOf(build)]);
+  const jobs = manager.informer<V1Job>(RESOURCES.job, {
+    labelSelector: MANAGED_SELECTOR,
+    transform: slimJob,
+  });
+  const pods = manager.informer<V1Pod>(RESOURCES.pod, {
+    labelSelector: MANAGED_SELECTOR,
+    transform: slimPod,
+  });
+  indexBuilderPods(pods);
+  indexPlatformJobs(jobs);
+  pods.addIndex(BY_JOB, (pod) => {
+    const job = pod.metadata?.labels?.[JOB_NAME_LABEL] ?? pod.metadata?.labels?.["job-name"];
+    return job ? [`${pod.metadata?.namespace}/${job}`] : [];
+  });
+  // Admission reads namespace labels (allowedNamespaces); the labels' hash as the cached
+  // resourceVersion hands on label changes only.
+  const namespaces = manager.informer<V1Namespace>(RESOURCES.namespace, {
+    namespaces: [],
+    transform: (namespace) => ({
+      apiVersion: namespace.apiVersion,
+      kind: namespace.kind,
+      metadata: {
+        name: namespace.metadata?.name,
+        uid: namespace.metadata?.uid,
+        resourceVersion: stableHash(namespace.metadata?.labels ?? {}),
+        labels: namespace.metadata?.labels,
+      },
+    }),
+  });
+  return {
+    builds,
+    pools: shared.pools,
+    jobs,
+    pods,
+    secrets: shared.secrets,
+    configMaps: shared.configMaps,
+    namespaces,
+  };
+}
 
 /** Labels the Job controller puts on pods that nothing here reads (the uid is in ownerReferences). */
 const JOB_CONTROLLER_LABELS = ["batch.kubernetes.io/controller-uid", "controller-uid"];
