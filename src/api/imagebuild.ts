@@ -496,6 +496,11 @@ export const BUILD_PHASES = [
   "Cancelled",
 ] as const;
 export type BuildPhase = (typeof BUILD_PHASES)[number];
+const TERMINAL_PHASES = new Set<BuildPhase>(["Succeeded", "Failed", "Cancelled"]);
+/** Whether a build has finished: nothing it does changes any more. */
+export function isTerminal(phase: BuildPhase | undefined): boolean {
+  return phase !== undefined && TERMINAL_PHASES.has(phase);
+}
 export const PLATFORM_PHASES = [
   "Pending",
   "Queued",

@@ -51,6 +51,18 @@ export interface ImageBuild {
   status?: ImageBuildStatus;
 }
 
+/**
+ * An ImageBuild as the API server holds it, for clients that read it without parsing it (the
+ * CLI): the spec as written and admitted by the CRD, defaults not necessarily applied.
+ */
+export interface StoredImageBuild {
+  apiVersion: typeof API_VERSION;
+  kind: "ImageBuild";
+  metadata: ObjectMeta;
+  spec: z.input<typeof imageBuildSpec>;
+  status?: ImageBuildStatus;
+}
+
 /** Name limits that keep every derived child name valid (see docs/architecture.md). */
 export const MAX_POOL_NAME = 40;
 export const MAX_BUILD_NAME = 52;

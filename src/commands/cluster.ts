@@ -1,20 +1,9 @@
 // What the cluster-facing commands (status, logs) share: kubeconfig and namespace options, and
 // reading one ImageBuild.
 import { parseArgs } from "node:util";
-import type { ImageBuildStatus } from "../api/imagebuild.ts";
-import { IMAGE_BUILD_RESOURCE } from "../api/resources.ts";
-import { loadKubeConfig } from "../main.ts";
+import { IMAGE_BUILD_RESOURCE, type StoredImageBuild } from "../api/resources.ts";
 import { KubeClient } from "../runtime/client.ts";
-
-export interface BuildObject {
-  metadata: { name: string; namespace: string; creationTimestamp?: string; generation?: number };
-  spec: {
-    output?: { image?: string; tags?: string[] };
-    platforms?: string[];
-    poolRef?: { name?: string };
-  };
-  status?: ImageBuildStatus;
-}
+import { loadKubeConfig } from "../runtime/kubeconfig.ts";
 
 export interface ClusterArgs {
   client: KubeClient;
@@ -61,10 +50,8 @@ export async function readBuild(
   client: KubeClient,
   namespace: string,
   name: string,
-): Promise<BuildObject> {
-  const build = await client.get(IMAGE_BUILD_RESOURCE, namespace, name);
+): Promise<StoredImageBuild> {
+  const build = await client.get<StoredImageBuild>(IMAGE_BUILD_RESOURCE, namespace, name);
   if (!build) throw new Error(`imagebuild ${namespace}/${name} not found`);
-  return build as unknown as BuildObject;
+  return build;
 }
-
-export const TERMINAL = new Set(["Succeeded", "Failed", "Cancelled"]);

@@ -2,12 +2,15 @@
 // Job's assemble) in one stream, each line prefixed with its platform. --follow streams until
 // the build finishes; --wait does too and exits 1 unless it Succeeded, for CI scripts.
 // Installable as `kubectl buildfarm logs`.
+
 import type { V1Pod } from "@kubernetes/client-node";
+import { type BuildPhase, isTerminal } from "../api/imagebuild.ts";
+import type { StoredImageBuild } from "../api/resources.ts";
 import { platformSlug } from "../imagebuild/platforms.ts";
 import { COMPONENTS, LABELS } from "../naming.ts";
 import { isRetryableStatus, type RetryPolicy, retryDelay } from "../registry/retry.ts";
 import { isNotFound, KubeApiError, type KubeClient, RESOURCES } from "../runtime/client.ts";
-import { type BuildObject, clusterArgs, readBuild, TERMINAL, UsageError } from "./cluster.ts";
+import { clusterArgs, readBuild, UsageError } from "./cluster.ts";
 
 const USAGE =
   "usage: buildfarm logs <imagebuild> [-n namespace] [-f|--follow] [-w|--wait] [--kubeconfig file]\n";
@@ -40,7 +43,7 @@ async function retrying<T>(follow: boolean, read: () => Promise<T>): Promise<T> 
 }
 
 /** The prefix of a pod's lines: its platform, or the step it runs. */
-export function podPrefix(pod: V1Pod, build: BuildObject): string {
+export function podPrefix(pod: V1Pod, build: StoredImageBuild): string {
   const labels = pod.metadata?.labels ?? {};
   const slug = labels[LABELS.platform];
   if (slug)
@@ -69,7 +72,7 @@ function containersOf(pod: V1Pod): { name: string; started: boolean; finished: b
 type Print = (line: string) => void;
 
 export interface FollowResult {
-  phase: string;
+  phase: BuildPhase;
   image?: string;
   message?: string;
 }
@@ -139,7 +142,7 @@ export async function streamBuildLogs(
       }
     }
     const phase = build.status?.phase ?? "Pending";
-    const finished = TERMINAL.has(phase);
+    const finished = isTerminal(phase);
     if (!options.follow || (finished && streams.size === 0) || options.signal?.aborted) {
       const failed = build.status?.conditions?.find(
         (c) => c.type === "Succeeded" && c.status === "False",
@@ -180,7 +183,7 @@ export async function logsCommand(argv: string[]): Promise<number> {
     print: (line) => process.stdout.write(`${line}\n`),
   });
   if (result.phase === "Succeeded") process.stdout.write(`==> Succeeded: ${result.image ?? ""}\n`);
-  else if (TERMINAL.has(result.phase))
+  else if (isTerminal(result.phase))
     process.stdout.write(`==> ${result.phase}: ${result.message ?? ""}\n`);
   else process.stdout.write(`==> ${result.phase}\n`);
   return wait && result.phase !== "Succeeded" ? 1 : 0;

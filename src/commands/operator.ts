@@ -1,5 +1,5 @@
 import { CONFIG_USAGE, ConfigError, loadConfig } from "../config.ts";
-import { startOperator } from "../main.ts";
+import { startOperator } from "../operator.ts";
 import { createLogger } from "../runtime/log.ts";
 
 /** `buildfarm operator`: runs the controllers until SIGTERM, or until leadership is lost. */

@@ -1,6 +1,7 @@
 // `buildfarm status <imagebuild>`: a compact table of one build's phases, builders, durations
 // and digests. Installable as `kubectl buildfarm status`.
-import { type BuildObject, clusterArgs, readBuild, UsageError } from "./cluster.ts";
+import type { StoredImageBuild } from "../api/resources.ts";
+import { clusterArgs, readBuild, UsageError } from "./cluster.ts";
 
 const USAGE = "usage: buildfarm status <imagebuild> [-n namespace] [--kubeconfig file]\n";
 
@@ -37,7 +38,7 @@ function table(rows: string[][]): string {
 }
 
 /** The status report of one build, as printed. Pure, so tests compare text. */
-export function formatStatus(build: BuildObject, now: Date): string {
+export function formatStatus(build: StoredImageBuild, now: Date): string {
   const status = build.status ?? {};
   const lines = [
     `ImageBuild ${build.metadata.namespace}/${build.metadata.name}  pool ${build.spec.poolRef?.name ?? "-"}`,

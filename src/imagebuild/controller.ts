@@ -3,6 +3,7 @@
 // idempotent by name (a restarted operator finds what it made), and status is written only
 // when it changed (status-writer.ts). Its watches are wired in setup.ts.
 import type { KubernetesObject, V1Pod, V1Secret } from "@kubernetes/client-node";
+import { isTerminal } from "../api/imagebuild.ts";
 import {
   type BuilderPool,
   type ImageBuild,
@@ -24,7 +25,6 @@ import {
 } from "./admission.ts";
 import { type Builders, routesFor } from "./builders.ts";
 import { type BuildCaches, BY_JOB, JOB_NAME_LABEL, phaseOf } from "./caches.ts";
-import { isTerminal } from "./conditions.ts";
 import { decideNextStep, jobsOf, logRequests, WAIT_REQUEUE_MS } from "./decide.ts";
 import { BuildMetrics } from "./metrics.ts";
 import { type ObservedJob, observeJob } from "./observe.ts";

@@ -14,6 +14,7 @@ import type {
   PlatformStatus,
   VerifyStatus,
 } from "../api/imagebuild.ts";
+import { isTerminal } from "../api/imagebuild.ts";
 import type { ImageBuild } from "../api/resources.ts";
 import {
   buildJobName,
@@ -26,7 +27,7 @@ import {
 } from "../naming.ts";
 import type { Admission, PlatformTarget } from "./admission.ts";
 import { builderEndpoint } from "./argv.ts";
-import { buildConditions, type CacheCondition, isTerminal, type Outcome } from "./conditions.ts";
+import { buildConditions, type CacheCondition, type Outcome } from "./conditions.ts";
 import { buildJob, CONTAINERS, inlineContextConfigMap } from "./jobs.ts";
 import { cacheExportError } from "./metadata.ts";
 import { isFinished, type ObservedJob, rfc3339 } from "./observe.ts";

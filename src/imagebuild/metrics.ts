@@ -2,8 +2,8 @@
 // how many platforms wait in each pool architecture's queue.
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { ImageBuildStatus } from "../api/imagebuild.ts";
+import { isTerminal } from "../api/imagebuild.ts";
 import type { BuilderPool, ImageBuild } from "../api/resources.ts";
-import { isTerminal } from "./conditions.ts";
 import type { QueueState } from "./queue.ts";
 
 const BUILD_BUCKETS = [15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200];

@@ -1,13 +1,13 @@
 // The ImageBuild controller's wiring (kubebuilder's SetupWithManager): which cache events wake
 // which builds, what keeps the queues current, and what wakes an autoscaled pool.
 import type { KubernetesObject, V1Job } from "@kubernetes/client-node";
+import { isTerminal } from "../api/imagebuild.ts";
 import { COMPONENTS, caSecretName, LABELS } from "../naming.ts";
 import { specOrMetaChanged, type Watched } from "../runtime/controller.ts";
 import { type Informer, keyOf } from "../runtime/informer.ts";
 import type { Manager } from "../runtime/manager.ts";
 import { isReadyBuilder, poolOfBuilderPod } from "./builders.ts";
 import { type BuildCaches, BY_POOL, phaseOf, poolKeyOf } from "./caches.ts";
-import { isTerminal } from "./conditions.ts";
 import { type BuildControllerOptions, BuildReconciler, type BuildState } from "./controller.ts";
 import { isFinished, observeJob } from "./observe.ts";
 import { standsInLine } from "./queue.ts";

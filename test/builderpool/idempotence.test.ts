@@ -3,7 +3,7 @@
 // view of its own writes or of someone else's.
 import { afterEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.ts";
-import { startOperator } from "../../src/main.ts";
+import { startOperator } from "../../src/operator.ts";
 import {
   describeRequests,
   reconcileCount,

@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { DEFAULT_OPERATOR_IMAGE, loadConfig } from "../../src/config.ts";
-import { type RunningOperator, startOperator } from "../../src/main.ts";
+import { type RunningOperator, startOperator } from "../../src/operator.ts";
 import { createLogger } from "../../src/runtime/log.ts";
 import { defaultExecutor, type Kube, type KubeObject, startKube } from "../kube/index.ts";
 import { RealPods } from "../kube/sim/real/executor.ts";

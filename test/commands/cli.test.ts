@@ -1,19 +1,29 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { BuildObject } from "../../src/commands/cluster.ts";
+import type { StoredImageBuild } from "../../src/api/resources.ts";
 import { formatDuration, formatStatus } from "../../src/commands/status.ts";
 import { type Kube, startKube } from "../kube/index.ts";
 import type { ContainerContext } from "../kube/sim/executor.ts";
 
 const run = promisify(execFile);
 
-const BUILD: BuildObject = {
-  metadata: { name: "app-1", namespace: "team", creationTimestamp: "2026-01-01T00:00:00Z" },
+const BUILD: StoredImageBuild = {
+  apiVersion: "buildfarm.dev/v1alpha1",
+  kind: "ImageBuild",
+  // KubeClient hands objects on as the JSON the server sent: timestamps are strings, although
+  // client-node's V1ObjectMeta types them as Date.
+  metadata: {
+    name: "app-1",
+    namespace: "team",
+    creationTimestamp: "2026-01-01T00:00:00Z" as unknown as Date,
+  },
   spec: {
+    source: { git: { url: "https://example.com/app.git", revision: "main" } },
     output: { image: "registry.example.com/app", tags: ["v1"] },
     platforms: ["linux/amd64", "linux/arm64"],
     poolRef: { name: "default" },
@@ -325,6 +335,49 @@ describe("buildfarm logs and status against a cluster", () => {
       code: 2,
       stderr: expect.stringContaining("expected exactly one ImageBuild name"),
     });
+  });
+});
+
+describe("the modules a command loads", () => {
+  /** The repository-relative paths and package names of every module `buildfarm <argv>` loaded. */
+  async function modulesOf(argv: string[]): Promise<string[]> {
+    const out = join(await mkdtemp(join(tmpdir(), "modules-")), "loaded.txt");
+    await run(
+      process.execPath,
+      ["--import", "./test/support/record-modules.ts", "src/cli.ts", ...argv],
+      { env: { ...process.env, RECORD_MODULES: out } },
+    );
+    const root = pathToFileURL(`${process.cwd()}/`).href;
+    return (await readFile(out, "utf8"))
+      .split("\n")
+      .map((url) => url.replace(root, ""))
+      .map((path) => path.match(/node_modules\/((?:@[^/]+\/)?[^/]+)/)?.[1] ?? path);
+  }
+  // What only the operator needs: the controllers, the runtime's machinery, the x509 polyfill
+  // and its library, metrics.
+  const OPERATOR_ONLY = [
+    /^src\/imagebuild\/(controller|setup|queues|caches|perform|status-writer)\.ts$/,
+    /^src\/builderpool\//,
+    /^src\/operator\.ts$/,
+    /^src\/runtime\/(manager|controller|informer|leader|metrics|server)\.ts$/,
+    /^src\/pki\//,
+    /^(prom-client|@peculiar\/x509|pino)$/,
+  ];
+  const operatorModules = (loaded: string[]) =>
+    loaded.filter((module) => OPERATOR_ONLY.some((pattern) => pattern.test(module)));
+
+  it("status --help loads a client and none of the operator", async () => {
+    const loaded = await modulesOf(["status", "--help"]);
+    expect(loaded).toContain("src/commands/status.ts");
+    expect(loaded).toContain("src/runtime/client.ts");
+    expect(operatorModules(loaded)).toEqual([]);
+  });
+
+  it("operator --help does load the controllers (the check above can see them)", async () => {
+    const loaded = await modulesOf(["operator", "--help"]);
+    expect(operatorModules(loaded)).toEqual(
+      expect.arrayContaining(["src/imagebuild/controller.ts", "src/builderpool/controller.ts"]),
+    );
   });
 });
 

@@ -1,5 +1,5 @@
 // Builders that scale with the queue, with the real operator (pool and build controllers, as
-// main.ts registers them) against test/kube: an amd64 architecture with autoscaling sleeps at
+// operator.ts registers them) against test/kube: an amd64 architecture with autoscaling sleeps at
 // zero, the first queued build wakes it and waits Queued (ScalingUp) until a builder is
 // ready, a burst scales it up at once to what the demand asks for (within maxReplicas), and it
 // goes back to zero only once the demand has stayed lower for scaleDownDelay, with the pool

@@ -1,4 +1,4 @@
-// Starts the real operator (startOperator: the Manager with the controllers main.ts registers)
+// Starts the real operator (startOperator: the Manager with the controllers operator.ts registers)
 // against a test/kube server, with its log kept in memory, and lets a test kill it: `crash()`
 // refuses every further request of the process at once (nothing it does afterwards reaches the
 // server, as if it died) and then stops it; `crashBefore(predicate)` does so right before the
@@ -6,7 +6,7 @@
 // writes. Generic: nothing here knows about builds or pools.
 import { Writable } from "node:stream";
 import { loadConfig, type OperatorConfig } from "../../src/config.ts";
-import { type ControllerSetup, type RunningOperator, startOperator } from "../../src/main.ts";
+import { type ControllerSetup, type RunningOperator, startOperator } from "../../src/operator.ts";
 import type { KubeClient } from "../../src/runtime/client.ts";
 import { createLogger } from "../../src/runtime/log.ts";
 import type { Manager } from "../../src/runtime/manager.ts";

@@ -1,9 +1,10 @@
-// Process entry of `buildfarm operator`: configuration, logger, a reachability check of the
-// API server, the manager (caches, health/metrics server, leader election) and the controllers.
+// The composition root of `buildfarm operator`: configuration, logger, a reachability check of
+// the API server, the manager (caches, health/metrics server, leader election) and the
+// controllers with the state they share.
 
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
-import { KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { Autoscaler } from "./builderpool/autoscale.ts";
 import { setupPoolController } from "./builderpool/controller.ts";
@@ -13,6 +14,7 @@ import { buildCaches } from "./imagebuild/caches.ts";
 import { BuildQueues } from "./imagebuild/queues.ts";
 import { demandWatches, setupBuildController } from "./imagebuild/setup.ts";
 import { KubeClient } from "./runtime/client.ts";
+import { loadKubeConfig } from "./runtime/kubeconfig.ts";
 import { createLogger } from "./runtime/log.ts";
 import { Manager, type ManagerOutcome } from "./runtime/manager.ts";
 import { RuntimeMetrics } from "./runtime/metrics.ts";
@@ -43,24 +45,6 @@ export const CONTROLLERS: ControllerSetup[] = [
     );
   },
 ];
-
-export function loadKubeConfig(path: string | undefined): KubeConfig {
-  const config = new KubeConfig();
-  try {
-    if (path) config.loadFromFile(path);
-    else config.loadFromDefault();
-  } catch (error) {
-    throw new Error(
-      `cannot load kubeconfig ${path ?? "(default)"}: ${error instanceof Error ? error.message : String(error)}`,
-    );
-  }
-  if (!config.getCurrentCluster()) {
-    throw new Error(
-      "no Kubernetes cluster configured: set --kubeconfig, KUBECONFIG, ~/.kube/config, or run in a pod",
-    );
-  }
-  return config;
-}
 
 /** Asks the API server for its version, retrying with backoff; throws the last reason. */
 export async function waitForApiServer(
