@@ -7,7 +7,9 @@ import { hostname } from "node:os";
 import type { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { Autoscaler } from "./builderpool/autoscale.ts";
+import { poolCaches } from "./builderpool/caches.ts";
 import { setupPoolController } from "./builderpool/controller.ts";
+import { sharedCaches } from "./caches.ts";
 import type { OperatorConfig } from "./config.ts";
 import { Builders } from "./imagebuild/builders.ts";
 import { buildCaches } from "./imagebuild/caches.ts";
@@ -26,18 +28,23 @@ export const CONTROLLERS: ControllerSetup[] = [
   // The pool and build controllers share caches, and the pools' autoscaling reads the demand
   // the build controller's queue computes from them.
   (manager, config) => {
-    const caches = buildCaches(manager);
+    const shared = sharedCaches(manager);
+    const caches = buildCaches(manager, shared);
     const queues = new BuildQueues(caches);
     const builders = new Builders(caches);
-    setupPoolController(manager, {
-      defaultImage: config.buildkitImage,
-      workers: config.poolWorkers,
-      autoscaler: new Autoscaler({
-        demand: (pool) => queues.demand(pool),
-        builders: (pool, arch) => builders.load(pool, arch),
-      }),
-      demandWatches: demandWatches(caches),
-    });
+    setupPoolController(
+      manager,
+      {
+        defaultImage: config.buildkitImage,
+        workers: config.poolWorkers,
+        autoscaler: new Autoscaler({
+          demand: (pool) => queues.demand(pool),
+          builders: (pool, arch) => builders.load(pool, arch),
+        }),
+        demandWatches: demandWatches(caches),
+      },
+      poolCaches(manager, shared),
+    );
     setupBuildController(
       manager,
       { operatorImage: config.operatorImage, workers: config.buildWorkers },

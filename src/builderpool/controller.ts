@@ -3,11 +3,8 @@
 // differences, prunes what no longer belongs and reports status.
 import type {
   KubernetesObject,
-  V1ConfigMap,
   V1Deployment,
-  V1Node,
   V1Secret,
-  V1Service,
   V1StatefulSet,
 } from "@kubernetes/client-node";
 import type { BuilderPoolStatus } from "../api/builderpool.ts";
@@ -17,7 +14,8 @@ import {
   parseBuilderPool,
   SpecError,
 } from "../api/resources.ts";
-import { COMPONENTS, caSecretName, LABELS, MANAGED_BY, serverSecretName } from "../naming.ts";
+import { sharedCaches } from "../caches.ts";
+import { caSecretName, serverSecretName } from "../naming.ts";
 import { ensure, NotOwnedError, writeStatus } from "../runtime/apply.ts";
 import {
   isNotFound,
@@ -32,18 +30,17 @@ import type {
   ReconcileResult,
   Watched,
 } from "../runtime/controller.ts";
-import { deepEqual, stableHash } from "../runtime/hash.ts";
+import { deepEqual } from "../runtime/hash.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { Manager } from "../runtime/manager.ts";
 import { type Autoscaler, DELETION_COST, type Demand } from "./autoscale.ts";
+import { type PoolCaches, poolCaches } from "./caches.ts";
 import { ensureCertificates, type PoolCertificates, type StoredSecrets } from "./certificates.ts";
 import { type KubeVersion, parseKubeVersion } from "./context.ts";
 import { type DesiredPool, desiredPool, obsoleteChildren } from "./desired.ts";
 import { certificateEvents, type PoolEvent, scalingEvents } from "./events.ts";
 import { preserveServiceFields } from "./services.ts";
 import { invalidSpecStatus, notReadyStatus, poolStatus, REASONS } from "./status.ts";
-
-export const MANAGED_SELECTOR = `${LABELS.managedBy}=${MANAGED_BY}`;
 
 /** Longest wait before a pool is looked at again even if nothing happens (certificate renewal). */
 const MAX_REQUEUE_MS = 12 * 3_600_000;
@@ -111,60 +108,6 @@ export interface PoolControllerOptions {
  * queue costs a pool status write every few seconds, not one per build transition.
  */
 export const COUNTS_SETTLE_MS = 2000;
-
-export interface PoolCaches {
-  pools: Informer<KubernetesObject>;
-  secrets: Informer<V1Secret>;
-  configMaps: Informer<V1ConfigMap>;
-  services: Informer<V1Service>;
-  deployments: Informer<V1Deployment>;
-  statefulSets: Informer<V1StatefulSet>;
-  podDisruptionBudgets: Informer<KubernetesObject>;
-  networkPolicies: Informer<KubernetesObject>;
-  nodes: Informer<V1Node>;
-}
-
-/**
- * Secrets as the shared cache keeps them. A build's client certificate Secret (one per build,
- * thousands of them) is only ever looked up for its existence, so its data is dropped; the
- * pools' CA and server Secrets, which are read, are kept whole.
- */
-export function slimSecret(secret: V1Secret): V1Secret {
-  if (secret.metadata?.labels?.[LABELS.component] !== COMPONENTS.build) return secret;
-  const { data: _data, stringData: _stringData, ...kept } = secret;
-  return kept;
-}
-
-/** The shared caches the pool controller reads; other controllers may use them too. */
-export function poolCaches(manager: Manager): PoolCaches {
-  const managed = { labelSelector: MANAGED_SELECTOR };
-  return {
-    pools: manager.informer(BUILDER_POOL_RESOURCE),
-    secrets: manager.informer<V1Secret>(RESOURCES.secret, { ...managed, transform: slimSecret }),
-    configMaps: manager.informer<V1ConfigMap>(RESOURCES.configMap, managed),
-    services: manager.informer<V1Service>(RESOURCES.service, managed),
-    deployments: manager.informer<V1Deployment>(RESOURCES.deployment, managed),
-    statefulSets: manager.informer<V1StatefulSet>(RESOURCES.statefulSet, managed),
-    podDisruptionBudgets: manager.informer(RESOURCES.podDisruptionBudget, managed),
-    networkPolicies: manager.informer(RESOURCES.networkPolicy, managed),
-    // Only the labels of nodes matter (which architectures exist). Keeping the labels' hash as
-    // the cached resourceVersion makes the cache ignore kubelet heartbeats (a node's status
-    // changes every few seconds) and hand on only label changes.
-    nodes: manager.informer<V1Node>(RESOURCES.node, {
-      namespaces: [],
-      transform: (node) => ({
-        apiVersion: node.apiVersion,
-        kind: node.kind,
-        metadata: {
-          name: node.metadata?.name,
-          uid: node.metadata?.uid,
-          resourceVersion: stableHash(node.metadata?.labels ?? {}),
-          labels: node.metadata?.labels,
-        },
-      }),
-    }),
-  };
-}
 
 export class PoolReconciler {
   private readonly client: KubeClient;
@@ -538,7 +481,7 @@ export class PoolReconciler {
 export function setupPoolController(
   manager: Manager,
   options: PoolControllerOptions,
-  caches = poolCaches(manager),
+  caches = poolCaches(manager, sharedCaches(manager)),
 ): PoolReconciler {
   const reconciler = new PoolReconciler(manager, caches, options);
   manager.addController({

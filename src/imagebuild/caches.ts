@@ -1,6 +1,6 @@
-// The build controller's caches: ImageBuilds (by pool), the operator's Jobs and pods (with the
-// indexes routing and the reconciler read), namespaces' labels, and the pool controller's shared
-// caches; and what they keep of each Job and pod. With thousands of builds the caches are most
+// The build controller's caches: the shared ones (src/caches.ts) and ImageBuilds (by pool), the
+// operator's Jobs and pods (with the indexes routing and the reconciler read) and namespaces'
+// labels; and what they keep of each Job and pod. With thousands of builds the caches are most
 // of the operator's heap (bench/results.md: 5,000 builds, 10,000 Jobs and their pods), so they
 // keep only what observeJob/observePod, the indexes and the event handlers read.
 import type {
@@ -16,12 +16,12 @@ import type {
 } from "@kubernetes/client-node";
 import type { BuildPhase } from "../api/imagebuild.ts";
 import { IMAGE_BUILD_RESOURCE } from "../api/resources.ts";
-import { MANAGED_SELECTOR, poolCaches } from "../builderpool/controller.ts";
+import { MANAGED_SELECTOR, type SharedCaches } from "../caches.ts";
 import { COMPONENTS, LABELS } from "../naming.ts";
 import { RESOURCES } from "../runtime/client.ts";
-import { stableHash } from "../runtime/hash.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { Manager } from "../runtime/manager.ts";
+import { labelsOnly } from "../runtime/transforms.ts";
 import { indexBuilderPods, indexPlatformJobs } from "./builders.ts";
 
 /** ImageBuilds by the pool they name, `<namespace>/<name>`. */
@@ -51,8 +51,7 @@ export function poolKeyOf(build: KubernetesObject): string {
   return `${spec?.poolRef?.namespace ?? build.metadata?.namespace}/${spec?.poolRef?.name ?? ""}`;
 }
 
-export function buildCaches(manager: Manager): BuildCaches {
-  const shared = poolCaches(manager);
+export function buildCaches(manager: Manager, shared: SharedCaches): BuildCaches {
   const builds = manager.informer(IMAGE_BUILD_RESOURCE);
   builds.addIndex(BY_POOL, (build) => [poolKeyOf(build)]);
   const jobs = manager.informer<V1Job>(RESOURCES.job, {
@@ -69,30 +68,12 @@ export function buildCaches(manager: Manager): BuildCaches {
     const job = pod.metadata?.labels?.[JOB_NAME_LABEL] ?? pod.metadata?.labels?.["job-name"];
     return job ? [`${pod.metadata?.namespace}/${job}`] : [];
   });
-  // Admission reads namespace labels (allowedNamespaces); the labels' hash as the cached
-  // resourceVersion hands on label changes only.
+  // Admission reads namespace labels (allowedNamespaces), and nothing else of them.
   const namespaces = manager.informer<V1Namespace>(RESOURCES.namespace, {
     namespaces: [],
-    transform: (namespace) => ({
-      apiVersion: namespace.apiVersion,
-      kind: namespace.kind,
-      metadata: {
-        name: namespace.metadata?.name,
-        uid: namespace.metadata?.uid,
-        resourceVersion: stableHash(namespace.metadata?.labels ?? {}),
-        labels: namespace.metadata?.labels,
-      },
-    }),
+    transform: labelsOnly,
   });
-  return {
-    builds,
-    pools: shared.pools,
-    jobs,
-    pods,
-    secrets: shared.secrets,
-    configMaps: shared.configMaps,
-    namespaces,
-  };
+  return { ...shared, builds, jobs, pods, namespaces };
 }
 
 /** Labels the Job controller puts on pods that nothing here reads (the uid is in ownerReferences). */

@@ -4,7 +4,7 @@
 import type { V1Job, V1Pod, V1Secret } from "@kubernetes/client-node";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { slimSecret } from "../../src/builderpool/controller.ts";
+import { slimSecret } from "../../src/caches.ts";
 import { slimJob, slimPod } from "../../src/imagebuild/caches.ts";
 import { isFinished, observeJob } from "../../src/imagebuild/observe.ts";
 
