@@ -1,7 +1,7 @@
 // Deterministic names, labels and in-pod paths shared by the pool and build controllers.
 // A restarted operator finds what it made by these names instead of making it twice, and the
 // builders' NetworkPolicy admits build pods by these labels.
-import type { Architecture } from "./api/builderpool.ts";
+import type { Architecture } from "./api/platform.ts";
 
 export const MANAGED_BY = "buildfarm";
 

@@ -13,27 +13,11 @@ import {
   setList,
   toleration,
 } from "./meta.ts";
+import { ARCHITECTURES, platform } from "./platform.ts";
 import { IMAGE_REFERENCE, REGISTRY_HOST } from "./reference.ts";
 
 /** The BuildKit release the operator is tested against; pools may pin another. */
 export const DEFAULT_BUILDKIT_IMAGE = "moby/buildkit:v0.24.0-rootless";
-
-export const ARCHITECTURES = [
-  "amd64",
-  "arm64",
-  "arm",
-  "ppc64le",
-  "s390x",
-  "riscv64",
-  "386",
-] as const;
-export type Architecture = (typeof ARCHITECTURES)[number];
-
-export const PLATFORM = /^linux\/(amd64|arm64|arm|ppc64le|s390x|riscv64|386)(\/v[0-9])?$/;
-export const platform = z
-  .string()
-  .max(32)
-  .regex(PLATFORM, { message: "must be os/arch[/variant], e.g. linux/arm64 or linux/arm/v7" });
 
 export const autoscaling = cel(
   z

@@ -1,7 +1,6 @@
 // ImageBuild: one build of one image for one or more platforms. The spec is immutable:
 // a new commit is a new ImageBuild, which is what GitOps controllers and CI expect.
 import { z } from "zod";
-import { platform } from "./builderpool.ts";
 import {
   cel,
   conditions,
@@ -15,6 +14,7 @@ import {
   resources,
   setList,
 } from "./meta.ts";
+import { platform } from "./platform.ts";
 import { CACHE_REF, IMAGE_REFERENCE, REPOSITORY, TAG } from "./reference.ts";
 
 /** Characters a git URL may hold; '#' is excluded because the operator appends #revision:subPath. */

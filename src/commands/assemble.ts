@@ -7,19 +7,19 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import pino from "pino";
 import { z } from "zod";
-import { assemble } from "../registry/assemble.ts";
-import { AssemblyError } from "../registry/assembly.ts";
-import { RegistryClient } from "../registry/client.ts";
-import { SHA256_DIGEST } from "../registry/digest.ts";
-import { RegistryError } from "../registry/errors.ts";
-import type { Logger } from "../registry/logger.ts";
 import {
   formatPlatform,
   isUnknownPlatform,
   PLATFORM_SPEC,
   parsePlatform,
   platformKey,
-} from "../registry/platform.ts";
+} from "../api/platform.ts";
+import { assemble } from "../registry/assemble.ts";
+import { AssemblyError } from "../registry/assembly.ts";
+import { RegistryClient } from "../registry/client.ts";
+import { SHA256_DIGEST } from "../registry/digest.ts";
+import { RegistryError } from "../registry/errors.ts";
+import type { Logger } from "../registry/logger.ts";
 import {
   apiHost,
   parseReference,

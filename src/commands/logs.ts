@@ -5,8 +5,8 @@
 
 import type { V1Pod } from "@kubernetes/client-node";
 import { type BuildPhase, isTerminal } from "../api/imagebuild.ts";
+import { PLATFORM, specPlatforms } from "../api/platform.ts";
 import type { StoredImageBuild } from "../api/resources.ts";
-import { platformSlug } from "../imagebuild/platforms.ts";
 import { COMPONENTS, LABELS } from "../naming.ts";
 import { isRetryableStatus, type RetryPolicy, retryDelay } from "../registry/retry.ts";
 import { isNotFound, KubeApiError, type KubeClient, RESOURCES } from "../runtime/client.ts";
@@ -46,8 +46,11 @@ async function retrying<T>(follow: boolean, read: () => Promise<T>): Promise<T> 
 export function podPrefix(pod: V1Pod, build: StoredImageBuild): string {
   const labels = pod.metadata?.labels ?? {};
   const slug = labels[LABELS.platform];
-  if (slug)
-    return build.spec.platforms?.find((platform) => platformSlug(platform) === slug) ?? slug;
+  if (slug) {
+    // The build is read unparsed (StoredImageBuild): what is no platform is skipped, not thrown on.
+    const platforms = specPlatforms((build.spec.platforms ?? []).filter((p) => PLATFORM.test(p)));
+    return platforms.find((platform) => platform.slug === slug)?.platform ?? slug;
+  }
   return labels[LABELS.component] === COMPONENTS.index
     ? "index"
     : (labels[LABELS.component] ?? pod.metadata?.name ?? "?");

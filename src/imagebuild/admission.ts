@@ -5,12 +5,18 @@
 // authenticates) or a verdict a person can act on: Pending while what is missing may still
 // appear, Failed when only a new ImageBuild or a pool change can help.
 import type { V1LabelSelector } from "@kubernetes/client-node";
-import { ARCHITECTURES, servedPlatforms } from "../api/builderpool.ts";
+import { servedPlatforms } from "../api/builderpool.ts";
 import { cacheRefOf } from "../api/imagebuild.ts";
+import {
+  ARCHITECTURES,
+  canonicalPlatform,
+  parsePlatform,
+  type SpecPlatform,
+  specPlatforms,
+} from "../api/platform.ts";
 import type { BuilderPool, ImageBuild } from "../api/resources.ts";
 import { allowedNamespaceSelector, poolAdmitsNamespace } from "../builderpool/policy.ts";
 import { cacheRefProblem } from "./cache.ts";
-import { normalizePlatform, parsePlatform, platformSlug } from "./platforms.ts";
 import { gitHost, gitScheme, TOKEN_HOST } from "./source.ts";
 
 export const DOCKER_CONFIG_TYPE = "kubernetes.io/dockerconfigjson";
@@ -38,11 +44,7 @@ export interface AdmissionInput {
 }
 
 /** One platform of the build and the pool architecture whose builders build it. */
-export interface PlatformTarget {
-  /** As written in spec.platforms. */
-  platform: string;
-  /** Names its Job, cache ref and platform label. */
-  slug: string;
+export interface PlatformTarget extends SpecPlatform {
   /** The pool architecture (Deployment `<pool>-<arch>`) that builds it natively. */
   architecture: string;
 }
@@ -54,6 +56,7 @@ export interface BuildPlan {
   poolNamespace: string;
   /** The pool's BuildKit image; it carries the matching buildctl. */
   buildkitImage: string;
+  /** One per entry of spec.platforms, in that order. */
   targets: PlatformTarget[];
   gitAuth?: GitAuth;
   /** Hosts of the output registry the pool marks http or insecure, for `assemble`. */
@@ -149,8 +152,9 @@ export function specProblems(build: ImageBuild): Verdict[] {
     }
   }
   const seen = new Map<string, string>();
-  for (const platform of spec.platforms) {
-    const normalized = normalizePlatform(platform);
+  const platforms = specPlatforms(spec.platforms);
+  for (const { platform } of platforms) {
+    const normalized = canonicalPlatform(platform);
     const earlier = seen.get(normalized);
     if (earlier !== undefined) {
       problems.push(
@@ -165,8 +169,8 @@ export function specProblems(build: ImageBuild): Verdict[] {
   if (!spec.cache.disabled) {
     const refs = [cacheRefOf(spec), ...(spec.cache.importFrom ?? [])];
     for (const ref of refs) {
-      for (const platform of spec.platforms) {
-        const problem = cacheRefProblem(ref, platformSlug(platform));
+      for (const { slug } of platforms) {
+        const problem = cacheRefProblem(ref, slug);
         if (problem) problems.push(failed("InvalidCacheOptions", `spec.cache: ${problem}`));
       }
     }
@@ -208,8 +212,7 @@ function namespaceVerdict(
 }
 
 function unservedHint(pool: BuilderPool, platform: string): string {
-  const normalized = normalizePlatform(platform);
-  const { architecture, variant } = parsePlatform(normalized);
+  const { architecture, variant } = parsePlatform(canonicalPlatform(platform));
   const named = pool.spec.architectures.find((arch) => arch.name === architecture);
   if (named) return `list ${platform} in the platforms of its ${architecture} architecture`;
   const known = (ARCHITECTURES as readonly string[]).includes(architecture);
@@ -228,13 +231,13 @@ export function targetsOf(
 ): { targets: PlatformTarget[] } | { verdict: Verdict } {
   const targets: PlatformTarget[] = [];
   const unserved: string[] = [];
-  for (const platform of build.spec.platforms) {
-    const normalized = normalizePlatform(platform);
+  for (const entry of specPlatforms(build.spec.platforms)) {
+    const normalized = canonicalPlatform(entry.platform);
     const arch = pool.spec.architectures.find((candidate) =>
-      servedPlatforms(candidate).some((served) => normalizePlatform(served) === normalized),
+      servedPlatforms(candidate).some((served) => canonicalPlatform(served) === normalized),
     );
-    if (arch) targets.push({ platform, slug: platformSlug(platform), architecture: arch.name });
-    else unserved.push(platform);
+    if (arch) targets.push({ ...entry, architecture: arch.name });
+    else unserved.push(entry.platform);
   }
   if (unserved.length === 0) return { targets };
   const hints = [...new Set(unserved.map((platform) => unservedHint(pool, platform)))];

@@ -15,6 +15,7 @@ import type {
   VerifyStatus,
 } from "../api/imagebuild.ts";
 import { isTerminal } from "../api/imagebuild.ts";
+import { type SpecPlatform, specPlatforms } from "../api/platform.ts";
 import type { ImageBuild } from "../api/resources.ts";
 import {
   buildJobName,
@@ -32,7 +33,6 @@ import { buildJob, CONTAINERS, inlineContextConfigMap } from "./jobs.ts";
 import { cacheExportError } from "./metadata.ts";
 import { isFinished, type ObservedJob, rfc3339 } from "./observe.ts";
 import { cacheOutcomeOf, ownedBy, type PlatformView, platformView } from "./platform.ts";
-import { platformSlug } from "./platforms.ts";
 import { publish } from "./publish.ts";
 import { type SlotVerdict, slotKey } from "./queue.ts";
 import type { Route } from "./routing.ts";
@@ -109,8 +109,7 @@ export function jobsOf(
 } {
   const byName = new Map(jobs.map((job) => [job.name, job]));
   const platformJobs: Record<string, ObservedJob> = {};
-  for (const platform of build.spec.platforms) {
-    const slug = platformSlug(platform);
+  for (const { slug } of specPlatforms(build.spec.platforms)) {
     const job = byName.get(buildJobName(build.metadata.name, slug));
     if (job) platformJobs[slug] = job;
   }
@@ -147,15 +146,17 @@ export interface LogRequest {
 export function logRequests(build: ImageBuild, observed: Pick<Observed, "jobs">): LogRequest[] {
   if (build.spec.cache.disabled || isTerminal(build.status?.phase)) return [];
   const requests: LogRequest[] = [];
-  for (const platform of build.spec.platforms) {
-    const job = observed.jobs[platformSlug(platform)];
-    const recorded = build.status?.platforms?.find((p) => p.platform === platform);
+  for (const entry of specPlatforms(build.spec.platforms)) {
+    const job = observed.jobs[entry.slug];
+    const recorded = build.status?.platforms?.find((p) => p.platform === entry.platform);
     if (!job || recorded?.digest || !ownedBy(job, build) || job.outcome?.type !== "Complete")
       continue;
-    const view = platformView(platform, platformSlug(platform), { build, now: "", job });
+    const view = platformView(entry, { build, now: "", job });
     if (view.state.kind === "succeeded" && cacheOutcomeOf(view.status)?.exported === false) {
       const pod = job.pods.find((candidate) => candidate.phase === "Succeeded");
-      if (pod) requests.push({ pod: pod.name, container: CONTAINERS.buildctl, platform });
+      if (pod) {
+        requests.push({ pod: pod.name, container: CONTAINERS.buildctl, platform: entry.platform });
+      }
     }
   }
   return requests;
@@ -402,21 +403,26 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
     plan && target
       ? (observed.routes?.[target.slug] ?? { kind: "service", ...builderEndpoint(plan, target) })
       : undefined;
-  const views: PlatformView[] = build.spec.platforms.map((platform) => {
-    const slug = platformSlug(platform);
-    const target = plan?.targets.find((candidate) => candidate.platform === platform);
-    return platformView(platform, slug, {
-      build,
-      now,
-      job: observed.jobs[slug],
-      previous: before.get(platform),
-      slot: observed.slots.get(slotKey(build.metadata, slug)),
-      blocked: admission.admitted ? noCa : admission.message,
-      architecture: target?.architecture,
-      route: routeOf(target),
-      logs: observed.logs,
-    });
-  });
+  // Each platform with its target once admitted: the plan has one per platform, in order.
+  const entries: { platform: SpecPlatform; target?: PlatformTarget }[] = plan
+    ? plan.targets.map((target) => ({ platform: target, target }))
+    : specPlatforms(build.spec.platforms).map((platform) => ({ platform }));
+  const views: (PlatformView & { target?: PlatformTarget })[] = entries.map(
+    ({ platform, target }) => ({
+      ...platformView(platform, {
+        build,
+        now,
+        job: observed.jobs[platform.slug],
+        previous: before.get(platform.platform),
+        slot: observed.slots.get(slotKey(build.metadata, platform.slug)),
+        blocked: admission.admitted ? noCa : admission.message,
+        architecture: target?.architecture,
+        route: routeOf(target),
+        logs: observed.logs,
+      }),
+      ...(target ? { target } : {}),
+    }),
+  );
   const platforms = views.map((view) => view.status);
   const actions: Action[] = views
     .filter((view) => view.rebuild !== undefined)
@@ -509,10 +515,7 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
       if (build.spec.source.inline && !observed.inlineContext) {
         actions.push({ type: "CreateConfigMap", object: inlineContextConfigMap(build, plan) });
       }
-      for (const view of starting) {
-        const target = plan.targets.find(
-          (candidate) => candidate.platform === view.status.platform,
-        );
+      for (const { target } of starting) {
         const route = routeOf(target);
         if (target && route && route.kind !== "wait") {
           const { address, serverName } = route;

@@ -10,7 +10,7 @@
 // a refused cache export leaves cache.manifest out and buildctl still exits 0; the registry's
 // words are only in the build log, as `#N ERROR: …` under the `#N exporting cache to
 // registry` step (solver/llbsolver/solver.go runCacheExporters swallows the error).
-import { normalizePlatform } from "./platforms.ts";
+import { formatPlatform, normalizePlatform, parsePlatform, samePlatform } from "../api/platform.ts";
 
 export const DIGEST = /^sha256:[a-f0-9]{64}$/;
 
@@ -112,12 +112,10 @@ export function parseBuildMetadata(
   if (descriptor.digest !== digest) {
     return { ok: false, error: `${what} names two digests: ${digest} and ${descriptor.digest}` };
   }
-  if (descriptor.platform) {
-    const { os, architecture, variant } = descriptor.platform;
-    const built = normalizePlatform(`${os}/${architecture}${variant ? `/${variant}` : ""}`);
-    if (built !== normalizePlatform(platform)) {
-      return { ok: false, error: `${what} says it built ${built}, not ${platform}` };
-    }
+  // The same comparison as assemble's, which checks the pushed image against this platform.
+  if (descriptor.platform && !samePlatform(descriptor.platform, parsePlatform(platform))) {
+    const built = formatPlatform(normalizePlatform(descriptor.platform));
+    return { ok: false, error: `${what} says it built ${built}, not ${platform}` };
   }
   return {
     ok: true,

@@ -3,6 +3,7 @@
 // whatever happened to the Job since (TTL, a restart, someone deleting it).
 
 import type { PlatformStatus } from "../api/imagebuild.ts";
+import type { SpecPlatform } from "../api/platform.ts";
 import type { ImageBuild } from "../api/resources.ts";
 import { buildJobName } from "../naming.ts";
 import { CONTAINERS } from "./jobs.ts";
@@ -137,8 +138,7 @@ function refusedCache(pod: ObservedPod, logs: PlatformContext["logs"]): CacheOut
 }
 
 export function platformView(
-  platform: string,
-  slug: string,
+  { platform, slug }: SpecPlatform,
   context: PlatformContext,
 ): PlatformView {
   const { build, now, job, previous } = context;

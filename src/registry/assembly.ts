@@ -2,6 +2,14 @@
 // BuildKit's attestation indexes) in, one OCI image index or Docker manifest list out.
 // Every problem is collected, so one run reports all of them, and nothing is pushed when
 // there is any.
+
+import {
+  formatPlatform,
+  isUnknownPlatform,
+  type Platform,
+  platformKey,
+  samePlatform,
+} from "../api/platform.ts";
 import { sha256Digest } from "./digest.ts";
 import type { Descriptor, ImageConfig, ImageIndex, ImageManifest } from "./manifest.ts";
 import {
@@ -10,13 +18,6 @@ import {
   MEDIA_TYPES,
   REFERENCE_ANNOTATIONS,
 } from "./media-types.ts";
-import {
-  formatPlatform,
-  isUnknownPlatform,
-  type Platform,
-  platformKey,
-  samePlatform,
-} from "./platform.ts";
 
 /** A manifest as fetched, with the descriptor that pointed at it. */
 export type ManifestNode =

@@ -2,6 +2,8 @@
 // image config when the platform must be read from it, and for an index each child manifest.
 // Every fetch is by digest and checked, so a child that is not in the repository, or whose
 // size or media type differs from its descriptor, is an error here, before anything is pushed.
+
+import { formatPlatform, type Platform } from "../api/platform.ts";
 import type { AssemblyInput, ManifestNode } from "./assembly.ts";
 import { isAttestation } from "./assembly.ts";
 import type { Manifest, RegistryClient } from "./client.ts";
@@ -18,7 +20,6 @@ import {
   isImageManifestMediaType,
   isIndexMediaType,
 } from "./media-types.ts";
-import { formatPlatform, type Platform } from "./platform.ts";
 import type { Repository } from "./reference.ts";
 
 export interface DigestClaim {

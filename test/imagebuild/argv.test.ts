@@ -11,12 +11,12 @@ import {
   RELATIVE_PATH,
   SECRET_ID,
 } from "../../src/api/imagebuild.ts";
+import { platformSlug } from "../../src/api/platform.ts";
 import { CACHE_REF, REPOSITORY, TAG } from "../../src/api/reference.ts";
 import type { ImageBuild } from "../../src/api/resources.ts";
 import type { BuildPlan } from "../../src/imagebuild/admission.ts";
 import { ArgvError, buildctlArgv, csvPair } from "../../src/imagebuild/argv.ts";
 import { cacheRefForPlatform } from "../../src/imagebuild/cache.ts";
-import { platformSlug } from "../../src/imagebuild/platforms.ts";
 import { gitHost, TOKEN_HOST } from "../../src/imagebuild/source.ts";
 import { exampleBuild, examplePlan } from "./fixtures.ts";
 

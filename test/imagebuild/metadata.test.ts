@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { type Platform, parsePlatform, samePlatform } from "../../src/api/platform.ts";
 import {
   cacheExportError,
   failureMessage,
@@ -8,6 +9,12 @@ import {
 } from "../../src/imagebuild/metadata.ts";
 import { observeJob } from "../../src/imagebuild/observe.ts";
 import { DIGEST_AMD64, fixture, INDEX_DIGEST, metadataJson } from "./fixtures.ts";
+
+/** A descriptor's platform as another tool may spell it (upper case), which --digest refuses. */
+function parsePlatformLoosely(text: string): Platform {
+  const [os = "", architecture = "", variant] = text.split("/");
+  return variant === undefined ? { os, architecture } : { os, architecture, variant };
+}
 
 describe("buildctl's metadata file, as real BuildKit v0.24 writes it", () => {
   it("gives the digest, the descriptor and an exported cache", () => {
@@ -47,6 +54,25 @@ describe("buildctl's metadata file, as real BuildKit v0.24 writes it", () => {
       ok: true,
       value: { digest: DIGEST_AMD64 },
     });
+  });
+});
+
+describe("the metadata's platform is checked as assemble checks the pushed image", () => {
+  // One rule (src/api/platform.ts) on both sides: a platform the index Job would accept for
+  // this digest does not fail here first, and one it would refuse fails here, earlier.
+  it.each([
+    ["linux/aarch64", "linux/arm64", true],
+    ["Linux/ARM64", "linux/arm64", true],
+    ["linux/arm/7", "linux/arm", true],
+    ["linux/armhf", "linux/arm/v7", true],
+    ["linux/arm/v6", "linux/arm", false],
+    ["linux/amd64/v3", "linux/amd64", false],
+  ])("a descriptor for %s built %s: %s", (built, platform, ok) => {
+    expect(parseBuildMetadata(metadataJson(built, DIGEST_AMD64), platform).ok).toBe(ok);
+    expect(
+      samePlatform(parsePlatformLoosely(built), parsePlatform(platform)),
+      "assemble's own comparison",
+    ).toBe(ok);
   });
 });
 

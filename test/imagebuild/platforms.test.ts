@@ -1,24 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { cacheRefForPlatform, cacheRefProblem, splitTag } from "../../src/imagebuild/cache.ts";
-import { normalizePlatform, platformSlug } from "../../src/imagebuild/platforms.ts";
 import { gitContext, gitHost, gitScheme } from "../../src/imagebuild/source.ts";
-
-describe("platforms compare as containerd normalizes them", () => {
-  it.each([
-    ["linux/amd64", "linux/amd64", "amd64"],
-    ["linux/amd64/v1", "linux/amd64", "amd64"],
-    ["linux/amd64/v3", "linux/amd64/v3", "amd64-v3"],
-    ["linux/arm64", "linux/arm64", "arm64"],
-    ["linux/arm64/v8", "linux/arm64", "arm64"],
-    ["linux/arm", "linux/arm/v7", "arm-v7"],
-    ["linux/arm/v7", "linux/arm/v7", "arm-v7"],
-    ["linux/arm/v6", "linux/arm/v6", "arm-v6"],
-    ["linux/riscv64", "linux/riscv64", "riscv64"],
-  ])("%s is %s, slug %s", (platform, normalized, slug) => {
-    expect(normalizePlatform(platform)).toBe(normalized);
-    expect(platformSlug(platform)).toBe(slug);
-  });
-});
 
 describe("one cache ref per platform", () => {
   it.each([

@@ -16,9 +16,9 @@
 import { createHash, X509Certificate } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
+import { formatPlatform } from "../../src/api/platform.ts";
 import { parseAssembleArgs, terminationMessage } from "../../src/commands/assemble.ts";
 import { caSecretName, LABELS } from "../../src/naming.ts";
-import { formatPlatform } from "../../src/registry/platform.ts";
 import {
   type ContainerContext,
   type ContainerResult,

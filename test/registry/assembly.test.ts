@@ -2,6 +2,7 @@
 import { createHash } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { parsePlatform } from "../../src/api/platform.ts";
 import {
   AssemblyError,
   type AssemblyInput,
@@ -9,7 +10,6 @@ import {
   type ManifestNode,
 } from "../../src/registry/assembly.ts";
 import type { Descriptor, ImageConfig, ImageManifest } from "../../src/registry/manifest.ts";
-import { parsePlatform } from "../../src/registry/platform.ts";
 import {
   type AttestationIndexFixture,
   type ImageFixture,

@@ -1,15 +1,8 @@
-// The small pure parts of the registry client: references, platforms, WWW-Authenticate
-// challenges, Retry-After and backoff, and the redactor.
+// The small pure parts of the registry client: references, WWW-Authenticate challenges,
+// Retry-After and backoff, and the redactor (platforms: test/api/platform.test.ts).
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { parseWwwAuthenticate } from "../../src/registry/challenge.ts";
-import {
-  formatPlatform,
-  normalizePlatform,
-  parsePlatform,
-  platformKey,
-  samePlatform,
-} from "../../src/registry/platform.ts";
 import { REDACTED, Redactor } from "../../src/registry/redact.ts";
 import { parseReference, parseRepository } from "../../src/registry/reference.ts";
 import {
@@ -67,97 +60,6 @@ describe("image references", () => {
   it("refuses a tag or digest where a repository is wanted", () => {
     expect(() => parseRepository("ghcr.io/org/app:v1")).toThrow(
       "must be a repository without tag or digest",
-    );
-  });
-});
-
-describe("platforms", () => {
-  it.each([
-    [
-      { os: "linux", architecture: "arm64", variant: "v8" },
-      { os: "linux", architecture: "arm64" },
-    ],
-    [
-      { os: "linux", architecture: "aarch64" },
-      { os: "linux", architecture: "arm64" },
-    ],
-    [
-      { os: "linux", architecture: "arm" },
-      { os: "linux", architecture: "arm", variant: "v7" },
-    ],
-    [
-      { os: "linux", architecture: "armhf" },
-      { os: "linux", architecture: "arm", variant: "v7" },
-    ],
-    [
-      { os: "linux", architecture: "x86_64" },
-      { os: "linux", architecture: "amd64" },
-    ],
-    [
-      { os: "linux", architecture: "i386" },
-      { os: "linux", architecture: "386" },
-    ],
-    [
-      { os: "Linux", architecture: "AMD64" },
-      { os: "linux", architecture: "amd64" },
-    ],
-  ])("%o is the same platform as %o", (a, b) => {
-    expect(samePlatform(a, b)).toBe(true);
-    expect(platformKey(a)).toBe(platformKey(b));
-  });
-
-  it.each([
-    [
-      { os: "linux", architecture: "arm", variant: "v6" },
-      { os: "linux", architecture: "arm", variant: "v7" },
-    ],
-    [
-      { os: "linux", architecture: "amd64" },
-      { os: "linux", architecture: "amd64", variant: "v3" },
-    ],
-    [
-      { os: "linux", architecture: "amd64" },
-      { os: "windows", architecture: "amd64" },
-    ],
-  ])("%o is not %o", (a, b) => {
-    expect(samePlatform(a, b)).toBe(false);
-  });
-
-  it("parses and formats os/arch[/variant]", () => {
-    expect(parsePlatform("linux/arm/v7")).toEqual({
-      os: "linux",
-      architecture: "arm",
-      variant: "v7",
-    });
-    expect(formatPlatform(parsePlatform("linux/amd64"))).toBe("linux/amd64");
-    expect(() => parsePlatform("linux")).toThrow("use os/arch[/variant]");
-    expect(() => parsePlatform("linux/arm/v7/x")).toThrow();
-  });
-
-  it("normalisation is idempotent", () => {
-    const part = fc.constantFrom(
-      "linux",
-      "windows",
-      "amd64",
-      "arm64",
-      "arm",
-      "aarch64",
-      "x86_64",
-      "v6",
-      "v7",
-      "v8",
-      "8",
-      "",
-    );
-    fc.assert(
-      fc.property(part, part, part, (os, architecture, variant) => {
-        const once = normalizePlatform({
-          os: os || "linux",
-          architecture: architecture || "amd64",
-          variant,
-        });
-        expect(normalizePlatform(once)).toEqual(once);
-      }),
     );
   });
 });
