@@ -15,7 +15,7 @@ import {
   setList,
 } from "./meta.ts";
 import { platform } from "./platform.ts";
-import { CACHE_REF, IMAGE_REFERENCE, REPOSITORY, TAG } from "./reference.ts";
+import { CACHE_REF, IMAGE_REFERENCE, REPOSITORY, splitHost, TAG } from "./reference.ts";
 
 /** Characters a git URL may hold; '#' is excluded because the operator appends #revision:subPath. */
 export const GIT_URL =
@@ -181,11 +181,8 @@ const nameValue = (namePattern: RegExp, nameMessage: string, what: string) =>
 
 /** Docker Hub's full name of a repository without a host: docker.io/[library/]path. */
 function dockerHubName(image: string): string | undefined {
-  const slash = image.indexOf("/");
-  const first = image.slice(0, Math.max(slash, 0));
-  if (slash >= 0 && (/[.:]/.test(first) || first === "localhost" || first.startsWith("[")))
-    return undefined;
-  return slash < 0 ? `docker.io/library/${image}` : `docker.io/${image}`;
+  if (splitHost(image).host !== undefined) return undefined;
+  return image.includes("/") ? `docker.io/${image}` : `docker.io/library/${image}`;
 }
 const HUB_NAME_MESSAGE =
   "must be at most 255 characters as Docker Hub names it (docker.io/[library/]<path>); name a registry host or shorten the path";
@@ -204,7 +201,8 @@ export const output = z
         .refine((image) => (dockerHubName(image)?.length ?? 0) <= 255, {
           message: HUB_NAME_MESSAGE,
         }),
-      // The reference grammar limits the name with its implied docker.io/ (and library/).
+      // The reference grammar limits the name with its implied docker.io/ (and library/). The
+      // rule's first alternative is splitHost's: a first component that names a registry.
       {
         rule: "self.matches('^([^/]*[.:][^/]*|localhost|[[][^/]*)/') || size(self) <= (self.contains('/') ? 245 : 237)",
         message: HUB_NAME_MESSAGE,

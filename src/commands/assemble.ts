@@ -14,19 +14,14 @@ import {
   parsePlatform,
   platformKey,
 } from "../api/platform.ts";
+import { HOST_AND_PORT, TAG } from "../api/reference.ts";
 import { assemble } from "../registry/assemble.ts";
 import { AssemblyError } from "../registry/assembly.ts";
 import { RegistryClient } from "../registry/client.ts";
 import { SHA256_DIGEST } from "../registry/digest.ts";
 import { RegistryError } from "../registry/errors.ts";
 import type { Logger } from "../registry/logger.ts";
-import {
-  apiHost,
-  parseReference,
-  parseRepository,
-  sameRepository,
-  TAG,
-} from "../registry/reference.ts";
+import { apiHost, parseReference, parseRepository, sameRepository } from "../registry/reference.ts";
 import type { DigestClaim } from "../registry/resolve.ts";
 
 export const ASSEMBLE_USAGE = `usage: buildfarm assemble --image REPO --digest PLATFORM=sha256:... [--digest ...] [options]
@@ -59,8 +54,6 @@ exit codes: 0 done, 1 failed (one line on stderr says why), 2 usage error
 /** Kubernetes reads at most 4096 bytes of a termination message. */
 export const TERMINATION_MESSAGE_LIMIT = 4096;
 
-const HOST_PORT =
-  /^(localhost|[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(:[0-9]{1,5})?$/;
 const ANNOTATION_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,252}$/;
 const PRINTABLE = /^\P{Cc}*$/u;
 
@@ -156,7 +149,7 @@ const flagsSchema = z
     format: z.enum(["oci", "docker"], { error: "must be oci or docker" }).default("oci"),
     "docker-config": nonEmptyPath.optional(),
     "insecure-registry": z
-      .array(z.string().regex(HOST_PORT, { message: "must be host or host:port" }))
+      .array(z.string().regex(HOST_AND_PORT, { message: "must be host or host:port" }))
       .default([]),
     "ca-file": nonEmptyPath.optional(),
     "termination-message-path": nonEmptyPath.optional(),

@@ -14,6 +14,7 @@ import {
   type SpecPlatform,
   specPlatforms,
 } from "../api/platform.ts";
+import { splitHost } from "../api/reference.ts";
 import type { BuilderPool, ImageBuild } from "../api/resources.ts";
 import { allowedNamespaceSelector, poolAdmitsNamespace } from "../builderpool/policy.ts";
 import { cacheRefProblem } from "./cache.ts";
@@ -249,12 +250,9 @@ export function targetsOf(
   };
 }
 
-/** The registry host of a repository, as Docker reads references: a first component with a dot or port. */
+/** The registry host of a repository, as Docker reads references (splitHost). */
 export function registryHost(repository: string): string | undefined {
-  const slash = repository.indexOf("/");
-  if (slash === -1) return undefined;
-  const first = repository.slice(0, slash);
-  return /[.:]/.test(first) || first === "localhost" || first.startsWith("[") ? first : undefined;
+  return splitHost(repository).host;
 }
 
 /**

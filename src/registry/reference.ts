@@ -1,5 +1,6 @@
 // Image references: [registry/]path[:tag][@digest], with Docker Hub's normalisation
 // (`alpine` is docker.io/library/alpine, served by registry-1.docker.io).
+import { PATH_COMPONENT, REGISTRY_HOST, splitHost, TAG } from "../api/reference.ts";
 import { SHA256_DIGEST } from "./digest.ts";
 
 export const DOCKER_HUB = "docker.io";
@@ -11,11 +12,6 @@ const DOCKER_HUB_ALIASES = new Set([
   DOCKER_HUB_API,
   "registry.hub.docker.com",
 ]);
-
-const PATH_COMPONENT = /^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$/;
-const HOST =
-  /^(localhost|[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(:[0-9]{1,5})?$/;
-export const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
 
 export interface Repository {
   /** The registry as credentials are keyed: `docker.io` for Docker Hub, else host[:port]. */
@@ -78,16 +74,14 @@ export function parseReference(text: string): Reference {
     if (!SHA256_DIGEST.test(digest)) fail("the digest must be sha256: followed by 64 hex digits");
   }
 
-  const slash = rest.indexOf("/");
-  const first = slash >= 0 ? rest.slice(0, slash) : "";
-  const hasHost =
-    slash >= 0 &&
-    (first.includes(".") || first.includes(":") || first === "localhost" || first.startsWith("["));
+  const split = splitHost(rest);
   let registry = DOCKER_HUB;
-  if (hasHost) {
-    if (!HOST.test(first)) fail(`${JSON.stringify(first)} is not a registry host[:port]`);
-    registry = normalizeRegistry(first);
-    rest = rest.slice(slash + 1);
+  if (split.host !== undefined) {
+    if (!REGISTRY_HOST.test(split.host)) {
+      fail(`${JSON.stringify(split.host)} is not a registry host[:port]`);
+    }
+    registry = normalizeRegistry(split.host);
+    rest = split.remainder;
   }
 
   let tag: string | undefined;
