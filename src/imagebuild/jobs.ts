@@ -46,6 +46,7 @@ import {
   type PlatformTarget,
 } from "./admission.ts";
 import { type BuilderEndpoint, buildctlArgv, builderEndpoint } from "./argv.ts";
+import { type AssembleStep, assembleArgs, type PlatformDigest } from "./assemble-contract.ts";
 
 /** The rootless BuildKit image's user (USER 1000:1000); build pods run as it. */
 export const BUILD_USER = 1000;
@@ -301,47 +302,11 @@ export function buildJob(
   };
 }
 
-export interface PlatformDigest {
-  platform: string;
-  digest: string;
-}
-
 export interface IndexJobOptions {
   /** The operator's own image, whose entrypoint is the `buildfarm` command. */
   image: string;
   /** The image's non-root user; 65532 for the distroless operator image. */
   user?: number;
-}
-
-/**
- * What one run of `assemble` does: the index Job pushes the index and, unless the build has
- * spec.verify, tags it; with spec.verify the tag Job applies the tags after the check passed,
- * to exactly the index that was checked (`--expect-digest`).
- */
-export interface AssembleStep {
-  tags: boolean;
-  expectDigest?: string;
-}
-
-/** `buildfarm assemble`'s arguments (after the subcommand). */
-export function assembleArgs(
-  build: ImageBuild,
-  plan: BuildPlan,
-  digests: readonly PlatformDigest[],
-  step: AssembleStep = { tags: true },
-): string[] {
-  const { output } = build.spec;
-  return [
-    "--image",
-    output.image,
-    ...digests.flatMap(({ platform, digest }) => ["--digest", `${platform}=${digest}`]),
-    ...(step.tags ? output.tags.flatMap((tag) => ["--tag", tag]) : []),
-    ...(step.expectDigest ? ["--expect-digest", step.expectDigest] : []),
-    ...plan.insecureRegistries.flatMap((host) => ["--insecure-registry", host]),
-    ...(output.pushSecretRef ? ["--docker-config", BUILD_PATHS.dockerConfig] : []),
-    "--termination-message-path",
-    BUILD_PATHS.terminationLog,
-  ];
 }
 
 function assembleJob(

@@ -1,6 +1,6 @@
 // Reading what the pods report. A platform pod's `report` container carries buildctl's
 // --metadata-file as its termination message; the index pod carries `buildfarm assemble`'s
-// one JSON line; a failed buildctl carries the tail of its log (FallbackToLogsOnError: at
+// one JSON line (read in assemble-contract.ts, with parseObject); a failed buildctl carries the tail of its log (FallbackToLogsOnError: at
 // most 2048 bytes or 80 lines). The kubelet keeps at most the last 4096 bytes of a
 // termination message file, so a message that does not start with `{` was cut or garbled.
 //
@@ -45,7 +45,11 @@ function quote(text: string): string {
   return JSON.stringify(trimmed);
 }
 
-function parseObject(message: string | undefined, what: string): Parsed<Record<string, unknown>> {
+/** One JSON object from a termination message, or why it is not one. */
+export function parseObject(
+  message: string | undefined,
+  what: string,
+): Parsed<Record<string, unknown>> {
   const text = (message ?? "").trim();
   if (text === "") return { ok: false, error: `${what} is empty` };
   if (!text.startsWith("{")) {
@@ -123,41 +127,6 @@ export function parseBuildMetadata(
       digest,
       descriptor,
       cacheExported: typeof metadata["cache.manifest"] === "string",
-    },
-  };
-}
-
-export interface AssembleResult {
-  digest: string;
-  image: string;
-  mediaType: string;
-  platforms: string[];
-  tags: string[];
-}
-
-/** Parses `buildfarm assemble`'s JSON line: {digest, image, mediaType, platforms, tags}. */
-export function parseAssembleResult(message: string | undefined): Parsed<AssembleResult> {
-  const what = "the index Job's result";
-  const parsed = parseObject(message?.trim().split("\n").at(-1), what);
-  if (!parsed.ok) return parsed;
-  const { digest, image, mediaType, platforms, tags } = parsed.value;
-  if (typeof digest !== "string" || !DIGEST.test(digest)) {
-    return { ok: false, error: `${what} has no valid digest` };
-  }
-  if (typeof image !== "string" || image === "")
-    return { ok: false, error: `${what} has no image` };
-  const strings = (value: unknown) =>
-    Array.isArray(value) && value.every((item) => typeof item === "string")
-      ? (value as string[])
-      : undefined;
-  return {
-    ok: true,
-    value: {
-      digest,
-      image,
-      mediaType: typeof mediaType === "string" ? mediaType : "",
-      platforms: strings(platforms) ?? [],
-      tags: strings(tags) ?? [],
     },
   };
 }

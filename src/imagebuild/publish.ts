@@ -5,17 +5,11 @@
 import type { PlatformStatus, VerifyStatus } from "../api/imagebuild.ts";
 import type { ImageBuild } from "../api/resources.ts";
 import { indexJobName, tagJobName, verifyJobName } from "../naming.ts";
+import { type PlatformDigest, parseAssembleResult } from "./assemble-contract.ts";
 import type { Outcome } from "./conditions.ts";
 import type { Action, Observed } from "./decide.ts";
-import {
-  CONTAINERS,
-  indexJob,
-  type PlatformDigest,
-  tagJob,
-  verifyArchitecture,
-  verifyJob,
-} from "./jobs.ts";
-import { failureMessage, parseAssembleResult } from "./metadata.ts";
+import { CONTAINERS, indexJob, tagJob, verifyArchitecture, verifyJob } from "./jobs.ts";
+import { failureMessage } from "./metadata.ts";
 import { type ObservedJob, rfc3339 } from "./observe.ts";
 import { ownedBy } from "./platform.ts";
 

@@ -22,7 +22,8 @@ export interface AssembleRequest {
   expectDigest?: string;
 }
 
-export interface AssembleResult {
+/** What `assemble` did: the index it pushed by digest, and the tags it applied and checked. */
+export interface PushedIndex {
   index: AssembledIndex;
   tags: string[];
 }
@@ -31,7 +32,7 @@ export async function assemble(
   client: RegistryClient,
   request: AssembleRequest,
   logger: Logger,
-): Promise<AssembleResult> {
+): Promise<PushedIndex> {
   const repo = request.repository;
   const settled = await Promise.allSettled(
     request.inputs.map((claim) => resolveInput(client, repo, claim)),

@@ -11,7 +11,7 @@ import {
   REPOSITORY,
   splitHost,
 } from "../../src/api/reference.ts";
-import { parseAssembleArgs } from "../../src/commands/assemble.ts";
+import { parseAssembleArgs } from "../../src/imagebuild/assemble-contract.ts";
 import { parseReference, parseRepository } from "../../src/registry/reference.ts";
 
 const parses = (parse: () => unknown): boolean => {

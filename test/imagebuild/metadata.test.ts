@@ -4,11 +4,10 @@ import {
   cacheExportError,
   failureMessage,
   MAX_FAILURE_MESSAGE,
-  parseAssembleResult,
   parseBuildMetadata,
 } from "../../src/imagebuild/metadata.ts";
 import { observeJob } from "../../src/imagebuild/observe.ts";
-import { DIGEST_AMD64, fixture, INDEX_DIGEST, metadataJson } from "./fixtures.ts";
+import { DIGEST_AMD64, fixture, metadataJson } from "./fixtures.ts";
 
 /** A descriptor's platform as another tool may spell it (upper case), which --digest refuses. */
 function parsePlatformLoosely(text: string): Platform {
@@ -121,27 +120,6 @@ describe("a termination message that is not usable metadata fails that platform 
   it("quotes at most 200 characters of a garbled message", () => {
     const parsed = parseBuildMetadata(`x${"y".repeat(5000)}`, "linux/amd64");
     expect(!parsed.ok && parsed.error.length).toBeLessThan(400);
-  });
-});
-
-describe("the index Job's result from buildfarm assemble", () => {
-  const line = JSON.stringify({
-    digest: INDEX_DIGEST,
-    image: "registry.example.com/demo/welcome-to-docker",
-    mediaType: "application/vnd.oci.image.index.v1+json",
-    platforms: ["linux/amd64", "linux/arm64"],
-    tags: ["latest", "main"],
-  });
-  it("reads the one JSON line", () => {
-    expect(parseAssembleResult(`${line}\n`)).toEqual({ ok: true, value: JSON.parse(line) });
-  });
-  it.each([
-    ["", /empty/],
-    [line.slice(0, 50), /truncated or garbled/],
-    [JSON.stringify({ image: "x" }), /no valid digest/],
-  ])("refuses %j", (message, error) => {
-    const parsed = parseAssembleResult(message);
-    expect(!parsed.ok && parsed.error).toMatch(error);
   });
 });
 

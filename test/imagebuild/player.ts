@@ -17,7 +17,7 @@ import { createHash, X509Certificate } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { formatPlatform } from "../../src/api/platform.ts";
-import { parseAssembleArgs, terminationMessage } from "../../src/commands/assemble.ts";
+import { parseAssembleArgs, terminationMessage } from "../../src/imagebuild/assemble-contract.ts";
 import { caSecretName, LABELS } from "../../src/naming.ts";
 import {
   type ContainerContext,

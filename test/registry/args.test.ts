@@ -9,7 +9,7 @@ import {
   parseAssembleArgs,
   TERMINATION_MESSAGE_LIMIT,
   terminationMessage,
-} from "../../src/commands/assemble.ts";
+} from "../../src/imagebuild/assemble-contract.ts";
 import { authKeyRegistry, CredentialStore } from "../../src/registry/credentials.ts";
 import { RegistryError } from "../../src/registry/errors.ts";
 import type { Logger } from "../../src/registry/logger.ts";

@@ -20,8 +20,8 @@ import {
 } from "../../src/api/imagebuild.ts";
 import { CACHE_REF, REPOSITORY, TAG } from "../../src/api/reference.ts";
 import type { ImageBuild } from "../../src/api/resources.ts";
-import { parseAssembleArgs } from "../../src/commands/assemble.ts";
 import { admit, type BuildPlan } from "../../src/imagebuild/admission.ts";
+import { parseAssembleArgs } from "../../src/imagebuild/assemble-contract.ts";
 import { buildJob, indexJob, inlineContextConfigMap } from "../../src/imagebuild/jobs.ts";
 import { BUILD_PATHS } from "../../src/naming.ts";
 import { KubeApiError, RESOURCES } from "../../src/runtime/client.ts";
