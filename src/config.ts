@@ -5,6 +5,7 @@ import { z } from "zod";
 import { DEFAULT_BUILDKIT_IMAGE } from "./api/builderpool.ts";
 import { DURATION, parseDuration } from "./api/meta.ts";
 import { IMAGE_REFERENCE } from "./api/reference.ts";
+import { errorMessage } from "./errors.ts";
 
 export const DEFAULT_OPERATOR_IMAGE = "ghcr.io/buildfarm-dev/buildfarm:0.1.0";
 
@@ -237,9 +238,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorConf
       allowPositionals: false,
     }).values;
   } catch (error) {
-    throw new ConfigError(
-      `${error instanceof Error ? error.message : String(error)}\n\noptions:\n${CONFIG_USAGE}`,
-    );
+    throw new ConfigError(`${errorMessage(error)}\n\noptions:\n${CONFIG_USAGE}`);
   }
   const raw: Record<string, string | undefined> = {};
   for (const [name, setting] of Object.entries(SETTINGS) as [SettingName, Setting][]) {

@@ -11,6 +11,7 @@ import { poolCaches } from "./builderpool/caches.ts";
 import { setupPoolController } from "./builderpool/controller.ts";
 import { sharedCaches } from "./caches.ts";
 import type { OperatorConfig } from "./config.ts";
+import { errorMessage } from "./errors.ts";
 import { Builders } from "./imagebuild/builders.ts";
 import { buildCaches } from "./imagebuild/caches.ts";
 import { BuildQueues } from "./imagebuild/queues.ts";
@@ -66,10 +67,7 @@ export async function waitForApiServer(
       return await client.request("GET", "/version");
     } catch (error) {
       lastError = error;
-      log.warn(
-        { attempt, attempts, err: error instanceof Error ? error.message : String(error) },
-        "API server not reachable yet",
-      );
+      log.warn({ attempt, attempts, err: errorMessage(error) }, "API server not reachable yet");
       if (attempt < attempts)
         await new Promise((resolve) => setTimeout(resolve, baseMs * 2 ** (attempt - 1)));
     }

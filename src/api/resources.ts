@@ -8,12 +8,8 @@ import {
   builderPoolSpec,
   builderPoolStatus,
 } from "./builderpool.ts";
-import {
-  type ImageBuildSpec,
-  type ImageBuildStatus,
-  imageBuildSpec,
-  imageBuildStatus,
-} from "./imagebuild.ts";
+import { type ImageBuildSpec, imageBuildSpec } from "./imagebuild.ts";
+import { type ImageBuildStatus, imageBuildStatus } from "./imagebuild-status.ts";
 import { API_VERSION, GROUP, VERSION } from "./meta.ts";
 
 /** The REST coordinates of the two kinds, for the runtime's client and informers. */

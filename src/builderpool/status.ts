@@ -12,6 +12,7 @@ import {
 import type { Condition } from "../api/meta.ts";
 import type { BuilderPool, SpecError } from "../api/resources.ts";
 import { findCondition, setCondition } from "../runtime/conditions.ts";
+import { rfc3339 } from "../runtime/time.ts";
 import type { Demand } from "./autoscale.ts";
 
 export const READY = "Ready";
@@ -45,11 +46,6 @@ export interface PoolObservation {
 }
 
 type ConditionUpdate = Omit<Condition, "lastTransitionTime">;
-
-/** RFC 3339 without fractions, as Kubernetes writes times. */
-export function kubeTime(date: Date): string {
-  return date.toISOString().replace(/\.\d{3}Z$/, "Z");
-}
 
 function nodesFor(arch: ArchitectureSpec, nodes: PoolObservation["nodes"]): number {
   return nodes.filter((node) => {
@@ -197,7 +193,7 @@ export function poolStatus(
     conditions: setCondition(previous?.conditions, ready, now),
     architectures,
     summary,
-    ...(observed.certNotAfter ? { certificateNotAfter: kubeTime(observed.certNotAfter) } : {}),
+    ...(observed.certNotAfter ? { certificateNotAfter: rfc3339(observed.certNotAfter) } : {}),
   };
 }
 

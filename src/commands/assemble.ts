@@ -6,6 +6,7 @@ import { writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
+import { errorMessage } from "../errors.ts";
 import {
   ASSEMBLE_USAGE,
   type AssembleOutput,
@@ -94,7 +95,7 @@ export async function assembleCommand(argv: string[]): Promise<number> {
     return 0;
   } catch (error) {
     const known = error instanceof RegistryError || error instanceof AssemblyError;
-    const raw = error instanceof Error ? error.message : String(error);
+    const raw = errorMessage(error);
     const reason = (client ? client.redactor.redact(raw) : raw).replace(/\s*\n\s*/g, " ");
     if (flags["log-format"] === "json") logger.error({ known }, reason);
     else process.stderr.write(`buildfarm assemble: ${reason}\n`);

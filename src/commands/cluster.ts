@@ -2,6 +2,7 @@
 // reading one ImageBuild.
 import { parseArgs } from "node:util";
 import { IMAGE_BUILD_RESOURCE, type StoredImageBuild } from "../api/resources.ts";
+import { errorMessage } from "../errors.ts";
 import { KubeClient } from "../runtime/client.ts";
 import { loadKubeConfig } from "../runtime/kubeconfig.ts";
 
@@ -29,7 +30,7 @@ export function clusterArgs(
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error));
+    throw new UsageError(errorMessage(error));
   }
   const [name, ...extra] = parsed.positionals;
   if (!name || extra.length > 0) throw new UsageError("expected exactly one ImageBuild name");

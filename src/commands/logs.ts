@@ -4,9 +4,10 @@
 // Installable as `kubectl buildfarm logs`.
 
 import type { V1Pod } from "@kubernetes/client-node";
-import { type BuildPhase, isTerminal } from "../api/imagebuild.ts";
+import { type BuildPhase, isTerminal } from "../api/imagebuild-status.ts";
 import { PLATFORM, specPlatforms } from "../api/platform.ts";
 import type { StoredImageBuild } from "../api/resources.ts";
+import { errorMessage } from "../errors.ts";
 import { COMPONENTS, LABELS } from "../naming.ts";
 import { isRetryableStatus, type RetryPolicy, retryDelay } from "../registry/retry.ts";
 import { isNotFound, KubeApiError, type KubeClient, RESOURCES } from "../runtime/client.ts";
@@ -132,10 +133,7 @@ export async function streamBuildLogs(
             }))
               print(`${prefix} ${line}`);
           } catch (error) {
-            if (!isNotFound(error))
-              print(
-                `${prefix} (log unavailable: ${error instanceof Error ? error.message : String(error)})`,
-              );
+            if (!isNotFound(error)) print(`${prefix} (log unavailable: ${errorMessage(error)})`);
           } finally {
             seen.set(key, "done");
           }

@@ -17,7 +17,7 @@ import {
 import { splitHost } from "../api/reference.ts";
 import type { BuilderPool, ImageBuild } from "../api/resources.ts";
 import { allowedNamespaceSelector, poolAdmitsNamespace } from "../builderpool/policy.ts";
-import { cacheRefProblem } from "./cache.ts";
+import { cacheRefProblem } from "./cache-ref.ts";
 import { gitHost, gitScheme, TOKEN_HOST } from "./source.ts";
 
 export const DOCKER_CONFIG_TYPE = "kubernetes.io/dockerconfigjson";

@@ -14,7 +14,7 @@ import type { ImageBuild } from "../api/resources.ts";
 import { BUILD_PATHS, BUILDKIT_PORT, builderServiceHost, TLS_KEYS } from "../naming.ts";
 import type { BuildPlan, PlatformTarget } from "./admission.ts";
 import { GIT_SSH_KEY, GIT_TOKEN_KEY } from "./admission.ts";
-import { cacheRefForPlatform } from "./cache.ts";
+import { cacheRefForPlatform } from "./cache-ref.ts";
 import { gitContext, gitTokenSecretId } from "./source.ts";
 
 /** How long buildctl waits for its builder to accept connections (`--wait --timeout`). */

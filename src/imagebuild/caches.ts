@@ -14,7 +14,7 @@ import type {
   V1Pod,
   V1Secret,
 } from "@kubernetes/client-node";
-import type { BuildPhase } from "../api/imagebuild.ts";
+import type { BuildPhase } from "../api/imagebuild-status.ts";
 import { IMAGE_BUILD_RESOURCE } from "../api/resources.ts";
 import { MANAGED_SELECTOR, type SharedCaches } from "../caches.ts";
 import { COMPONENTS, LABELS } from "../naming.ts";

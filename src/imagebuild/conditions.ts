@@ -4,7 +4,7 @@
 // what `kubectl wait --for=condition=Succeeded` waits on: Unknown while under way, True or
 // False at the end. `Ready` mirrors it. `CacheExported` reports the registry cache on its own,
 // so a refused cache export is visible while the image still ships.
-import { type BuildPhase, isTerminal } from "../api/imagebuild.ts";
+import { type BuildPhase, isTerminal } from "../api/imagebuild-status.ts";
 import { type Condition, findCondition, setCondition } from "../runtime/conditions.ts";
 
 export const CONDITIONS = {

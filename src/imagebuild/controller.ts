@@ -3,7 +3,7 @@
 // idempotent by name (a restarted operator finds what it made), and status is written only
 // when it changed (status-writer.ts). Its watches are wired in setup.ts.
 import type { KubernetesObject, V1Pod, V1Secret } from "@kubernetes/client-node";
-import { isTerminal } from "../api/imagebuild.ts";
+import { isTerminal } from "../api/imagebuild-status.ts";
 import {
   type BuilderPool,
   type ImageBuild,

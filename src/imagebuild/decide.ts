@@ -1,20 +1,10 @@
-// The ImageBuild's next step as a pure function of what the reconciler read: admission, the
-// queue's verdicts, the client Secret, the Jobs and their pods, and the clock. It returns the
-// whole desired status and the writes that move the cluster towards it; the reconciler only
-// performs them. Restart-safe by construction: it never asks to create an object it saw, and
-// a digest already in status is kept whatever happened to the Job that produced it.
-//
-// admit → queue → client Secret (+ inline context) → platform Jobs → index Job
-//   [→ verify Job → tag Job, with spec.verify: publish.ts] → done
-// Pending → Queued → Building → Assembling [→ Verifying] → Succeeded | Failed | Cancelled
-import type { V1ConfigMap, V1Job } from "@kubernetes/client-node";
 import type {
   BuildPhase,
   ImageBuildStatus,
   PlatformStatus,
   VerifyStatus,
-} from "../api/imagebuild.ts";
-import { isTerminal } from "../api/imagebuild.ts";
+} from "../api/imagebuild-status.ts";
+import { isTerminal } from "../api/imagebuild-status.ts";
 import { type SpecPlatform, specPlatforms } from "../api/platform.ts";
 import type { ImageBuild } from "../api/resources.ts";
 import {
@@ -26,73 +16,27 @@ import {
   tagJobName,
   verifyJobName,
 } from "../naming.ts";
-import type { Admission, PlatformTarget } from "./admission.ts";
+import { rfc3339 } from "../runtime/time.ts";
+import type { PlatformTarget } from "./admission.ts";
 import { builderEndpoint } from "./argv.ts";
 import { buildConditions, type CacheCondition, type Outcome } from "./conditions.ts";
+import {
+  type Action,
+  type BuildEvent,
+  type Decision,
+  deleteJob,
+  type Observed,
+} from "./decision.ts";
 import { buildJob, CONTAINERS, inlineContextConfigMap } from "./jobs.ts";
 import { cacheExportError } from "./metadata.ts";
-import { isFinished, type ObservedJob, rfc3339 } from "./observe.ts";
-import { cacheOutcomeOf, ownedBy, type PlatformView, platformView } from "./platform.ts";
+import { isFinished, type ObservedJob } from "./observe.ts";
+import { cacheOutcomeOf, ownedBy, type PlatformView, platformView } from "./platform-view.ts";
 import { publish } from "./publish.ts";
-import { type SlotVerdict, slotKey } from "./queue.ts";
+import { slotKey } from "./queue.ts";
 import type { Route } from "./routing.ts";
 
 /** How often a build that waits (queued, or for a pool or Secret) is looked at again. */
 export const WAIT_REQUEUE_MS = 30_000;
-
-export interface Observed {
-  now: Date;
-  admission: Admission;
-  /** The pool queue's verdicts (assignSlots), by slotKey. */
-  slots: ReadonlyMap<string, SlotVerdict>;
-  /** Whether `<build>-buildkit-client` exists. */
-  clientSecret: boolean;
-  /**
-   * Whether the pool's CA Secret, which issues the client certificate, exists; false while a
-   * new pool's controller has not made it yet. Undefined counts as present.
-   */
-  poolCa?: boolean;
-  /** Whether `<build>-context` exists (inline sources). */
-  inlineContext: boolean;
-  /** Platform Jobs found under their names, by platform slug. */
-  jobs: Readonly<Record<string, ObservedJob | undefined>>;
-  indexJob?: ObservedJob | undefined;
-  /** `<build>-verify` and `<build>-tag`, for builds with spec.verify. */
-  verifyJob?: ObservedJob | undefined;
-  tagJob?: ObservedJob | undefined;
-  /** buildctl log tails by pod name, fetched for the pods logRequests() named. */
-  logs?: Readonly<Record<string, string>>;
-  /**
-   * Where each platform that may start now would go (cache-locality routing), by slug; a
-   * platform without one goes to its architecture's Service.
-   */
-  routes?: Readonly<Record<string, Route>>;
-  /** The operator's image, which runs `buildfarm assemble` in the index Job. */
-  operatorImage: string;
-  operatorUser?: number;
-}
-
-export type Action =
-  | { type: "CreateClientSecret"; name: string; pool: { name: string; namespace: string } }
-  | { type: "CreateConfigMap"; object: V1ConfigMap }
-  | { type: "CreateJob"; platform?: string; object: V1Job }
-  | { type: "DeleteJob"; name: string; propagationPolicy: "Background"; reason: string }
-  | { type: "DeleteSecret"; name: string; reason: string }
-  | { type: "DeleteConfigMap"; name: string; reason: string };
-
-export interface BuildEvent {
-  type: "Normal" | "Warning";
-  reason: string;
-  message: string;
-}
-
-export interface Decision {
-  status: ImageBuildStatus;
-  /** In order: what a Job mounts is created before the Job. */
-  actions: Action[];
-  events: BuildEvent[];
-  requeueAfterMs?: number;
-}
 
 /**
  * Sorts the Jobs found for a build (listed by the buildfarm.dev/build label) into platform
@@ -160,10 +104,6 @@ export function logRequests(build: ImageBuild, observed: Pick<Observed, "jobs">)
     }
   }
   return requests;
-}
-
-function deleteJob(job: ObservedJob, reason: string): Action {
-  return { type: "DeleteJob", name: job.name, propagationPolicy: "Background", reason };
 }
 
 /** Stops every unfinished Job of the build (platforms and index) that is not already going. */

@@ -1,8 +1,8 @@
 // The ImageBuild metrics: builds finished by result, how long builds and platforms take, and
 // how many platforms wait in each pool architecture's queue.
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import type { ImageBuildStatus } from "../api/imagebuild.ts";
-import { isTerminal } from "../api/imagebuild.ts";
+import type { ImageBuildStatus } from "../api/imagebuild-status.ts";
+import { isTerminal } from "../api/imagebuild-status.ts";
 import type { BuilderPool, ImageBuild } from "../api/resources.ts";
 import type { QueueState } from "./queue.ts";
 

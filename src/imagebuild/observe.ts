@@ -3,6 +3,7 @@
 // client-node's types say Date; both are accepted.
 import type { V1ContainerStatus, V1Job, V1Pod } from "@kubernetes/client-node";
 import { ANNOTATIONS } from "../naming.ts";
+import { rfc3339 } from "../runtime/time.ts";
 
 export interface ContainerOutcome {
   state: "waiting" | "running" | "terminated";
@@ -46,11 +47,6 @@ export interface ObservedJob {
   /** Where a platform Job sends buildctl (its annotations), and the builder pod if routed to one. */
   builder?: string;
   builderPod?: string;
-}
-
-/** RFC 3339 without fractions, the form conditions and status times use. */
-export function rfc3339(date: Date): string {
-  return date.toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
 function timeOf(value: Date | string | undefined): string | undefined {

@@ -15,7 +15,7 @@ import {
 } from "../runtime/client.ts";
 import type { ReconcileContext } from "../runtime/controller.ts";
 import { type Informer, keyOf } from "../runtime/informer.ts";
-import type { Action } from "./decide.ts";
+import type { Action } from "./decision.ts";
 import type { Expectations } from "./expectations.ts";
 
 export interface PerformContext {

@@ -1,17 +1,19 @@
 // The last steps of a build, once every platform has pushed: assemble the index and tag it
 // (the index Job), or with spec.verify push the index by digest only, run the check against
 // it (the verify Job) and only then tag exactly that index (the tag Job). Pure, like
-// decide.ts, whose decideNextStep calls publish() and turns the step into the status.
-import type { PlatformStatus, VerifyStatus } from "../api/imagebuild.ts";
+// decide.ts, whose decideNextStep calls publish() and turns the step into the status; both
+// speak the types of decision.ts.
+import type { PlatformStatus, VerifyStatus } from "../api/imagebuild-status.ts";
 import type { ImageBuild } from "../api/resources.ts";
 import { indexJobName, tagJobName, verifyJobName } from "../naming.ts";
+import { rfc3339 } from "../runtime/time.ts";
 import { type PlatformDigest, parseAssembleResult } from "./assemble-contract.ts";
 import type { Outcome } from "./conditions.ts";
-import type { Action, Observed } from "./decide.ts";
+import { type Action, deleteJob, type Observed } from "./decision.ts";
 import { CONTAINERS, indexJob, tagJob, verifyArchitecture, verifyJob } from "./jobs.ts";
 import { failureMessage } from "./metadata.ts";
-import { type ObservedJob, rfc3339 } from "./observe.ts";
-import { ownedBy } from "./platform.ts";
+import type { ObservedJob } from "./observe.ts";
+import { ownedBy } from "./platform-view.ts";
 
 /** What publishing decided: the build's outcome, and what it learnt on the way. */
 export interface PublishStep {
@@ -22,10 +24,6 @@ export interface PublishStep {
   verify?: VerifyStatus;
   /** Waiting for something no watch reports (admission): look again later. */
   wait?: boolean;
-}
-
-function deleteJob(job: ObservedJob, reason: string): Action {
-  return { type: "DeleteJob", name: job.name, propagationPolicy: "Background", reason };
 }
 
 /** Where one `assemble` Job (index or tag) stands. */

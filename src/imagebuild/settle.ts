@@ -7,7 +7,7 @@
 // transition is written at once. Progress is written once it has lasted STATUS_SETTLE_MS
 // (or with the next transition): a platform that builds for minutes shows Running a few
 // seconds after it started, and a flap that is over by then costs no write.
-import type { ImageBuildStatus, PlatformStatus, VerifyStatus } from "../api/imagebuild.ts";
+import type { ImageBuildStatus, PlatformStatus, VerifyStatus } from "../api/imagebuild-status.ts";
 import { deepEqual } from "../runtime/hash.ts";
 
 /** How long progress may wait for a transition to be written with. */

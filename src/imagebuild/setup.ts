@@ -1,7 +1,7 @@
 // The ImageBuild controller's wiring (kubebuilder's SetupWithManager): which cache events wake
 // which builds, what keeps the queues current, and what wakes an autoscaled pool.
 import type { KubernetesObject, V1Job } from "@kubernetes/client-node";
-import { isTerminal } from "../api/imagebuild.ts";
+import { isTerminal } from "../api/imagebuild-status.ts";
 import { COMPONENTS, caSecretName, LABELS } from "../naming.ts";
 import { specOrMetaChanged, type Watched } from "../runtime/controller.ts";
 import { type Informer, keyOf } from "../runtime/informer.ts";

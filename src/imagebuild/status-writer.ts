@@ -2,12 +2,13 @@
 // changed, transitions at once and progress once it has lasted (settle.ts); and what it
 // remembers of its own writes so that a cache that has not caught up with them is not read.
 import type { KubernetesObject } from "@kubernetes/client-node";
-import type { ImageBuildStatus } from "../api/imagebuild.ts";
+import type { ImageBuildStatus } from "../api/imagebuild-status.ts";
 import { IMAGE_BUILD_RESOURCE, type SpecError } from "../api/resources.ts";
 import { isNotFound, type KubeClient } from "../runtime/client.ts";
 import type { EventRecorder } from "../runtime/events.ts";
 import { deepEqual } from "../runtime/hash.ts";
 import { type Informer, keyOf } from "../runtime/informer.ts";
+import { rfc3339 } from "../runtime/time.ts";
 import { STATUS_SETTLE_MS, statusChange } from "./settle.ts";
 
 export class StatusWriter {
@@ -109,7 +110,7 @@ export class StatusWriter {
   async reportInvalid(raw: KubernetesObject, error: SpecError, now: Date): Promise<undefined> {
     const status = (raw as { status?: { phase?: string } }).status;
     if (status?.phase === "Failed") return undefined;
-    const time = now.toISOString().replace(/\.\d{3}Z$/, "Z");
+    const time = rfc3339(now);
     const message = error.issues.join("\n");
     const generation = raw.metadata?.generation;
     const condition = (type: string, value: "True" | "False") => ({

@@ -1,6 +1,8 @@
 // `assemble` as a library call: fetch and check every input, build the index, push it by
 // digest, then apply each tag and check that it resolves to the index. Nothing is pushed
 // unless every input is right, and no tag is written before the index exists by digest.
+
+import { errorMessage } from "../errors.ts";
 import { type AssembledIndex, AssemblyError, assembleIndex, type IndexFormat } from "./assembly.ts";
 import type { RegistryClient } from "./client.ts";
 import { isRegistryWide, RegistryError } from "./errors.ts";
@@ -46,7 +48,7 @@ export async function assemble(
     const registryWide = failures.find((f) => f instanceof RegistryError && isRegistryWide(f.kind));
     if (registryWide) throw registryWide;
     const first = failures[0];
-    const message = failures.map((f) => (f instanceof Error ? f.message : String(f))).join("; ");
+    const message = failures.map((f) => errorMessage(f)).join("; ");
     throw first instanceof RegistryError
       ? new RegistryError(first.kind, message, first.status)
       : new Error(message);

@@ -1,6 +1,7 @@
 // Status conditions as the Kubernetes API conventions define them: one entry per type, and a
 // lastTransitionTime that moves only when the status flips, so `kubectl wait` and kstatus
 // readers (Flux, Argo CD) see stable history.
+import { rfc3339 } from "./time.ts";
 export interface Condition {
   type: string;
   status: "True" | "False" | "Unknown";
@@ -30,9 +31,7 @@ export function setCondition(
       ? {}
       : { observedGeneration: update.observedGeneration }),
     lastTransitionTime:
-      previous && previous.status === update.status
-        ? previous.lastTransitionTime
-        : now.toISOString().replace(/\.\d{3}Z$/, "Z"),
+      previous && previous.status === update.status ? previous.lastTransitionTime : rfc3339(now),
   };
   if (index === -1) list.push(next);
   else list[index] = next;

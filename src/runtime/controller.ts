@@ -5,6 +5,7 @@
 import { randomUUID } from "node:crypto";
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
+import { errorMessage } from "../errors.ts";
 import { isConflict, KubeApiError } from "./client.ts";
 import { type Informer, type Key, keyOf, splitKey } from "./informer.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
@@ -234,5 +235,5 @@ export class Controller {
 }
 
 function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  return errorMessage(error);
 }

@@ -4,7 +4,9 @@
 // never fails a reconcile.
 import type { CoreV1Event, KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
+import { errorMessage } from "../errors.ts";
 import { isNotFound, type KubeClient, RESOURCES } from "./client.ts";
+import { rfc3339 } from "./time.ts";
 
 export type EventType = "Normal" | "Warning";
 
@@ -59,10 +61,7 @@ export class EventRecorder {
     }
     const write = this.write(object, type, reason, message.slice(0, MAX_MESSAGE)).catch(
       (error: unknown) => {
-        this.options.log.debug(
-          { err: error instanceof Error ? error.message : String(error), reason },
-          "event not recorded",
-        );
+        this.options.log.debug({ err: errorMessage(error), reason }, "event not recorded");
       },
     );
     this.pending.add(write);
@@ -96,7 +95,7 @@ export class EventRecorder {
     message: string,
   ): Promise<void> {
     const now = this.options.now();
-    const timestamp = new Date(now).toISOString().replace(/\.\d{3}Z$/, "Z");
+    const timestamp = rfc3339(now);
     const namespace = object.metadata?.namespace || "default";
     const key = `${object.metadata?.uid}\u0000${type}\u0000${reason}\u0000${message}`;
     const previous = this.seen.get(key);

@@ -3,6 +3,7 @@
 // seen (bookmarks included), a 410 Gone relists, and a dropped watch reconnects with backoff.
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
+import { errorMessage } from "../errors.ts";
 import { isGone, type KubeClient, type ResourceType, type WatchEvent } from "./client.ts";
 
 export type Key = string;
@@ -386,7 +387,7 @@ function isGoneStatus(error: unknown): boolean {
 }
 
 function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  return errorMessage(error);
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

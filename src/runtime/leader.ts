@@ -5,7 +5,9 @@
 // before anyone else can take over. On shutdown it releases the lease for a fast handover.
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
+import { errorMessage } from "../errors.ts";
 import { isConflict, isNotFound, type KubeClient, RESOURCES } from "./client.ts";
+import { microTime } from "./time.ts";
 
 export interface LeaderElectionOptions {
   leaseName: string;
@@ -30,8 +32,6 @@ interface Lease extends KubernetesObject {
     leaseTransitions?: number;
   };
 }
-
-const microTime = (ms: number) => new Date(ms).toISOString().replace("Z", "000Z");
 
 export class LeaderElector {
   private readonly client: KubeClient;
@@ -160,10 +160,7 @@ export class LeaderElector {
       return true;
     } catch (error) {
       if (!isConflict(error) && !isNotFound(error)) {
-        log.warn(
-          { err: error instanceof Error ? error.message : String(error) },
-          "lease acquire/renew failed",
-        );
+        log.warn({ err: errorMessage(error) }, "lease acquire/renew failed");
       }
       return false;
     }
@@ -195,10 +192,7 @@ export class LeaderElector {
       });
       this.options.log.info({ lease: this.options.leaseName }, "released the lease");
     } catch (error) {
-      this.options.log.warn(
-        { err: error instanceof Error ? error.message : String(error) },
-        "could not release the lease",
-      );
+      this.options.log.warn({ err: errorMessage(error) }, "could not release the lease");
     }
   }
 }

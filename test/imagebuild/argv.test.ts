@@ -16,7 +16,7 @@ import { CACHE_REF, REPOSITORY, TAG } from "../../src/api/reference.ts";
 import type { ImageBuild } from "../../src/api/resources.ts";
 import type { BuildPlan } from "../../src/imagebuild/admission.ts";
 import { ArgvError, buildctlArgv, csvPair } from "../../src/imagebuild/argv.ts";
-import { cacheRefForPlatform } from "../../src/imagebuild/cache.ts";
+import { cacheRefForPlatform } from "../../src/imagebuild/cache-ref.ts";
 import { gitHost, TOKEN_HOST } from "../../src/imagebuild/source.ts";
 import { exampleBuild, examplePlan } from "./fixtures.ts";
 

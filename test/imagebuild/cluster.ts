@@ -3,7 +3,7 @@
 // a BuilderPool whose builders are up, and a push Secret. Helpers create builds the way a user
 // would (through the API server) and wait on what the operator reports.
 import type { KubernetesObject } from "@kubernetes/client-node";
-import type { ImageBuildStatus } from "../../src/api/imagebuild.ts";
+import type { ImageBuildStatus } from "../../src/api/imagebuild-status.ts";
 import { KubeClient, RESOURCES, type ResourceType } from "../../src/runtime/client.ts";
 import { type Kube, type KubeOptions, startKube } from "../kube/index.ts";
 import {

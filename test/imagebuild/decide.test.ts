@@ -1,18 +1,16 @@
 import type { V1Job } from "@kubernetes/client-node";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import type { ImageBuildStatus } from "../../src/api/imagebuild.ts";
+import type { ImageBuildStatus } from "../../src/api/imagebuild-status.ts";
 import type { BuilderPool, ImageBuild } from "../../src/api/resources.ts";
 import { type Admission, admit } from "../../src/imagebuild/admission.ts";
 import {
-  type Action,
-  type Decision,
   decideNextStep,
   jobsOf,
   logRequests,
-  type Observed,
   WAIT_REQUEUE_MS,
 } from "../../src/imagebuild/decide.ts";
+import type { Action, Decision, Observed } from "../../src/imagebuild/decision.ts";
 import { indexJob, tagJob, verifyJob } from "../../src/imagebuild/jobs.ts";
 import type { ObservedJob } from "../../src/imagebuild/observe.ts";
 import { assignSlots, slotRequestsOf } from "../../src/imagebuild/queue.ts";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { ImageBuildStatus, PlatformStatus } from "../../src/api/imagebuild.ts";
+import type { ImageBuildStatus, PlatformStatus } from "../../src/api/imagebuild-status.ts";
 import { statusChange } from "../../src/imagebuild/settle.ts";
 
 const platform = (patch: Partial<PlatformStatus> = {}): PlatformStatus => ({

@@ -4,7 +4,7 @@
 // (so fault injection never touches the test's own setup). It records, from the store's events,
 // every Job ever added and every status each build had, so a test can say afterwards what
 // existed at any time, whatever the operator's caches believed.
-import type { ImageBuildStatus } from "../../src/api/imagebuild.ts";
+import type { ImageBuildStatus } from "../../src/api/imagebuild-status.ts";
 import {
   buildSpec,
   IMAGE,

@@ -1,5 +1,6 @@
+// Refs the build derives from its spec: the per-platform cache ref and the git context.
 import { describe, expect, it } from "vitest";
-import { cacheRefForPlatform, cacheRefProblem, splitTag } from "../../src/imagebuild/cache.ts";
+import { cacheRefForPlatform, cacheRefProblem, splitTag } from "../../src/imagebuild/cache-ref.ts";
 import { gitContext, gitHost, gitScheme } from "../../src/imagebuild/source.ts";
 
 describe("one cache ref per platform", () => {

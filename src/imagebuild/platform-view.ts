@@ -2,7 +2,7 @@
 // The status is the memory of what can no longer be observed: a digest once recorded stays,
 // whatever happened to the Job since (TTL, a restart, someone deleting it).
 
-import type { PlatformStatus } from "../api/imagebuild.ts";
+import type { PlatformStatus } from "../api/imagebuild-status.ts";
 import type { SpecPlatform } from "../api/platform.ts";
 import type { ImageBuild } from "../api/resources.ts";
 import { buildJobName } from "../naming.ts";
