@@ -8,6 +8,7 @@ import {
   keyedList,
   labelMap,
   labelSelector,
+  observedGeneration,
   quantity,
   resources,
   setList,
@@ -241,12 +242,7 @@ export type ArchitectureStatus = z.infer<typeof architectureStatus>;
 
 export const builderPoolStatus = z
   .object({
-    observedGeneration: z
-      .number()
-      .int()
-      .min(0)
-      .optional()
-      .describe("The metadata.generation this status was computed from."),
+    observedGeneration: observedGeneration("status"),
     conditions: conditions.optional(),
     architectures: keyedList(architectureStatus, "name", 8)
       .optional()

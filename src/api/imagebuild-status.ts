@@ -1,7 +1,7 @@
 // ImageBuild status: what the operator reports of a build, per platform and as a whole. Written
 // only by the operator, through the status subresource.
 import { z } from "zod";
-import { conditions, keyedList } from "./meta.ts";
+import { conditions, keyedList, observedGeneration } from "./meta.ts";
 
 export const BUILD_PHASES = [
   "Pending",
@@ -90,12 +90,7 @@ export type VerifyStatus = z.infer<typeof verifyStatus>;
 
 export const imageBuildStatus = z
   .object({
-    observedGeneration: z
-      .number()
-      .int()
-      .min(0)
-      .optional()
-      .describe("The metadata.generation this status was computed from."),
+    observedGeneration: observedGeneration("status"),
     phase: z
       .enum(BUILD_PHASES)
       .optional()

@@ -208,18 +208,22 @@ export const localObjectReference = z
   })
   .describe("A reference to an object in the same namespace.");
 
+/** `observedGeneration` of a status or a condition: the generation it was computed from. */
+export const observedGeneration = (what: "status" | "condition") =>
+  z
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .describe(`The metadata.generation this ${what} was computed from.`);
+
 export const conditionStatus = z.enum(["True", "False", "Unknown"]);
 
 export const condition = z
   .object({
     type: z.string().max(316).describe("Type of condition in CamelCase."),
     status: conditionStatus.describe("True, False or Unknown."),
-    observedGeneration: z
-      .number()
-      .int()
-      .min(0)
-      .optional()
-      .describe("The metadata.generation this condition was computed from."),
+    observedGeneration: observedGeneration("condition"),
     lastTransitionTime: z.string().max(64).describe("When the status last changed (RFC 3339)."),
     reason: z.string().max(1024).describe("A CamelCase reason for the last transition."),
     message: z.string().max(32768).describe("A human-readable explanation."),

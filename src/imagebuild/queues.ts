@@ -119,30 +119,14 @@ export class BuildQueues {
    * reconcile, and the cache hands out a new object for every new version.
    */
   parsed(raw: KubernetesObject): ImageBuild | undefined {
-    if (this.parses.has(raw)) return this.parses.get(raw) ?? undefined;
-    let build: ImageBuild | null;
-    try {
-      build = parseImageBuild(raw);
-    } catch {
-      build = null;
-    }
-    this.parses.set(raw, build);
-    return build ?? undefined;
+    return parseOnce(this.parses, raw, parseImageBuild);
   }
 
   /** A cached pool, parsed once per version; undefined when missing or invalid. */
   private parsedPool(poolKey: string): BuilderPool | undefined {
     const raw = this.caches.pools.getByKey(poolKey);
     if (!raw) return undefined;
-    if (this.poolParses.has(raw)) return this.poolParses.get(raw) ?? undefined;
-    let pool: BuilderPool | null;
-    try {
-      pool = parseBuilderPool(raw);
-    } catch {
-      pool = null;
-    }
-    this.poolParses.set(raw, pool);
-    return pool ?? undefined;
+    return parseOnce(this.poolParses, raw, parseBuilderPool);
   }
 
   /**
@@ -170,4 +154,22 @@ export class BuildQueues {
     }
     this.stale.clear();
   }
+}
+
+/** `parse(raw)` once per cached object (a new version is a new object); undefined if invalid. */
+function parseOnce<T>(
+  parses: WeakMap<KubernetesObject, T | null>,
+  raw: KubernetesObject,
+  parse: (raw: KubernetesObject) => T,
+): T | undefined {
+  if (!parses.has(raw)) {
+    let parsed: T | null;
+    try {
+      parsed = parse(raw);
+    } catch {
+      parsed = null;
+    }
+    parses.set(raw, parsed);
+  }
+  return parses.get(raw) ?? undefined;
 }
