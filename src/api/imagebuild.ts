@@ -1,6 +1,7 @@
 // ImageBuild: one build of one image for one or more platforms. The spec is immutable:
 // a new commit is a new ImageBuild, which is what GitOps controllers and CI expect.
 import { z } from "zod";
+import type { Trust } from "./builderpool.ts";
 import {
   cel,
   DNS_SUBDOMAIN,
@@ -381,6 +382,41 @@ export const verifySpec = z
   );
 export type VerifySpec = z.infer<typeof verifySpec>;
 
+const NO_ATTESTATION_MESSAGE = "set provenance, sbom or both: an empty attestations requests none";
+
+export const attestationsSpec = cel(
+  z
+    .object({
+      provenance: z
+        .object({
+          mode: z
+            .enum(["min", "max"])
+            .default("min")
+            .describe(
+              "min records the build's materials and timing; max adds the full build definition (every build argument's value, the Dockerfile's steps). Build argument values become readable by whoever can pull the image.",
+            ),
+        })
+        .optional()
+        .describe(
+          "A SLSA provenance attestation per platform, made by BuildKit itself (attest:provenance); no extra image runs.",
+        ),
+      sbom: z
+        .object({})
+        .optional()
+        .describe(
+          "An SPDX SBOM attestation per platform (attest:sbom). BuildKit runs the pool's spec.buildkit.sbomGenerator image on the builder to scan the result, so builders must be able to pull it.",
+        ),
+    })
+    .refine((a) => a.provenance !== undefined || a.sbom !== undefined, {
+      message: NO_ATTESTATION_MESSAGE,
+    })
+    .describe(
+      "Attestations BuildKit attaches to each platform's image: the index then holds, per platform, an attestation manifest (platform unknown/unknown, annotated vnd.docker.reference.digest with the image's digest). None when absent.",
+    ),
+  { rule: "has(self.provenance) || has(self.sbom)", message: NO_ATTESTATION_MESSAGE },
+);
+export type AttestationsSpec = z.infer<typeof attestationsSpec>;
+
 export const poolRef = z
   .object({
     name: z
@@ -473,6 +509,7 @@ export const imageBuildSpec = cel(
           "Builds with the same key go to the same builder for cache locality. Defaults to git URL + Dockerfile path + target.",
         ),
       verify: verifySpec.optional(),
+      attestations: attestationsSpec.optional(),
     })
     .describe("What to build. Immutable: a new commit is a new ImageBuild."),
   {
@@ -482,7 +519,17 @@ export const imageBuildSpec = cel(
 );
 export type ImageBuildSpec = z.infer<typeof imageBuildSpec>;
 
-/** The cache ref this build exports to, before the per-architecture suffix. */
-export function cacheRefOf(spec: ImageBuildSpec): string {
-  return spec.cache.ref ?? `${spec.output.image}:buildcache`;
+/**
+ * The tag suffix of registry cache refs that builds on Untrusted pools write and read
+ * (docs/architecture.md, "Untrusted pools"); the per-platform suffix follows it.
+ */
+export const UNTRUSTED_CACHE_SUFFIX = "-untrusted";
+
+/**
+ * The cache ref this build exports to, before the per-architecture suffix. A build on an
+ * Untrusted pool defaults to <image>:buildcache-untrusted, apart from the trusted builds' ref.
+ */
+export function cacheRefOf(spec: ImageBuildSpec, trust: Trust = "Trusted"): string {
+  const tag = trust === "Untrusted" ? `buildcache${UNTRUSTED_CACHE_SUFFIX}` : "buildcache";
+  return spec.cache.ref ?? `${spec.output.image}:${tag}`;
 }

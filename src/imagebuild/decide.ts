@@ -1,4 +1,5 @@
 import type {
+  AttestationStatus,
   BuildPhase,
   ImageBuildStatus,
   PlatformStatus,
@@ -180,6 +181,7 @@ interface Draft {
   digest?: string;
   /** The check's state, for builds with spec.verify once it has an index digest. */
   verify?: VerifyStatus;
+  attestations?: AttestationStatus[];
   requeueAfterMs?: number;
   queuePosition?: number;
 }
@@ -193,6 +195,7 @@ function finish(build: ImageBuild, observed: Observed, draft: Draft): Decision {
   const completionTime = isTerminal(phase) ? (previous.completionTime ?? now) : undefined;
   const digest = draft.digest ?? previous.digest;
   const verify = draft.verify ?? previous.verify;
+  const attestations = draft.attestations ?? previous.attestations;
   const status: ImageBuildStatus = {
     ...(build.metadata.generation === undefined
       ? {}
@@ -202,6 +205,7 @@ function finish(build: ImageBuild, observed: Observed, draft: Draft): Decision {
     platforms: draft.platforms,
     ...(verify ? { verify } : {}),
     ...(digest ? { digest, image: `${build.spec.output.image}@${digest}` } : {}),
+    ...(attestations ? { attestations } : {}),
     ...(startTime ? { startTime } : {}),
     ...(completionTime ? { completionTime } : {}),
     conditions: buildConditions(
@@ -438,6 +442,7 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
       actions,
       ...(step.digest ? { digest: step.digest } : {}),
       ...(step.verify ? { verify: step.verify } : {}),
+      ...(step.attestations ? { attestations: step.attestations } : {}),
       ...(step.wait ? { requeueAfterMs: WAIT_REQUEUE_MS } : {}),
     };
   } else {

@@ -283,6 +283,61 @@ describe.skipIf(skip)("buildfarm assemble against a real registry", () => {
     });
   });
 
+  describe("SBOM attestation indexes as inputs (BuildKit with attest:sbom)", () => {
+    it("are flattened with both in-toto layers readable, and the result line lists the attestations", async () => {
+      const repo = "demo/sbom";
+      const amd64 = makeAttestationIndex(
+        makeImage({ platform: { os: "linux", architecture: "amd64" }, format: "oci" }),
+        { sbom: true },
+      );
+      const arm64 = makeAttestationIndex(
+        makeImage({ platform: { os: "linux", architecture: "arm64" }, format: "oci" }),
+        { sbom: true },
+      );
+      await pushAttestationIndex(registry, repo, amd64);
+      await pushAttestationIndex(registry, repo, arm64);
+      const out = outputOf(
+        await runAssemble([
+          ...flags({
+            image: `${registry.host}/${repo}`,
+            digest: [`linux/amd64=${amd64.index.digest}`, `linux/arm64=${arm64.index.digest}`],
+            tag: "v1",
+          }),
+          ...base(),
+        ]),
+      );
+      const types = ["https://spdx.dev/Document", "https://slsa.dev/provenance/v0.2"];
+      expect(out.attestations).toEqual([
+        {
+          platform: "linux/amd64",
+          digest: amd64.attestation.manifest.digest,
+          predicateTypes: types,
+        },
+        {
+          platform: "linux/arm64",
+          digest: arm64.attestation.manifest.digest,
+          predicateTypes: types,
+        },
+      ]);
+      const index = (await inspectRaw(registry, `${registry.host}/${repo}:v1`)).json as IndexJson;
+      const attestations = index.manifests.filter(
+        (m) => m.annotations?.["vnd.docker.reference.type"] === "attestation-manifest",
+      );
+      expect(attestations.map((m) => m.annotations?.["vnd.docker.reference.digest"])).toEqual([
+        amd64.image.manifest.digest,
+        arm64.image.manifest.digest,
+      ]);
+      // Each attestation manifest, read back by skopeo, still holds the SPDX and SLSA layers.
+      for (const entry of attestations) {
+        const manifest = (await inspectRaw(registry, `${registry.host}/${repo}@${entry.digest}`))
+          .json as { layers: { annotations?: Record<string, string> }[] };
+        expect(manifest.layers.map((l) => l.annotations?.["in-toto.io/predicate-type"])).toEqual(
+          types,
+        );
+      }
+    });
+  });
+
   describe("wrong inputs: a clear error and nothing tagged", () => {
     it("a digest that is not in the repository", async () => {
       const repo = "demo/wrong-digest";
