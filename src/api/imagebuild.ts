@@ -1,6 +1,7 @@
 // ImageBuild: one build of one image for one or more platforms. The spec is immutable:
 // a new commit is a new ImageBuild, which is what GitOps controllers and CI expect.
 import { z } from "zod";
+import { attestationsSpec } from "./attestations.ts";
 import type { Trust } from "./builderpool.ts";
 import {
   cel,
@@ -164,20 +165,49 @@ export const source = cel(
   },
 );
 
-const nameValue = (namePattern: RegExp, nameMessage: string, what: string) =>
-  keyedList(
+/** A name prefix a list refuses, with why (in zod and, for the API server, in CEL). */
+interface ForbiddenPrefix {
+  prefix: string;
+  message: string;
+}
+
+const nameValue = (
+  namePattern: RegExp,
+  nameMessage: string,
+  what: string,
+  forbidden?: ForbiddenPrefix,
+) => {
+  const name = z
+    .string()
+    .min(1)
+    .max(128)
+    .regex(namePattern, { message: nameMessage })
+    .refine((text) => !forbidden || !text.startsWith(forbidden.prefix), {
+      message: forbidden?.message ?? "",
+    });
+  return keyedList(
     z.object({
-      name: z
-        .string()
-        .min(1)
-        .max(128)
-        .regex(namePattern, { message: nameMessage })
-        .describe(`The ${what}'s name.`),
+      name: (forbidden
+        ? cel(name, { rule: `!self.startsWith('${forbidden.prefix}')`, message: forbidden.message })
+        : name
+      ).describe(`The ${what}'s name.`),
       value: printableValue(4096).describe(`The ${what}'s value.`),
     }),
     "name",
     128,
   );
+};
+
+/**
+ * BuildKit also reads build arguments named BUILDKIT_ATTEST_<TYPE> as attestation requests
+ * (frontend/attestations/parse.go): one would add or override attestations outside
+ * spec.attestations, with a scanner image of the build's choosing instead of the pool's.
+ */
+const ATTEST_BUILD_ARG: ForbiddenPrefix = {
+  prefix: "BUILDKIT_ATTEST_",
+  message:
+    "must not start with BUILDKIT_ATTEST_: BuildKit would read it as an attestation request; use spec.attestations",
+};
 
 /** Docker Hub's full name of a repository without a host: docker.io/[library/]path. */
 function dockerHubName(image: string): string | undefined {
@@ -382,41 +412,6 @@ export const verifySpec = z
   );
 export type VerifySpec = z.infer<typeof verifySpec>;
 
-const NO_ATTESTATION_MESSAGE = "set provenance, sbom or both: an empty attestations requests none";
-
-export const attestationsSpec = cel(
-  z
-    .object({
-      provenance: z
-        .object({
-          mode: z
-            .enum(["min", "max"])
-            .default("min")
-            .describe(
-              "min records the build's materials and timing; max adds the full build definition (every build argument's value, the Dockerfile's steps). Build argument values become readable by whoever can pull the image.",
-            ),
-        })
-        .optional()
-        .describe(
-          "A SLSA provenance attestation per platform, made by BuildKit itself (attest:provenance); no extra image runs.",
-        ),
-      sbom: z
-        .object({})
-        .optional()
-        .describe(
-          "An SPDX SBOM attestation per platform (attest:sbom). BuildKit runs the pool's spec.buildkit.sbomGenerator image on the builder to scan the result, so builders must be able to pull it.",
-        ),
-    })
-    .refine((a) => a.provenance !== undefined || a.sbom !== undefined, {
-      message: NO_ATTESTATION_MESSAGE,
-    })
-    .describe(
-      "Attestations BuildKit attaches to each platform's image: the index then holds, per platform, an attestation manifest (platform unknown/unknown, annotated vnd.docker.reference.digest with the image's digest). None when absent.",
-    ),
-  { rule: "has(self.provenance) || has(self.sbom)", message: NO_ATTESTATION_MESSAGE },
-);
-export type AttestationsSpec = z.infer<typeof attestationsSpec>;
-
 export const poolRef = z
   .object({
     name: z
@@ -452,6 +447,7 @@ export const imageBuildSpec = cel(
         BUILD_ARG_NAME,
         "must be a build argument name: letters, digits and '_', not starting with a digit",
         "build argument",
+        ATTEST_BUILD_ARG,
       )
         .optional()
         .describe(
