@@ -1,26 +1,10 @@
 // `buildfarm status` and spec.attestations (issue 21): the attestation manifests of the index,
 // once assembled, or what was asked for until then; nothing for a build without attestations.
 import { describe, expect, it } from "vitest";
-import type { StoredImageBuild } from "../../src/api/resources.ts";
 import { formatStatus } from "../../src/commands/status.ts";
+import { BUILD } from "./fixtures.ts";
 
 const NOW = new Date("2026-01-01T00:05:00Z");
-const BUILD: StoredImageBuild = {
-  apiVersion: "buildfarm.dev/v1alpha1",
-  kind: "ImageBuild",
-  metadata: {
-    name: "app-1",
-    namespace: "team",
-    creationTimestamp: "2026-01-01T00:00:00Z" as unknown as Date,
-  },
-  spec: {
-    source: { git: { url: "https://example.com/app.git", revision: "main" } },
-    output: { image: "registry.example.com/app", tags: ["v1"] },
-    platforms: ["linux/amd64", "linux/arm64"],
-    poolRef: { name: "default" },
-  },
-};
-
 describe("buildfarm status lists the attestations", () => {
   it("of the index, one line per attestation manifest with what it attests", () => {
     const text = formatStatus(
