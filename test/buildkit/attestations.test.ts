@@ -134,7 +134,9 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
   it("holds in each attestation manifest a SLSA provenance statement about that platform's image, mode=max", async () => {
     const manifests = index.manifests ?? [];
     const imageOf = (digest: string) => manifests.find((m) => m.digest === digest);
-    for (const attestation of manifests.filter((m) => m.platform?.os === "unknown")) {
+    const attestations = manifests.filter((m) => m.platform?.os === "unknown");
+    expect(attestations).toHaveLength(2);
+    for (const attestation of attestations) {
       const subject = attestation.annotations?.["vnd.docker.reference.digest"] as string;
       const arch = imageOf(subject)?.platform?.architecture;
       const manifest = (await getManifest(cluster.registry, "attested", attestation.digest)) as {
@@ -178,6 +180,7 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
         attestations?: { platform: string; digest: string; predicateTypes: string[] }[];
       }
     ).attestations;
+    expect(listed).toHaveLength(2);
     expect([...(listed ?? [])].sort((a, b) => a.platform.localeCompare(b.platform))).toEqual(
       attestations
         .map((a) => ({
@@ -200,7 +203,13 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
       (m) => m.platform?.os === "linux" && m.platform.architecture === "amd64",
     );
     expect(run).toMatchObject({ manifest: amd64?.digest, exitCode: 0 });
-    expect((await inspectRaw(cluster.registry, `${image()}:v1`)).digest).toBe(status.digest);
+    // The checked and tagged digest is the index with the attestations in it.
+    const tagged = await inspectRaw(cluster.registry, `${image()}:v1`);
+    expect(tagged.digest).toBe(status.digest);
+    expect((tagged.json.manifests as IndexEntry[]).map((m) => m.digest).sort()).toEqual(
+      (index.manifests ?? []).map((m) => m.digest).sort(),
+    );
+    expect(index.manifests?.filter((m) => m.platform?.os === "unknown")).toHaveLength(2);
     expect(samples.some((s) => s.tags.includes("v1"))).toBe(true);
     expect(samples.filter((s) => s.tags.includes("v1") && !s.verified)).toEqual([]);
   });
