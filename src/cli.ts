@@ -1,6 +1,16 @@
 #!/usr/bin/env node
 // The `buildfarm` command. Each subcommand lives in src/commands and is loaded only when
 // used, so `buildfarm assemble` in an index Job starts without the Kubernetes client.
+//
+// This module has no static import and checks the Node version first: the commands (and the
+// libraries they load, e.g. node:tls getCACertificates) need Node 24, and an older Node would
+// die inside one of them with a message that names neither Node nor the version.
+const NODE_MAJOR = Number(process.versions.node.split(".")[0]);
+if (NODE_MAJOR < 24) {
+  process.stderr.write(`buildfarm needs Node 24 (this is ${NODE_MAJOR}.x)\n`);
+  process.exit(1);
+}
+
 const USAGE = `usage: buildfarm <command> [options]
 
 commands:
