@@ -76,7 +76,8 @@ const SETTINGS = {
     flag: "metrics-bind-address",
     env: "METRICS_BIND_ADDRESS",
     type: "string",
-    description: "host:port of /metrics, /healthz and /readyz (default 0.0.0.0:8080; 0 disables)",
+    description:
+      "host:port of /metrics, /healthz and /readyz (default [::]:8080, every IPv6 and IPv4 address; 0 disables)",
   },
   logLevel: {
     flag: "log-level",
@@ -148,7 +149,7 @@ const duration = (fallback: string) =>
     .transform(parseDuration)
     .pipe(z.number().positive({ message: "must be longer than 0" }));
 const hostPort = z.string().regex(/^(0|(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]*):[0-9]{1,5})$/, {
-  message: "must be host:port (e.g. 0.0.0.0:8080 or :8080), or 0 to disable",
+  message: "must be host:port (e.g. [::]:8080, 0.0.0.0:8080 or :8080), or 0 to disable",
 });
 
 const schema = z.object({
@@ -182,7 +183,7 @@ const schema = z.object({
   retryPeriod: duration("2s"),
   syncPeriod: duration("10m"),
   identity: z.string().min(1).max(128).optional(),
-  metricsAddress: hostPort.default("0.0.0.0:8080"),
+  metricsAddress: hostPort.default("[::]:8080"),
   logLevel: z
     .enum(["trace", "debug", "info", "warn", "error", "silent"], {
       message: "must be trace, debug, info, warn or error",
@@ -260,10 +261,16 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorConf
     );
   const address = parsed.data.metricsAddress;
   const colon = address.lastIndexOf(":");
+  // "::" (an empty host, "[::]") listens on every IPv6 and, dual-stack, every IPv4 address, so
+  // the kubelet's probes reach the pod on IPv4, IPv6 and dual-stack clusters alike; "0.0.0.0"
+  // would refuse the probes of an IPv6-only cluster. Node wants IPv6 hosts without brackets.
   const metrics =
     address === "0"
       ? undefined
-      : { host: address.slice(0, colon) || "0.0.0.0", port: Number(address.slice(colon + 1)) };
+      : {
+          host: address.slice(0, colon).replace(/^\[(.*)\]$/, "$1") || "::",
+          port: Number(address.slice(colon + 1)),
+        };
   if (metrics && metrics.port > 65535)
     throw new ConfigError(
       `--metrics-bind-address ${JSON.stringify(address)}: port must be at most 65535`,

@@ -138,6 +138,8 @@ describe("the Helm chart", () => {
       capabilities: { drop: ["ALL"] },
     });
     expect(container?.args).toContain("--leader-elect=true");
+    // Every IPv6 and IPv4 address: the probes of an IPv6-only cluster reach it too.
+    expect(container?.args).toContain("--metrics-bind-address=[::]:8080");
     expect(container?.livenessProbe).toMatchObject({ httpGet: { path: "/healthz" } });
     expect(container?.readinessProbe).toMatchObject({ httpGet: { path: "/readyz" } });
   });
