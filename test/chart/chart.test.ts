@@ -196,3 +196,67 @@ describe("the Helm chart", () => {
     expect(JSON.parse(configMap.data["buildfarm.json"] as string)).toEqual(dashboard);
   });
 });
+
+describe("the Helm chart as a subchart of an umbrella chart", () => {
+  /** An umbrella chart depending on charts/buildfarm (file://), its dependency fetched by helm. */
+  async function umbrella(values: string): Promise<string> {
+    const dir = await mkdtemp(join(scratch, "umbrella-"));
+    await writeFile(
+      join(dir, "Chart.yaml"),
+      [
+        "apiVersion: v2",
+        "name: platform",
+        "version: 1.0.0",
+        "dependencies:",
+        "  - name: buildfarm",
+        "    version: 0.1.0",
+        `    repository: file://${CHART}`,
+        "",
+      ].join("\n"),
+    );
+    await writeFile(join(dir, "values.yaml"), values);
+    // Helm's own homes in the scratch directory: no user repositories, no network.
+    const env = {
+      ...process.env,
+      HELM_CACHE_HOME: join(dir, ".helm", "cache"),
+      HELM_CONFIG_HOME: join(dir, ".helm", "config"),
+      HELM_DATA_HOME: join(dir, ".helm", "data"),
+    };
+    await run(helm, ["dependency", "update", dir], { env });
+    return dir;
+  }
+
+  async function templateUmbrella(dir: string, args: string[] = []): Promise<Obj[]> {
+    const { stdout } = await run(
+      helm,
+      ["template", "platform", dir, "--namespace", "platform", ...args],
+      { maxBuffer: 64 << 20 },
+    );
+    return parseAllDocuments(stdout)
+      .map((document) => document.toJS() as Obj | null)
+      .filter((object): object is Obj => object !== null);
+  }
+
+  it("renders with empty values, although Helm always passes `global` to a subchart", async () => {
+    const objects = await templateUmbrella(await umbrella(""));
+    expect(objects.find((o) => o.kind === "Deployment")?.metadata.name).toBe("platform-buildfarm");
+  });
+
+  it("takes the subchart's values and the umbrella's globals, and still refuses unknown keys", async () => {
+    const dir = await umbrella(
+      [
+        "global: { imageRegistry: registry.example.com }",
+        "buildfarm:",
+        "  replicaCount: 3",
+        "",
+      ].join("\n"),
+    );
+    const deployment = (await templateUmbrella(dir)).find((o) => o.kind === "Deployment") as Obj & {
+      spec: { replicas: number };
+    };
+    expect(deployment.spec.replicas).toBe(3);
+    const file = join(dir, "bad.yaml");
+    await writeFile(file, "buildfarm: { replicaCount: 2, unknownKey: 1 }\n");
+    await expect(templateUmbrella(dir, ["--values", file])).rejects.toThrow(/unknownKey/);
+  });
+});
