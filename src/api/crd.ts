@@ -263,3 +263,46 @@ export function renderCrds(): { file: string; yaml: string }[] {
     yaml: CRD_HEADER + stringify(crdFor(info), { lineWidth: 0 }),
   }));
 }
+
+/**
+ * A CRD as a template of the Helm chart: rendered unless `crds.enabled` is false, labelled as
+ * the chart's other objects, and annotated `helm.sh/resource-policy: keep` while `crds.keep`
+ * is true. Templates, unlike a chart's crds/ directory (installed on the first install only),
+ * are updated by every `helm upgrade`, so a release that adds a field serves it.
+ */
+export function chartCrdTemplate(crd: JsonSchema): string {
+  const { apiVersion, kind, metadata, spec } = crd as {
+    apiVersion: string;
+    kind: string;
+    metadata: { name: string };
+    spec: JsonSchema;
+  };
+  const body = stringify({ spec }, { lineWidth: 0 });
+  // Helm would read "{{" in a description as template syntax.
+  if (body.includes("{{")) throw new Error(`${metadata.name}: the CRD text holds "{{"`);
+  return [
+    "{{- if .Values.crds.enabled }}",
+    CRD_HEADER.trimEnd(),
+    stringify({ apiVersion, kind }).trimEnd(),
+    "metadata:",
+    `  name: ${metadata.name}`,
+    "  labels:",
+    '    {{- include "buildfarm.labels" . | nindent 4 }}',
+    "  {{- if .Values.crds.keep }}",
+    "  annotations:",
+    "    # helm uninstall leaves the CRDs, and so every BuilderPool and ImageBuild, in place.",
+    "    helm.sh/resource-policy: keep",
+    "  {{- end }}",
+    `${body.trimEnd()}`,
+    "{{- end }}",
+    "",
+  ].join("\n");
+}
+
+/** File name and Helm template text of each generated CRD, for charts/buildfarm/templates/crds. */
+export function renderChartCrds(): { file: string; template: string }[] {
+  return CRD_KINDS.map((info) => ({
+    file: `${GROUP}_${info.plural}.yaml`,
+    template: chartCrdTemplate(crdFor(info)),
+  }));
+}

@@ -6,7 +6,8 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
-import { renderCrds } from "../../src/api/crd.ts";
+import { crdFor, renderChartCrds } from "../../src/api/crd.ts";
+import { BUILDER_POOL, IMAGE_BUILD } from "../../src/api/resources.ts";
 import { crdValidator } from "../support/crds.ts";
 import { REPO_ROOT } from "../support/files.ts";
 import { validateUpstream } from "../support/schemas.ts";
@@ -26,14 +27,7 @@ let helm: string;
 let scratch: string;
 
 async function template(valuesYaml?: string): Promise<Obj[]> {
-  const args = [
-    "template",
-    "buildfarm",
-    CHART,
-    "--namespace",
-    "buildfarm-system",
-    "--include-crds",
-  ];
+  const args = ["template", "buildfarm", CHART, "--namespace", "buildfarm-system"];
   if (valuesYaml !== undefined) {
     const file = join(scratch, `values-${Math.random().toString(36).slice(2)}.yaml`);
     await writeFile(file, valuesYaml);
@@ -81,13 +75,39 @@ describe("the Helm chart", () => {
     await run(helm, ["lint", CHART, "--strict", "--values", file]);
   });
 
-  it("ships CRDs byte-identical to the generated ones", () => {
-    for (const { file, yaml } of renderCrds()) {
+  it("ships the generated CRDs as templates, byte-identical to what npm run crds writes", () => {
+    for (const { file, template } of renderChartCrds()) {
       expect(
-        readFileSync(join(CHART, "crds", file), "utf8"),
-        `charts/buildfarm/crds/${file} is stale: npm run crds`,
-      ).toBe(yaml);
+        readFileSync(join(CHART, "templates", "crds", file), "utf8"),
+        `charts/buildfarm/templates/crds/${file} is stale: npm run crds`,
+      ).toBe(template);
     }
+  });
+
+  it("renders the generated CRDs, kept on uninstall, unless crds.enabled is false", async () => {
+    type Crd = Obj & { metadata: { annotations?: Record<string, string> }; spec: unknown };
+    const crds = (values?: string) =>
+      template(values).then(
+        (objects) => objects.filter((o) => o.kind === "CustomResourceDefinition") as Crd[],
+      );
+    const rendered = await crds();
+    expect(rendered.map((crd) => crd.metadata.name).sort()).toEqual([
+      "builderpools.buildfarm.dev",
+      "imagebuilds.buildfarm.dev",
+    ]);
+    for (const info of [BUILDER_POOL, IMAGE_BUILD]) {
+      const generated = crdFor(info) as Crd;
+      const crd = rendered.find((c) => c.metadata.name === generated.metadata.name);
+      // What the API server gets is the generated CRD, with the release's labels and the keep.
+      expect(crd?.spec).toEqual(generated.spec);
+      expect(crd?.metadata.annotations).toEqual({ "helm.sh/resource-policy": "keep" });
+      expect(crd?.metadata).toMatchObject({ labels: { "app.kubernetes.io/managed-by": "Helm" } });
+    }
+    expect((await crds("crds: { keep: false }\n")).map((c) => c.metadata.annotations)).toEqual([
+      undefined,
+      undefined,
+    ]);
+    expect(await crds("crds: { enabled: false }\n")).toEqual([]);
   });
 
   it.each([
