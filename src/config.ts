@@ -4,8 +4,10 @@ import { parseArgs } from "node:util";
 import { z } from "zod";
 import { DEFAULT_BUILDKIT_IMAGE } from "./api/builderpool.ts";
 import { DURATION, parseDuration } from "./api/meta.ts";
+import { PLATFORM } from "./api/platform.ts";
 import { IMAGE_REFERENCE } from "./api/reference.ts";
 import { errorMessage } from "./errors.ts";
+import { DEFAULT_OPERATOR_IMAGE_PLATFORMS } from "./naming.ts";
 
 export const DEFAULT_OPERATOR_IMAGE = "ghcr.io/buildfarm-dev/buildfarm:0.1.0";
 
@@ -109,6 +111,12 @@ const SETTINGS = {
     type: "string",
     description: "this operator's image, run by index Jobs as `buildfarm assemble`",
   },
+  operatorImagePlatforms: {
+    flag: "operator-image-platforms",
+    env: "OPERATOR_IMAGE_PLATFORMS",
+    type: "string",
+    description: `platforms the operator image is built for; index and tag Jobs run only on their nodes (default ${DEFAULT_OPERATOR_IMAGE_PLATFORMS.join(",")})`,
+  },
   shutdownTimeout: {
     flag: "shutdown-timeout",
     env: "SHUTDOWN_TIMEOUT",
@@ -201,6 +209,24 @@ const schema = z.object({
     .max(512)
     .regex(IMAGE_REFERENCE, { message: "must be an image reference" })
     .default(DEFAULT_OPERATOR_IMAGE),
+  operatorImagePlatforms: z
+    .string()
+    .default(DEFAULT_OPERATOR_IMAGE_PLATFORMS.join(","))
+    .transform((text) =>
+      text
+        .split(",")
+        .map((item) => item.trim())
+        .filter(Boolean),
+    )
+    .pipe(
+      z
+        .array(
+          z.string().regex(PLATFORM, {
+            message: "each platform must be linux/<arch>[/variant], e.g. linux/arm64",
+          }),
+        )
+        .min(1, { message: "must name at least one platform" }),
+    ),
   shutdownTimeout: z
     .string()
     .regex(DURATION, { message: "must be a duration such as 30s" })

@@ -41,6 +41,12 @@ export const ANNOTATIONS = {
 
 export const BUILDKIT_PORT = 1234;
 
+/**
+ * The platforms the operator's image is built for (--operator-image-platforms): the index and
+ * tag Jobs, which run it, go only to nodes of these.
+ */
+export const DEFAULT_OPERATOR_IMAGE_PLATFORMS = ["linux/amd64", "linux/arm64"] as const;
+
 /** Builder Deployment (or StatefulSet) and its Service: `<pool>-<arch>`. */
 export const builderName = (pool: string, arch: Architecture | string) => `${pool}-${arch}`;
 /** The headless twin, for per-pod addressing: `<pool>-<arch>-headless`. */

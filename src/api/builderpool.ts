@@ -252,6 +252,29 @@ const TRUST_OF = (root: string) =>
 const TRUST_IMMUTABLE_MESSAGE =
   "spec.isolation.trust cannot change: the builders' local cache holds what builds of the old trust wrote; create a new pool";
 
+export const poolJobResources = z
+  .object({
+    build: resources
+      .optional()
+      .describe(
+        "For each platform Job's buildctl (default requests 50m CPU, 64Mi; limits 500m, 512Mi).",
+      ),
+    assemble: resources
+      .optional()
+      .describe(
+        "For the index and tag Jobs' buildfarm assemble (default requests 50m CPU, 128Mi; limits 500m, 512Mi).",
+      ),
+    verify: resources
+      .optional()
+      .describe(
+        "For the check of spec.verify (default requests 100m CPU, 128Mi; limits 1 CPU, 512Mi).",
+      ),
+  })
+  .describe(
+    "Requests and limits of the Jobs of builds on this pool, per key over the defaults; a build's own spec.jobResources (and spec.verify.resources) go over these. A request above the limit it inherits raises that limit; a limit below the request it inherits lowers that request.",
+  );
+export type PoolJobResources = z.infer<typeof poolJobResources>;
+
 export const builderPoolSpec = cel(
   z
     .object({
@@ -278,6 +301,7 @@ export const builderPoolSpec = cel(
         .optional()
         .describe("Registries that need plain HTTP or an unverified certificate."),
       isolation: isolationSpec.optional(),
+      jobResources: poolJobResources.optional(),
     })
     .describe("A farm of rootless BuildKit builders, one Deployment per CPU architecture."),
   // A transition rule: the API server checks it on updates only.

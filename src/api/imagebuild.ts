@@ -393,7 +393,9 @@ export const verifySpec = z
       .describe("Environment for the check, beside IMAGE=<repo>@<digest>."),
     resources: resources
       .optional()
-      .describe("CPU and memory for the check's container (requests 100m CPU, 128Mi by default)."),
+      .describe(
+        "CPU and memory for the check's container, per key over the pool's jobResources.verify and the defaults (requests 100m CPU, 128Mi; limits 1 CPU, 512Mi).",
+      ),
     timeout: cel(
       duration
         .default("10m")
@@ -495,6 +497,21 @@ export const imageBuildSpec = cel(
         .optional()
         .describe(
           "Delete the build's Jobs and client certificate this long after it finishes; the ImageBuild and its status stay.",
+        ),
+      jobResources: z
+        .object({
+          build: resources
+            .optional()
+            .describe("For each platform Job's buildctl, over the pool's jobResources.build."),
+          assemble: resources
+            .optional()
+            .describe(
+              "For the index and tag Jobs' buildfarm assemble, over the pool's jobResources.assemble.",
+            ),
+        })
+        .optional()
+        .describe(
+          "Requests and limits of this build's Jobs, per key over the pool's spec.jobResources and the defaults (spec.verify.resources for the check).",
         ),
       cacheKey: z
         .string()

@@ -4,7 +4,7 @@
 import type { BuilderPool } from "../api/resources.ts";
 import { SpecError } from "../api/resources.ts";
 import { atLeast, type KubeVersion } from "./context.ts";
-import { quantityToBytes } from "./quantity.ts";
+import { quantityToBytes, requestsAboveLimits } from "./quantity.ts";
 
 const ARCH_LABEL = "kubernetes.io/arch";
 
@@ -35,7 +35,12 @@ export function specProblems(pool: BuilderPool): string[] {
       }. Leave room for the builds running between two collections.`,
     );
   }
+  for (const container of ["build", "assemble", "verify"] as const)
+    problems.push(
+      ...requestsAboveLimits(pool.spec.jobResources?.[container], `spec.jobResources.${container}`),
+    );
   pool.spec.architectures.forEach((arch, index) => {
+    problems.push(...requestsAboveLimits(arch.resources, `spec.architectures[${index}].resources`));
     const pinned = arch.nodeSelector?.[ARCH_LABEL];
     if (pinned !== undefined && pinned !== arch.name) {
       problems.push(

@@ -5,7 +5,7 @@
 // authenticates) or a verdict a person can act on: Pending while what is missing may still
 // appear, Failed when only a new ImageBuild or a pool change can help.
 import type { V1LabelSelector } from "@kubernetes/client-node";
-import { servedPlatforms, type Trust, trustOf } from "../api/builderpool.ts";
+import { type PoolJobResources, servedPlatforms, type Trust, trustOf } from "../api/builderpool.ts";
 import { cacheRefOf } from "../api/imagebuild.ts";
 import {
   ARCHITECTURES,
@@ -17,6 +17,7 @@ import {
 import { splitHost } from "../api/reference.ts";
 import type { BuilderPool, ImageBuild } from "../api/resources.ts";
 import { allowedNamespaceSelector, poolAdmitsNamespace } from "../builderpool/policy.ts";
+import { requestsAboveLimits } from "../builderpool/quantity.ts";
 import { cacheRefProblem } from "./cache-ref.ts";
 import { gitHost, gitScheme, TOKEN_HOST } from "./source.ts";
 import { cacheTrustVerdicts } from "./trust.ts";
@@ -67,6 +68,8 @@ export interface BuildPlan {
   untrusted?: true;
   /** The pool's SBOM scanner image, when the build asks for an SBOM. */
   sbomGenerator?: string;
+  /** The pool's spec.jobResources: its defaults for the build's containers. */
+  jobResources?: PoolJobResources;
 }
 
 export interface Verdict {
@@ -171,6 +174,14 @@ export function specProblems(build: ImageBuild, trust: Trust = "Trusted"): Verdi
       );
     }
     seen.set(normalized, platform);
+  }
+  for (const [resources, path] of [
+    [spec.jobResources?.build, "spec.jobResources.build"],
+    [spec.jobResources?.assemble, "spec.jobResources.assemble"],
+    [spec.verify?.resources, "spec.verify.resources"],
+  ] as const) {
+    for (const problem of requestsAboveLimits(resources, path))
+      problems.push(failed("InvalidResources", problem));
   }
   if (!spec.cache.disabled) {
     const refs = [cacheRefOf(spec, trust), ...(spec.cache.importFrom ?? [])];
@@ -418,6 +429,7 @@ export function admit(build: ImageBuild, input: AdmissionInput): Admission {
       insecureRegistries,
       ...(trust === "Untrusted" ? { untrusted: true as const } : {}),
       ...(build.spec.attestations?.sbom ? { sbomGenerator: pool.spec.buildkit.sbomGenerator } : {}),
+      ...(pool.spec.jobResources ? { jobResources: pool.spec.jobResources } : {}),
     },
   };
 }

@@ -38,6 +38,8 @@ export interface Observed {
   /** The operator's image, which runs `buildfarm assemble` in the index Job. */
   operatorImage: string;
   operatorUser?: number;
+  /** The platforms that image is built for (--operator-image-platforms). */
+  operatorImagePlatforms?: readonly string[];
 }
 
 export type Action =

@@ -11,17 +11,18 @@
 // kubelet's 0666 termination-log file in place. A failed buildctl is a failed init container
 // whose FallbackToLogsOnError message is the tail of its log.
 import type {
+  V1Affinity,
   V1ConfigMap,
   V1Container,
   V1EnvVar,
   V1Job,
   V1PodSecurityContext,
-  V1ResourceRequirements,
   V1SecurityContext,
   V1Volume,
   V1VolumeMount,
 } from "@kubernetes/client-node";
 import { parseDuration } from "../api/meta.ts";
+import { parsePlatform } from "../api/platform.ts";
 import type { ImageBuild } from "../api/resources.ts";
 import {
   ANNOTATIONS,
@@ -30,6 +31,7 @@ import {
   buildPodLabels,
   COMPONENTS,
   clientSecretName,
+  DEFAULT_OPERATOR_IMAGE_PLATFORMS,
   indexJobName,
   inlineContextName,
   LABELS,
@@ -47,6 +49,7 @@ import {
 } from "./admission.ts";
 import { type BuilderEndpoint, buildctlArgv, builderEndpoint } from "./argv.ts";
 import { type AssembleStep, assembleArgs, type PlatformDigest } from "./assemble-contract.ts";
+import { jobContainerResources } from "./resources.ts";
 
 /** The rootless BuildKit image's user (USER 1000:1000); build pods run as it. */
 export const BUILD_USER = 1000;
@@ -101,10 +104,26 @@ export function containerSecurityContext(): V1SecurityContext {
   };
 }
 
-const resources = (cpu: string, memory: string, memoryLimit: string): V1ResourceRequirements => ({
-  requests: { cpu, memory },
-  limits: { memory: memoryLimit },
-});
+/**
+ * A required node affinity on Linux nodes of these architectures (kubernetes.io/arch has no
+ * variant: linux/arm/v7 asks for arm).
+ */
+function nodesOf(architectures: readonly string[]): V1Affinity {
+  return {
+    nodeAffinity: {
+      requiredDuringSchedulingIgnoredDuringExecution: {
+        nodeSelectorTerms: [
+          {
+            matchExpressions: [
+              { key: "kubernetes.io/arch", operator: "In", values: [...new Set(architectures)] },
+              { key: "kubernetes.io/os", operator: "In", values: ["linux"] },
+            ],
+          },
+        ],
+      },
+    },
+  };
+}
 
 function ownedMetadata(
   build: ImageBuild,
@@ -248,7 +267,7 @@ export function buildJob(
       outMount,
       { name: VOLUMES.tmp, mountPath: BUILD_PATHS.tmp },
     ],
-    resources: resources("50m", "64Mi", "512Mi"),
+    resources: jobContainerResources("build", plan.jobResources, build.spec.jobResources?.build),
     securityContext: containerSecurityContext(),
     terminationMessagePolicy: "FallbackToLogsOnError",
   };
@@ -258,7 +277,7 @@ export function buildJob(
     command: ["cp"],
     args: [BUILD_PATHS.metadataFile, BUILD_PATHS.terminationLog],
     volumeMounts: [{ ...outMount, readOnly: true }],
-    resources: resources("10m", "16Mi", "32Mi"),
+    resources: jobContainerResources("report", plan.jobResources, undefined),
     securityContext: containerSecurityContext(),
     terminationMessagePath: BUILD_PATHS.terminationLog,
     terminationMessagePolicy: "FallbackToLogsOnError",
@@ -307,6 +326,11 @@ export interface IndexJobOptions {
   image: string;
   /** The image's non-root user; 65532 for the distroless operator image. */
   user?: number;
+  /**
+   * The platforms the image runs on (--operator-image-platforms): the Job goes only to nodes of
+   * these, since a node of another architecture fails it with `exec format error`.
+   */
+  platforms?: readonly string[];
 }
 
 function assembleJob(
@@ -320,6 +344,9 @@ function assembleJob(
   const labels = buildPodLabels(build.metadata.name, plan.pool, plan.poolNamespace, component);
   const push = dockerConfig(build);
   const user = options.user ?? OPERATOR_USER;
+  const architectures = (options.platforms ?? DEFAULT_OPERATOR_IMAGE_PLATFORMS).map(
+    (platform) => parsePlatform(platform).architecture,
+  );
   return {
     apiVersion: "batch/v1",
     kind: "Job",
@@ -333,7 +360,7 @@ function assembleJob(
           restartPolicy: "Never",
           automountServiceAccountToken: false,
           enableServiceLinks: false,
-          nodeSelector: { "kubernetes.io/os": "linux" },
+          affinity: nodesOf(architectures),
           securityContext: podSecurityContext(user),
           containers: [
             {
@@ -342,7 +369,11 @@ function assembleJob(
               args: ["assemble", ...args],
               env: [...scratchEnv, ...push.env],
               volumeMounts: [...push.mounts, { name: VOLUMES.tmp, mountPath: BUILD_PATHS.tmp }],
-              resources: resources("50m", "128Mi", "512Mi"),
+              resources: jobContainerResources(
+                "assemble",
+                plan.jobResources,
+                build.spec.jobResources?.assemble,
+              ),
               securityContext: containerSecurityContext(),
               terminationMessagePath: BUILD_PATHS.terminationLog,
               terminationMessagePolicy: "FallbackToLogsOnError",
@@ -425,9 +456,6 @@ export function verifyJob(build: ImageBuild, plan: BuildPlan, image: string): V1
   );
   const architecture = verify.image === undefined ? verifyArchitecture(plan) : undefined;
   const pull = build.spec.output.pushSecretRef?.name;
-  const strings = (list: Record<string, string | number>) =>
-    Object.fromEntries(Object.entries(list).map(([key, value]) => [key, String(value)]));
-  const requests = strings(verify.resources?.requests ?? { cpu: "100m", memory: "128Mi" });
   return {
     apiVersion: "batch/v1",
     kind: "Job",
@@ -442,22 +470,7 @@ export function verifyJob(build: ImageBuild, plan: BuildPlan, image: string): V1
           automountServiceAccountToken: false,
           enableServiceLinks: false,
           ...(architecture
-            ? {
-                affinity: {
-                  nodeAffinity: {
-                    requiredDuringSchedulingIgnoredDuringExecution: {
-                      nodeSelectorTerms: [
-                        {
-                          matchExpressions: [
-                            { key: "kubernetes.io/arch", operator: "In", values: [architecture] },
-                            { key: "kubernetes.io/os", operator: "In", values: ["linux"] },
-                          ],
-                        },
-                      ],
-                    },
-                  },
-                },
-              }
+            ? { affinity: nodesOf([architecture]) }
             : { nodeSelector: { "kubernetes.io/os": "linux" } }),
           ...(pull ? { imagePullSecrets: [{ name: pull }] } : {}),
           securityContext: podSecurityContext(VERIFY_USER),
@@ -470,13 +483,15 @@ export function verifyJob(build: ImageBuild, plan: BuildPlan, image: string): V1
               env: [
                 ...(verify.env ?? []).map(({ name, value }) => ({ name, value })),
                 { name: "IMAGE", value: image },
+                // The root filesystem is read-only and UID 65532 has no home in most images:
+                // tools that write under $HOME (caches, config) get the writable /tmp.
+                ...(verify.env?.some((entry) => entry.name === "HOME")
+                  ? []
+                  : [{ name: "HOME", value: BUILD_PATHS.tmp }]),
                 { name: "TMPDIR", value: BUILD_PATHS.tmp },
               ],
               volumeMounts: [{ name: VOLUMES.tmp, mountPath: BUILD_PATHS.tmp }],
-              resources: {
-                requests,
-                ...(verify.resources?.limits ? { limits: strings(verify.resources.limits) } : {}),
-              },
+              resources: jobContainerResources("verify", plan.jobResources, verify.resources),
               securityContext: containerSecurityContext(),
               terminationMessagePolicy: "FallbackToLogsOnError",
             },

@@ -85,6 +85,7 @@ function operatorImage(observed: Observed) {
   return {
     image: observed.operatorImage,
     ...(observed.operatorUser === undefined ? {} : { user: observed.operatorUser }),
+    ...(observed.operatorImagePlatforms ? { platforms: observed.operatorImagePlatforms } : {}),
   };
 }
 

@@ -96,3 +96,22 @@ describe("operator configuration: the health and metrics address", () => {
     expect(await answers(metrics!, ["::1"])).toEqual({ "::1": 200 });
   });
 });
+
+describe("operator configuration: the platforms of the operator image", () => {
+  it("defaults to linux/amd64 and linux/arm64, and takes a list", () => {
+    expect(loadConfig([], {}).operatorImagePlatforms).toEqual(["linux/amd64", "linux/arm64"]);
+    expect(
+      loadConfig(["--operator-image-platforms=linux/arm64"], {}).operatorImagePlatforms,
+    ).toEqual(["linux/arm64"]);
+    expect(
+      loadConfig([], { OPERATOR_IMAGE_PLATFORMS: "linux/amd64, linux/arm/v7" })
+        .operatorImagePlatforms,
+    ).toEqual(["linux/amd64", "linux/arm/v7"]);
+  });
+
+  it("refuses what is not a Linux platform, naming the flag", () => {
+    expect(() => loadConfig(["--operator-image-platforms=windows/amd64"], {})).toThrow(
+      /--operator-image-platforms \(or \$OPERATOR_IMAGE_PLATFORMS\) "windows\/amd64": each platform must be linux/,
+    );
+  });
+});

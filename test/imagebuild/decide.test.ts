@@ -405,6 +405,7 @@ describe("spec.verify: the check runs on the untagged index, and only a pass tag
       env: [
         { name: "MODE", value: "ci" },
         { name: "IMAGE", value: `${REPO}@${INDEX_DIGEST}` },
+        { name: "HOME", value: "/tmp" },
         { name: "TMPDIR", value: "/tmp" },
       ],
       securityContext: {

@@ -415,10 +415,14 @@ describe("the Jobs of a build with spec.verify", () => {
       env: [
         { name: "LEVEL", value: "full" },
         { name: "IMAGE", value: CHECKED },
+        { name: "HOME", value: "/tmp" },
         { name: "TMPDIR", value: "/tmp" },
       ],
       volumeMounts: [{ name: "tmp", mountPath: "/tmp" }],
-      resources: { requests: { cpu: "100m", memory: "128Mi" } },
+      resources: {
+        requests: { cpu: "100m", memory: "128Mi" },
+        limits: { cpu: "1", memory: "512Mi" },
+      },
     });
     expect(spec.securityContext?.runAsUser).toBe(VERIFY_USER);
     expect(
@@ -434,9 +438,10 @@ describe("the Jobs of a build with spec.verify", () => {
     const spec = verifyJob(checkedElsewhere, examplePlan(checkedElsewhere), CHECKED).spec?.template
       .spec as V1PodSpec;
     expect(spec.containers[0]?.image).toBe(`ghcr.io/acme/checks:v2@sha256:${"c".repeat(64)}`);
+    // Its own requests and limit, over the default CPU limit.
     expect(spec.containers[0]?.resources).toEqual({
       requests: { cpu: "1", memory: "1Gi" },
-      limits: { memory: "2Gi" },
+      limits: { cpu: "1", memory: "2Gi" },
     });
     expect(spec.affinity).toBeUndefined();
     expect(spec.nodeSelector).toEqual({ "kubernetes.io/os": "linux" });
