@@ -101,8 +101,27 @@ function probes(): Pick<V1Container, "startupProbe" | "readinessProbe" | "livene
   };
 }
 
+/**
+ * The architecture's resources, and for an EmptyDir cache an ephemeral-storage request of its
+ * size: the cache counts against the node's ephemeral storage, so the scheduler must see it
+ * (or a node with a small root volume takes the builder and evicts it under DiskPressure). A
+ * Persistent pool's cache is on its claim.
+ */
+export function builderResources(
+  pool: BuilderPool,
+  arch: ArchitectureSpec,
+): V1ResourceRequirements | undefined {
+  const own = arch.resources ? resourceRequirements(arch.resources) : undefined;
+  if (pool.spec.cache.type !== "EmptyDir" || own?.requests?.["ephemeral-storage"]) return own;
+  return {
+    ...own,
+    requests: { ...own?.requests, "ephemeral-storage": String(pool.spec.cache.size) },
+  };
+}
+
 function container(pool: BuilderPool, arch: ArchitectureSpec, context: PoolContext): V1Container {
   const appArmorField = atLeast(context.serverVersion, 1, 30);
+  const resources = builderResources(pool, arch);
   return {
     name: CONTAINER_NAME,
     image: builderImage(pool.spec.buildkit.image, context),
@@ -110,7 +129,10 @@ function container(pool: BuilderPool, arch: ArchitectureSpec, context: PoolConte
     args: buildkitdArgs(pool),
     ports: [{ name: BUILDKIT_PORT_NAME, containerPort: BUILDKIT_PORT, protocol: "TCP" }],
     ...probes(),
-    ...(arch.resources ? { resources: resourceRequirements(arch.resources) } : {}),
+    ...(resources ? { resources } : {}),
+    // A builder that fails (rootlesskit refused its user namespace, say) leaves the tail of its
+    // log in lastState.terminated.message, where the pool's status reads why (status.ts).
+    terminationMessagePolicy: "FallbackToLogsOnError",
     securityContext: {
       // rootlesskit maps the build's user namespace with the image's setuid newuidmap and
       // newgidmap; no_new_privs (allowPrivilegeEscalation: false) makes them fail with

@@ -165,7 +165,9 @@ describe("a spec change", () => {
     expect(after.metadata.uid).toBe(before.metadata.uid);
     const container = after.spec.template.spec.containers[0];
     expect(container.image).toBe("moby/buildkit:v0.23.2-rootless");
-    expect(container.resources).toEqual({ requests: { cpu: "1", memory: "2Gi" } });
+    expect(container.resources).toEqual({
+      requests: { cpu: "1", memory: "2Gi", "ephemeral-storage": "20Gi" },
+    });
     await waitForReady(kube, "farm", { status: "True" });
     expect(pool(kube, "farm").status).toMatchObject({
       observedGeneration: 2,

@@ -281,7 +281,7 @@ describe("the builder pod", () => {
       };
     });
     expect(podSpecOf(deploymentOf(pool)).containers[0]?.resources).toEqual({
-      requests: { cpu: "2", memory: "4Gi" },
+      requests: { cpu: "2", memory: "4Gi", "ephemeral-storage": "50Gi" },
     });
   });
 
