@@ -16,9 +16,9 @@ import { childMeta } from "./meta.ts";
 
 /**
  * The names one architecture's builders answer to: the Service in every form a client in the
- * cluster may use, and any single label under the headless Service, which covers Deployment
- * pods (`10-1-2-3.<headless>…`, their IP with dashes) and StatefulSet pods
- * (`<pool>-<arch>-0.<headless>…`).
+ * cluster may use (a build routed to one Deployment pod dials its IP and checks the Service
+ * name), and any single label under the headless Service, which covers StatefulSet pods
+ * (`<pool>-<arch>-0.<headless>…`) and CoreDNS's `10-1-2-3.<headless>…` names of the others.
  */
 export function builderDnsNames(
   pool: BuilderPool,

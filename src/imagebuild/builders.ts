@@ -13,7 +13,7 @@ import { isFinished, observeJob } from "./observe.ts";
 import { type SlotVerdict, slotKey } from "./queue.ts";
 import {
   type BuilderPod,
-  builderPodHost,
+  builderPodTarget,
   defaultCacheKey,
   type Route,
   routePlatform,
@@ -101,7 +101,7 @@ export function builderPodsOf(
   return caches.pods
     .byIndex(BY_BUILDERS, key)
     .map((pod) => {
-      const host = builderPodHost(
+      const target = builderPodTarget(
         {
           ...(pod.spec?.hostname ? { hostname: pod.spec.hostname } : {}),
           ...(pod.spec?.subdomain ? { subdomain: pod.spec.subdomain } : {}),
@@ -114,7 +114,8 @@ export function builderPodsOf(
       return {
         name,
         ready: isReadyBuilder(pod),
-        ...(host ? { host } : {}),
+        ...(target ? { host: target.host } : {}),
+        ...(target?.serverName ? { serverName: target.serverName } : {}),
         running: running.get(name) ?? 0,
       };
     })

@@ -81,8 +81,10 @@ export interface BuilderPod {
   name: string;
   /** Running, Ready, not being deleted, and addressable. */
   ready: boolean;
-  /** Its own DNS name under the headless Service (see builderPodHost). */
+  /** What buildctl dials to reach this pod: its IP, or its stable name (see builderPodTarget). */
   host?: string;
+  /** The TLS server name when the pod is dialled by its own name; else the Service's. */
+  serverName?: string;
   /** Unfinished platform Jobs routed to it. */
   running: number;
 }
@@ -136,7 +138,8 @@ export function routePlatform(input: RouteInput): Route {
     kind: "pod",
     pod: pod.name,
     address: `tcp://${pod.host}:${input.port}`,
-    serverName: pod.host as string,
+    // A pod dialled by IP proves itself with a name its certificate carries: the Service's.
+    serverName: pod.serverName ?? input.service.serverName,
     preferred,
   });
   if (ready.length === 0) {
@@ -167,22 +170,24 @@ export function routePlatform(input: RouteInput): Route {
 }
 
 /**
- * A builder pod's own DNS name, which the server certificate's wildcard
- * `*.<headless>.<ns>.svc` covers: `<hostname>.<headless>.<ns>.svc` for a pod that has its
- * hostname and subdomain (StatefulSet builders), else its IP with dashes, as cluster DNS
- * names the pods of a headless Service (`10-244-3-7.<headless>.<ns>.svc`; an IPv6 address
- * with each ':' a '-').
+ * How buildctl reaches one builder pod without a name cluster DNS may not serve. A pod with a
+ * hostname and subdomain under the headless Service (StatefulSet builders) has a stable name
+ * that every cluster DNS serves (`<hostname>.<headless>.<ns>.svc`, also its TLS server name,
+ * under the certificate's `*.<headless>.<ns>.svc`). Any other pod is dialled by its IP (an IPv6
+ * address in brackets): the `<ip-with-dashes>.<headless>` name is CoreDNS's fallback only, and
+ * kube-dns (names by hash) or CoreDNS with `endpoint_pod_names` (names by pod) answer NXDOMAIN
+ * for it. Its TLS server name is then the architecture's Service name, which the same
+ * certificate carries.
  */
-export function builderPodHost(
+export function builderPodTarget(
   pod: { hostname?: string; subdomain?: string; ip?: string },
   headless: string,
   namespace: string,
-): string | undefined {
-  const label =
-    pod.hostname && pod.subdomain === headless
-      ? pod.hostname
-      : pod.ip
-        ? pod.ip.replaceAll(/[.:]/g, "-")
-        : undefined;
-  return label ? `${label}.${headless}.${namespace}.svc` : undefined;
+): { host: string; serverName?: string } | undefined {
+  if (pod.hostname && pod.subdomain === headless) {
+    const host = `${pod.hostname}.${headless}.${namespace}.svc`;
+    return { host, serverName: host };
+  }
+  if (!pod.ip) return undefined;
+  return { host: pod.ip.includes(":") ? `[${pod.ip}]` : pod.ip };
 }

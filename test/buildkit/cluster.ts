@@ -10,6 +10,7 @@ import { type RunningOperator, startOperator } from "../../src/operator.ts";
 import { createLogger } from "../../src/runtime/log.ts";
 import { defaultExecutor, type Kube, type KubeObject, startKube } from "../kube/index.ts";
 import { RealPods } from "../kube/sim/real/executor.ts";
+import type { ClusterDns } from "../kube/sim/real/network.ts";
 import { type FaultyProxy, startFaultyProxy } from "../registry/proxy.ts";
 import type { BuildkitTools } from "../support/buildkit.ts";
 import { REPO_ROOT } from "../support/files.ts";
@@ -69,6 +70,8 @@ export interface RealCluster {
 export interface RealClusterOptions {
   replicas?: Partial<Record<Arch, number>>;
   logLevel?: string;
+  /** The cluster DNS the pods see (default CoreDNS). */
+  clusterDns?: ClusterDns;
 }
 
 export async function startRealCluster(
@@ -102,6 +105,7 @@ export async function startRealCluster(
       },
       operatorImage: DEFAULT_OPERATOR_IMAGE,
       fallback: pushed.executor,
+      ...(options.clusterDns ? { clusterDns: options.clusterDns } : {}),
     });
     const kube = await startKube({
       nodes: [

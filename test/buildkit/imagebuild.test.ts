@@ -210,7 +210,7 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
     });
 
     it(
-      "sends two builds of the same repository to one builder pod, by its own name and TLS name",
+      "sends two builds of the same repository to one builder pod, by its IP",
       async () => {
         scaleAmd64(2);
         await cluster.kube.waitFor(() => readyAmd64().length === 2, {
@@ -230,11 +230,7 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
           expect(status.phase, await explain(cluster, name)).toBe("Succeeded");
           const [amd64] = status.platforms ?? [];
           routed.push(amd64?.builderPod ?? "");
-          expect(amd64?.builder).toMatch(
-            new RegExp(
-              `^tcp://10-244-\\d+-\\d+\\.${POOL}-amd64-headless\\.${POOL_NAMESPACE}\\.svc:1234$`,
-            ),
-          );
+          expect(amd64?.builder).toMatch(/^tcp:\/\/10\.244\.\d+\.\d+:1234$/);
         }
         expect(routed[0]).toBe(routed[1]);
         const chosen = routed[0] as string;

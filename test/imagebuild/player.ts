@@ -243,17 +243,20 @@ export class BuildPlayer {
 
   /**
    * Where the cluster would take buildctl's --addr, checked as a builder would see it: a
-   * Service name reaches some Ready builder of that Service; a pod's own name under the
-   * headless Service (`<ip-dashed>.<headless>.<ns>.svc` or `<hostname>.<headless>…`) reaches
-   * that pod only while it is Ready (the headless Service publishes ready pods only), and its
-   * server certificate must carry the --tlsservername. Records the pod reached.
+   * Service name reaches some Ready builder of that Service; a pod IP reaches that pod with no
+   * name looked up; a StatefulSet pod's own name under the headless Service
+   * (`<hostname>.<headless>.<ns>.svc`) reaches that pod only while it is Ready (the headless
+   * Service publishes ready pods only). `<ip-dashed>.<headless>` names do not resolve: only
+   * CoreDNS's fallback serves them (kube-dns names such pods by hash). The server certificate
+   * must carry the --tlsservername, which for a name is that name. Records the pod reached.
    */
   private dial(ctx: ContainerContext, job: string): string | undefined {
     const address = flag(ctx.args, "--addr") ?? "";
     const serverName = flag(ctx.args, "--tlsservername") ?? "";
-    const match = /^tcp:\/\/([^:]+):1234$/.exec(address);
+    const match = /^tcp:\/\/(\[[0-9a-fA-F:.]+\]|[^:]+):1234$/.exec(address);
     if (!match) return `cannot dial ${address}`;
     const host = match[1] as string;
+    const ip = /^\[.*\]$|^[0-9.]+$/.test(host) ? host.replace(/^\[|\]$/g, "") : undefined;
     const labels = ctx.pod.metadata.labels ?? {};
     const namespace = labels[LABELS.poolNamespace] ?? "";
     const pool = labels[LABELS.pool] ?? "";
@@ -269,16 +272,17 @@ export class BuildPlayer {
     );
     const headless = `${pool}-${arch}-headless.${namespace}.svc`;
     let reached: BuilderPodObject | undefined;
-    if (host === `${pool}-${arch}.${namespace}.svc`) {
+    if (ip !== undefined) {
+      reached = builders.find((pod) => pod.status?.podIP === ip);
+      if (!reached) return `${host} is no Ready builder pod's IP`;
+    } else if (host === `${pool}-${arch}.${namespace}.svc`) {
       reached = builders[0];
       // Through the Service buildctl waits (--wait) until some builder answers.
       if (!reached) return undefined;
     } else if (host.endsWith(`.${headless}`)) {
       const label = host.slice(0, -headless.length - 1);
       reached = builders.find(
-        (pod) =>
-          pod.status?.podIP?.replaceAll(".", "-") === label ||
-          (pod.spec?.hostname === label && pod.spec?.subdomain === `${pool}-${arch}-headless`),
+        (pod) => pod.spec?.hostname === label && pod.spec?.subdomain === `${pool}-${arch}-headless`,
       );
       if (!reached) return `${host} does not resolve: no Ready builder pod has that name`;
     } else {
@@ -290,7 +294,8 @@ export class BuildPlayer {
     const cert = Buffer.from(secret?.data?.["tls.crt"] ?? "", "base64").toString("utf8");
     if (!cert || new X509Certificate(cert).checkHost(serverName) === undefined)
       return `the builders' server certificate does not cover --tlsservername ${serverName}`;
-    if (serverName !== host) return `--tlsservername ${serverName} is not the dialled ${host}`;
+    if (ip === undefined && serverName !== host)
+      return `--tlsservername ${serverName} is not the dialled ${host}`;
     this.reached.set(ctx.pod.metadata.name, {
       builder: reached.metadata.name,
       job,

@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { cacheKeyOf, RoutedJobs } from "../../src/imagebuild/builders.ts";
 import {
-  builderPodHost,
+  builderPodTarget,
   chooseBuilder,
   defaultCacheKey,
   perBuilderLimit,
@@ -77,7 +77,7 @@ describe("routing one platform", () => {
     builders.map((name, i) => ({
       name,
       ready: !notReady.includes(name),
-      host: `10-244-0-${i + 1}.pool-amd64-headless.builds.svc`,
+      host: `10.244.0.${i + 1}`,
       running: running[name] ?? 0,
     }));
   const input = (patch: Partial<RouteInput> = {}): RouteInput => ({
@@ -90,16 +90,27 @@ describe("routing one platform", () => {
     ...patch,
   });
   const order = preferenceOrder("repo", builders) as [string, string, string, string];
-  const hostOf = (name: string) =>
-    `10-244-0-${builders.indexOf(name) + 1}.pool-amd64-headless.builds.svc`;
+  const hostOf = (name: string) => `10.244.0.${builders.indexOf(name) + 1}`;
 
-  it("dials the key's first builder by its own name, which is also the TLS server name", () => {
+  it("dials the key's first builder by its IP, with the Service's name as the TLS server name", () => {
     expect(routePlatform(input())).toEqual({
       kind: "pod",
       pod: order[0],
       address: `tcp://${hostOf(order[0])}:1234`,
-      serverName: hostOf(order[0]),
+      serverName: "farm-amd64.builds.svc",
       preferred: true,
+    });
+  });
+
+  it("dials a StatefulSet builder by its stable name, which is also its TLS server name", () => {
+    const named = pods().map((pod) => ({
+      ...pod,
+      host: `${pod.name}.pool-amd64-headless.builds.svc`,
+      serverName: `${pod.name}.pool-amd64-headless.builds.svc`,
+    }));
+    expect(routePlatform(input({ pods: named }))).toMatchObject({
+      address: `tcp://${order[0]}.pool-amd64-headless.builds.svc:1234`,
+      serverName: `${order[0]}.pool-amd64-headless.builds.svc`,
     });
   });
 
@@ -163,21 +174,22 @@ describe("routing one platform", () => {
   });
 });
 
-describe("a builder pod's own DNS name", () => {
+describe("how buildctl reaches a builder pod: by IP, or by a StatefulSet pod's stable name", () => {
   it.each([
-    [{ ip: "10.244.3.7" }, "10-244-3-7.farm-amd64-headless.builds.svc"],
-    [{ ip: "fd00:10:244::7" }, "fd00-10-244--7.farm-amd64-headless.builds.svc"],
+    [{ ip: "10.244.3.7" }, { host: "10.244.3.7" }],
+    // IPv6 in brackets, as tcp://[fd00:10:244::7]:1234 needs.
+    [{ ip: "fd00:10:244::7" }, { host: "[fd00:10:244::7]" }],
     [
       { hostname: "farm-amd64-0", subdomain: "farm-amd64-headless", ip: "10.244.3.7" },
-      "farm-amd64-0.farm-amd64-headless.builds.svc",
+      {
+        host: "farm-amd64-0.farm-amd64-headless.builds.svc",
+        serverName: "farm-amd64-0.farm-amd64-headless.builds.svc",
+      },
     ],
-    [
-      { hostname: "x", subdomain: "elsewhere", ip: "10.0.0.1" },
-      "10-0-0-1.farm-amd64-headless.builds.svc",
-    ],
+    [{ hostname: "x", subdomain: "elsewhere", ip: "10.0.0.1" }, { host: "10.0.0.1" }],
     [{}, undefined],
-  ])("%o → %s", (pod, host) => {
-    expect(builderPodHost(pod, "farm-amd64-headless", "builds")).toBe(host);
+  ])("%o → %o", (pod, target) => {
+    expect(builderPodTarget(pod, "farm-amd64-headless", "builds")).toEqual(target);
   });
 });
 

@@ -28,7 +28,7 @@ import {
   PodPorts,
   parseTcp,
 } from "./mapping.ts";
-import { ClusterNetwork } from "./network.ts";
+import { type ClusterDns, ClusterNetwork } from "./network.ts";
 import { type Identity, runProcess } from "./process.ts";
 
 export interface RealExecutorOptions {
@@ -39,6 +39,8 @@ export interface RealExecutorOptions {
   fallback?: Executor;
   /** Most a stopped container gets between SIGTERM and SIGKILL (default 10 s). */
   maxGraceMs?: number;
+  /** The cluster DNS the pods see (network.ts; default CoreDNS). */
+  clusterDns?: ClusterDns;
 }
 
 /** One container process: when it ran (ms since the epoch) and how it ended. */
@@ -230,7 +232,7 @@ export class RealPods {
   private async run(context: ContainerContext, image: ImageConfig): Promise<ContainerResult> {
     const { pod, container } = context;
     const podUid = pod.metadata.uid;
-    this.network ??= new ClusterNetwork(context.store, this.ports);
+    this.network ??= new ClusterNetwork(context.store, this.ports, this.options.clusterDns);
     const network = this.network;
     const identity = identityOf(pod, container, image);
     const files = await ContainerFiles.create(context);

@@ -26,6 +26,8 @@ export interface ProxiedConnection {
   from: string;
   /** `<ns>/<service>` or `<ns>/<pod>`, as dialled. */
   to: string;
+  /** The host the pod dialled: a DNS name, or an IP that needed no lookup. */
+  dialled: string;
   port: number;
   /** The pod the connection reached, when it reached one. */
   pod?: string;
@@ -103,9 +105,17 @@ export function ingressAllowed(store: Store, source: Pod, target: Pod, port: num
   );
 }
 
-type Destination =
+type Destination = (
   | { kind: "service"; namespace: string; name: string; port: number }
-  | { kind: "pod"; namespace: string; name: string; uid: string; port: number };
+  | { kind: "pod"; namespace: string; name: string; uid: string; port: number }
+) & { dialled: string };
+
+/**
+ * Which cluster DNS the pods see. CoreDNS (kind, kubeadm, EKS) also answers
+ * `<ip-with-dashes>.<headless>.<ns>.svc` for a pod without a hostname; kube-dns (GKE Standard's
+ * default) names such pods by a hash, so that name is NXDOMAIN there.
+ */
+export type ClusterDns = "coredns" | "kube-dns";
 
 export class ClusterNetwork implements Dialer {
   private readonly store: Store;
@@ -118,9 +128,12 @@ export class ClusterNetwork implements Dialer {
   private readonly sockets = new Set<Socket>();
   readonly connections: ProxiedConnection[] = [];
 
-  constructor(store: Store, ports: PodPorts) {
+  private readonly dns: ClusterDns;
+
+  constructor(store: Store, ports: PodPorts, dns: ClusterDns = "coredns") {
     this.store = store;
     this.ports = ports;
+    this.dns = dns;
   }
 
   /**
@@ -141,9 +154,15 @@ export class ClusterNetwork implements Dialer {
     const byIp = this.store
       .objects<IPod & KubeObject>("pods")
       .find((pod) => pod.status?.podIP === bare && !pod.metadata.deletionTimestamp);
-    if (byIp) return this.listener(from.podUid, podDestination(byIp, port));
+    if (byIp) return this.listener(from.podUid, podDestination(byIp, port, host));
     const wanted = serviceName(host, from.namespace);
     if (!wanted) return undefined;
+    if (wanted.pod !== undefined && this.dns === "kube-dns" && /^[0-9a-f-]+$/.test(wanted.pod)) {
+      const byHostname = this.store
+        .objects<IPod & KubeObject>("pods", wanted.namespace)
+        .some((pod) => pod.spec?.hostname === wanted.pod && pod.spec?.subdomain === wanted.name);
+      if (!byHostname) return undefined;
+    }
     const service = this.store.get<IService & KubeObject>(
       "services",
       wanted.namespace,
@@ -151,7 +170,7 @@ export class ClusterNetwork implements Dialer {
     );
     if (!service) return undefined;
     if (wanted.pod === undefined)
-      return this.listener(from.podUid, { kind: "service", ...wanted, port });
+      return this.listener(from.podUid, { kind: "service", ...wanted, port, dialled: host });
     // A pod's own record under a headless Service: published while it is Ready (unless the
     // Service publishes not-ready addresses), named by its IP with dashes or its hostname.
     if (service.spec?.clusterIP !== "None") return undefined;
@@ -164,11 +183,11 @@ export class ClusterNetwork implements Dialer {
           (candidate.status?.podIP?.replaceAll(".", "-") === wanted.pod ||
             (candidate.spec?.hostname === wanted.pod && candidate.spec?.subdomain === wanted.name)),
       );
-    return pod ? this.listener(from.podUid, podDestination(pod, port)) : undefined;
+    return pod ? this.listener(from.podUid, podDestination(pod, port, host)) : undefined;
   }
 
   private async listener(podUid: string, to: Destination): Promise<string> {
-    const key = `${podUid}>${to.kind}/${to.namespace}/${to.name}:${to.port}`;
+    const key = `${podUid}>${to.kind}/${to.namespace}/${to.name}:${to.port}@${to.dialled}`;
     let proxy = this.proxies.get(key);
     if (!proxy) {
       const server = createServer((socket) => this.forward(socket, podUid, to));
@@ -217,6 +236,7 @@ export class ClusterNetwork implements Dialer {
     const record: ProxiedConnection = {
       from: source ? `${source.metadata.namespace}/${source.metadata.name}` : podUid,
       to: `${to.namespace}/${to.name}`,
+      dialled: to.dialled,
       port: to.port,
       at: Date.now(),
     };
@@ -274,12 +294,13 @@ export class ClusterNetwork implements Dialer {
   }
 }
 
-function podDestination(pod: Pod, port: number): Destination {
+function podDestination(pod: Pod, port: number, dialled: string): Destination {
   return {
     kind: "pod",
     namespace: pod.metadata.namespace!,
     name: pod.metadata.name!,
     uid: pod.metadata.uid!,
     port,
+    dialled,
   };
 }
