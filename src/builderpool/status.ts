@@ -14,6 +14,7 @@ import type { BuilderPool, SpecError } from "../api/resources.ts";
 import { findCondition, setCondition } from "../runtime/conditions.ts";
 import { rfc3339 } from "../runtime/time.ts";
 import type { Demand } from "./autoscale.ts";
+import { USER_NAMESPACES_UNAVAILABLE, type UserNamespaceProblem } from "./userns.ts";
 
 export const READY = "Ready";
 
@@ -22,6 +23,8 @@ export const REASONS = {
   buildersReady: "BuildersReady",
   buildersNotReady: "BuildersNotReady",
   noNodes: "NoNodesForArchitecture",
+  /** Builders crash-loop because their node forbids unprivileged user namespaces (userns.ts). */
+  userNamespaces: USER_NAMESPACES_UNAVAILABLE,
   scaledToZero: "ScaledToZero",
   invalidSpec: "InvalidSpec",
   /** A child's name is taken by an object the pool does not control. */
@@ -43,6 +46,8 @@ export interface PoolObservation {
   replicas?: Readonly<Record<string, number>>;
   /** The demand the autoscaled architectures were sized from: shown as queued and running. */
   demand?: Readonly<Record<string, Demand>>;
+  /** Per architecture, a builder that failed for want of user namespaces (userNamespaceProblem). */
+  userNamespaces?: Readonly<Record<string, UserNamespaceProblem | undefined>>;
 }
 
 type ConditionUpdate = Omit<Condition, "lastTransitionTime">;
@@ -71,6 +76,7 @@ function archCondition(
   ready: number,
   nodeCount: number,
   generation: number | undefined,
+  userNamespaces?: UserNamespaceProblem,
 ): ConditionUpdate {
   const base = {
     type: READY,
@@ -92,6 +98,14 @@ function archCondition(
       message: arch.autoscaling
         ? `no ${arch.name} builds queued or running, so no builders; the next queued build wakes them`
         : `no ${arch.name} builders are running (replicas: 0); builds go to the Service and wait there`,
+    };
+  }
+  if (ready < desired && userNamespaces) {
+    return {
+      ...base,
+      status: "False",
+      reason: REASONS.userNamespaces,
+      message: userNamespaces.message,
     };
   }
   if (ready < desired) {
@@ -138,6 +152,7 @@ export function poolStatus(
       ready,
       nodesFor(arch, observed.nodes),
       generation,
+      observed.userNamespaces?.[arch.name],
     );
     if (update.status !== "True") failing.push({ arch: arch.name, condition: update });
     const before = previous?.architectures?.find((entry) => entry.name === arch.name);
@@ -160,6 +175,9 @@ export function poolStatus(
 
   const summary = summaryLine(architectures);
   const noNodes = failing.filter((entry) => entry.condition.reason === REASONS.noNodes);
+  const noUserNamespaces = failing.filter(
+    (entry) => entry.condition.reason === REASONS.userNamespaces,
+  );
   const base = {
     type: READY,
     ...(generation === undefined ? {} : { observedGeneration: generation }),
@@ -171,6 +189,16 @@ export function poolStatus(
       status: "False",
       reason: REASONS.noNodes,
       message: noNodes.map((entry) => `${entry.arch}: ${entry.condition.message}`).join("\n"),
+    };
+  } else if (noUserNamespaces.length > 0) {
+    // More specific than BuildersNotReady: what a person must change on the nodes.
+    ready = {
+      ...base,
+      status: "False",
+      reason: REASONS.userNamespaces,
+      message: noUserNamespaces
+        .map((entry) => `${entry.arch}: ${entry.condition.message}`)
+        .join("\n"),
     };
   } else if (failing.length > 0) {
     ready = {
