@@ -4,6 +4,7 @@
 import type {
   KubernetesObject,
   V1Deployment,
+  V1Pod,
   V1Secret,
   V1StatefulSet,
 } from "@kubernetes/client-node";
@@ -15,7 +16,7 @@ import {
   SpecError,
 } from "../api/resources.ts";
 import { sharedCaches } from "../caches.ts";
-import { caSecretName, serverSecretName } from "../naming.ts";
+import { caSecretName, LABELS, serverSecretName } from "../naming.ts";
 import { ensure, NotOwnedError, writeStatus } from "../runtime/apply.ts";
 import {
   isNotFound,
@@ -34,13 +35,15 @@ import { deepEqual } from "../runtime/hash.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { Manager } from "../runtime/manager.ts";
 import { type Autoscaler, DELETION_COST, type Demand } from "./autoscale.ts";
-import { type PoolCaches, poolCaches } from "./caches.ts";
+import { BUILDERS_BY_POOL, type PoolCaches, poolCaches, poolOfBuilder } from "./caches.ts";
 import { ensureCertificates, type PoolCertificates, type StoredSecrets } from "./certificates.ts";
 import { type KubeVersion, parseKubeVersion } from "./context.ts";
 import { type DesiredPool, desiredPool, obsoleteChildren } from "./desired.ts";
 import { certificateEvents, type PoolEvent, scalingEvents } from "./events.ts";
 import { preserveServiceFields } from "./services.ts";
 import { invalidSpecStatus, notReadyStatus, poolStatus, REASONS } from "./status.ts";
+import { type UserNamespaceProblem, userNamespaceProblem } from "./userns.ts";
+import { CONTAINER_NAME } from "./workload.ts";
 
 /** Longest wait before a pool is looked at again even if nothing happens (certificate renewal). */
 const MAX_REQUEUE_MS = 12 * 3_600_000;
@@ -201,6 +204,7 @@ export class PoolReconciler {
       {
         workloads: this.workloads(pool),
         nodes: this.caches.nodes.list(),
+        userNamespaces: this.userNamespaces(pool),
         certNotAfter: certificates.notAfter,
         replicas,
         ...(scale ? { demand: scale.demand } : {}),
@@ -454,6 +458,23 @@ export class PoolReconciler {
     return cache;
   }
 
+  /** Per architecture, a builder that crash-loops for want of user namespaces (userns.ts). */
+  private userNamespaces(pool: BuilderPool): Record<string, UserNamespaceProblem | undefined> {
+    const builders = this.caches.pods.byIndex(
+      BUILDERS_BY_POOL,
+      `${pool.metadata.namespace}/${pool.metadata.name}`,
+    );
+    return Object.fromEntries(
+      pool.spec.architectures.map((arch) => [
+        arch.name,
+        userNamespaceProblem(
+          builders.filter((pod) => pod.metadata?.labels?.[LABELS.arch] === arch.name),
+          CONTAINER_NAME,
+        ),
+      ]),
+    );
+  }
+
   private workloads(pool: BuilderPool): Record<string, V1Deployment | V1StatefulSet | undefined> {
     const out: Record<string, V1Deployment | V1StatefulSet | undefined> = {};
     const persistent = pool.spec.cache.type === "Persistent";
@@ -502,6 +523,15 @@ export function setupPoolController(
         informer: caches.nodes,
         map: () =>
           caches.pools.list().map((pool) => `${pool.metadata?.namespace}/${pool.metadata?.name}`),
+      },
+      // A builder that starts crash-looping for want of user namespaces changes no workload's
+      // status (it was not ready before either): its pod's termination says why.
+      {
+        informer: caches.pods,
+        map: poolOfBuilder,
+        changed: (previous, current) =>
+          userNamespaceProblem([previous as V1Pod], CONTAINER_NAME)?.message !==
+          userNamespaceProblem([current as V1Pod], CONTAINER_NAME)?.message,
       },
       ...(options.demandWatches ?? []),
     ],

@@ -7,12 +7,22 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { V1Deployment, V1Pod } from "@kubernetes/client-node";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { poolStatus } from "../../src/builderpool/status.ts";
 import { userNamespaceProblem } from "../../src/builderpool/userns.ts";
+import { defaultExecutor, type Executor } from "../kube/index.ts";
 import { REPO_ROOT } from "../support/files.ts";
 import { examplePool } from "./fixtures.ts";
+import {
+  cluster,
+  createPool,
+  operator,
+  poolSpec,
+  ready,
+  stopAll,
+  waitForReady,
+} from "./harness.ts";
 
 const UBUNTU = [
   'time="2026-03-01T12:00:00Z" level=warning msg="[rootlesskit:parent] This error might have happened because /proc/sys/kernel/apparmor_restrict_unprivileged_userns is set to 1" error="fork/exec /proc/self/exe: permission denied"',
@@ -216,4 +226,44 @@ describe("what the condition asks for is what the README and this repository's C
     expect(sysctl, "a step running sysctl -w for the AppArmor setting").toBeGreaterThanOrEqual(0);
     expect(sysctl).toBeLessThan(runs.findIndex((run) => run.includes("npm run e2e")));
   });
+});
+
+describe("the pool controller, when a node forbids user namespaces (test/kube)", () => {
+  afterEach(stopAll);
+
+  /** buildkitd fails as rootlesskit does on Ubuntu 24.04, but only on `node`. */
+  const crashingOn =
+    (node: string): Executor =>
+    (ctx) =>
+      ctx.container.name === "buildkitd" && ctx.nodeName === node
+        ? { exitCode: 1, log: `${UBUNTU}\n` }
+        : defaultExecutor(ctx);
+
+  it("reports Ready=False, UserNamespacesUnavailable, with the node and the setting, as the builder crash-loops", async () => {
+    const kube = await cluster({
+      nodes: [
+        { name: "ubuntu-amd64", arch: "amd64" },
+        { name: "arm-1", arch: "arm64" },
+      ],
+      executor: crashingOn("ubuntu-amd64"),
+      restartBackoffMs: 20,
+    });
+    await operator(kube);
+    createPool(kube, "farm", poolSpec({ architectures: [{ name: "amd64" }, { name: "arm64" }] }));
+    const condition = await waitForReady(kube, "farm", {
+      status: "False",
+      reason: "UserNamespacesUnavailable",
+    });
+    expect(condition.message).toMatch(
+      /^amd64: builder farm-amd64-[a-z0-9-]+ on node ubuntu-amd64 cannot create a user namespace \(.*apparmor_restrict_unprivileged_userns is set to 1.*\): .*set kernel\.apparmor_restrict_unprivileged_userns=0 on the node/,
+    );
+    // The arm64 builders on another node are fine, and say so.
+    const arm64 =
+      ready(kube, "farm") && kube.store.get("builderpools.buildfarm.dev", "builders", "farm");
+    expect(
+      (
+        arm64 as { status: { architectures: { name: string; conditions: { reason: string }[] }[] } }
+      ).status.architectures.find((a) => a.name === "arm64")?.conditions[0]?.reason,
+    ).toBe("BuildersReady");
+  }, 30_000);
 });
