@@ -48,7 +48,11 @@ export const CONTROLLERS: ControllerSetup[] = [
     );
     setupBuildController(
       manager,
-      { operatorImage: config.operatorImage, workers: config.buildWorkers },
+      {
+        operatorImage: config.operatorImage,
+        operatorImagePlatforms: config.operatorImagePlatforms,
+        workers: config.buildWorkers,
+      },
       { caches, queues, builders },
     );
   },

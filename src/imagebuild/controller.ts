@@ -41,6 +41,8 @@ const earliest = (a: number | undefined, b: number | undefined) =>
 export interface BuildControllerOptions {
   /** The operator's own image: index Jobs run `buildfarm assemble` in it. */
   operatorImage: string;
+  /** The platforms it is built for: index and tag Jobs run only on nodes of these. */
+  operatorImagePlatforms?: readonly string[];
   workers: number;
   now?: () => Date;
   /** How long status progress may wait to be written with a transition (STATUS_SETTLE_MS). */
@@ -176,6 +178,9 @@ export class BuildReconciler {
       ...(routes ? { routes } : {}),
       logs,
       operatorImage: this.options.operatorImage,
+      ...(this.options.operatorImagePlatforms
+        ? { operatorImagePlatforms: this.options.operatorImagePlatforms }
+        : {}),
     });
     const routed = this.builders.routed;
     for (const action of decision.actions)
