@@ -160,21 +160,24 @@ const hostPort = z.string().regex(/^(0|(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]*):[0-9]{
   message: "must be host:port (e.g. [::]:8080, 0.0.0.0:8080 or :8080), or 0 to disable",
 });
 
-const schema = z.object({
-  namespaces: z
+/** A comma-separated list (spaces around items allowed), each item checked by `items`. */
+const commaList = <T extends z.ZodType<unknown, string[]>>(fallback: string, items: T) =>
+  z
     .string()
-    .default("")
+    .default(fallback)
     .transform((text) =>
       text
         .split(",")
         .map((item) => item.trim())
         .filter(Boolean),
     )
-    .pipe(
-      z.array(
-        z.string().max(63).regex(NAMESPACE, { message: "each namespace must be a DNS label" }),
-      ),
-    ),
+    .pipe(items);
+
+const schema = z.object({
+  namespaces: commaList(
+    "",
+    z.array(z.string().max(63).regex(NAMESPACE, { message: "each namespace must be a DNS label" })),
+  ),
   leaderElect: bool.default(true),
   leaseName: z
     .string()
@@ -209,24 +212,16 @@ const schema = z.object({
     .max(512)
     .regex(IMAGE_REFERENCE, { message: "must be an image reference" })
     .default(DEFAULT_OPERATOR_IMAGE),
-  operatorImagePlatforms: z
-    .string()
-    .default(DEFAULT_OPERATOR_IMAGE_PLATFORMS.join(","))
-    .transform((text) =>
-      text
-        .split(",")
-        .map((item) => item.trim())
-        .filter(Boolean),
-    )
-    .pipe(
-      z
-        .array(
-          z.string().regex(PLATFORM, {
-            message: "each platform must be linux/<arch>[/variant], e.g. linux/arm64",
-          }),
-        )
-        .min(1, { message: "must name at least one platform" }),
-    ),
+  operatorImagePlatforms: commaList(
+    DEFAULT_OPERATOR_IMAGE_PLATFORMS.join(","),
+    z
+      .array(
+        z.string().regex(PLATFORM, {
+          message: "each platform must be linux/<arch>[/variant], e.g. linux/arm64",
+        }),
+      )
+      .min(1, { message: "must name at least one platform" }),
+  ),
   shutdownTimeout: z
     .string()
     .regex(DURATION, { message: "must be a duration such as 30s" })
