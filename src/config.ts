@@ -79,7 +79,7 @@ const SETTINGS = {
     env: "METRICS_BIND_ADDRESS",
     type: "string",
     description:
-      "host:port of /metrics, /healthz and /readyz (default [::]:8080, every IPv6 and IPv4 address; 0 disables)",
+      "host:port of /metrics, /healthz and /readyz (default :8080: every address, IPv6 and IPv4 where the node has IPv6, else IPv4; 0 disables)",
   },
   logLevel: {
     flag: "log-level",
@@ -194,7 +194,7 @@ const schema = z.object({
   retryPeriod: duration("2s"),
   syncPeriod: duration("10m"),
   identity: z.string().min(1).max(128).optional(),
-  metricsAddress: hostPort.default("[::]:8080"),
+  metricsAddress: hostPort.default(":8080"),
   logLevel: z
     .enum(["trace", "debug", "info", "warn", "error", "silent"], {
       message: "must be trace, debug, info, warn or error",
@@ -231,7 +231,7 @@ const schema = z.object({
 });
 
 export type OperatorConfig = z.infer<typeof schema> & {
-  metrics: { host: string; port: number } | undefined;
+  metrics: { host?: string; port: number } | undefined;
 };
 
 export class ConfigError extends Error {
@@ -282,14 +282,16 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): OperatorConf
     );
   const address = parsed.data.metricsAddress;
   const colon = address.lastIndexOf(":");
-  // "::" (an empty host, "[::]") listens on every IPv6 and, dual-stack, every IPv4 address, so
-  // the kubelet's probes reach the pod on IPv4, IPv6 and dual-stack clusters alike; "0.0.0.0"
-  // would refuse the probes of an IPv6-only cluster. Node wants IPv6 hosts without brackets.
+  // An empty host lets Node listen on "::" (every IPv6 and, dual-stack, every IPv4 address)
+  // where the kernel has IPv6, and on 0.0.0.0 where it has none (ipv6.disable=1, where "::"
+  // fails with EAFNOSUPPORT): the kubelet's probes then reach the pod on IPv4, IPv6 and
+  // dual-stack clusters alike, whereas "0.0.0.0" refuses those of an IPv6-only cluster. Node
+  // wants IPv6 hosts without brackets.
   const metrics =
     address === "0"
       ? undefined
       : {
-          host: address.slice(0, colon).replace(/^\[(.*)\]$/, "$1") || "::",
+          ...(colon > 0 ? { host: address.slice(0, colon).replace(/^\[(.*)\]$/, "$1") } : {}),
           port: Number(address.slice(colon + 1)),
         };
   if (metrics && metrics.port > 65535)

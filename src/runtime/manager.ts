@@ -26,7 +26,7 @@ export interface ManagerOptions {
   /** Namespaces whose objects are watched; empty watches the whole cluster. */
   namespaces?: string[];
   leaderElection?: LeaderElectionConfig;
-  health?: { host: string; port: number };
+  health?: { host?: string; port: number };
   metrics?: RuntimeMetrics;
   /** How long in-flight reconciles may finish after SIGTERM (default 30 s). */
   shutdownDeadlineMs?: number;

@@ -5,7 +5,8 @@ import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 
 export interface HealthServerOptions {
-  host: string;
+  /** Where to listen; absent: every address, as Node chooses (:: where IPv6 exists). */
+  host?: string;
   port: number;
   registry: Registry;
   ready: () => { ready: boolean; reason?: string };

@@ -159,7 +159,7 @@ describe("the Helm chart", () => {
     });
     expect(container?.args).toContain("--leader-elect=true");
     // Every IPv6 and IPv4 address: the probes of an IPv6-only cluster reach it too.
-    expect(container?.args).toContain("--metrics-bind-address=[::]:8080");
+    expect(container?.args).toContain("--metrics-bind-address=:8080");
     // Index and tag Jobs run the operator image: only on nodes of the platforms it is built for.
     expect(container?.args).toContain("--operator-image-platforms=linux/amd64,linux/arm64");
     expect(container?.livenessProbe).toMatchObject({ httpGet: { path: "/healthz" } });

@@ -47,7 +47,7 @@ describe("operator configuration: leader election timing and the sync period", (
 describe("operator configuration: the health and metrics address", () => {
   /** Starts the health server where the config says and asks /healthz over `host`. */
   async function answers(
-    metrics: { host: string; port: number },
+    metrics: { host?: string; port: number },
     hosts: string[],
   ): Promise<Record<string, number | string>> {
     const server = new HealthServer({
@@ -73,7 +73,7 @@ describe("operator configuration: the health and metrics address", () => {
 
   it("binds every address, IPv6 and IPv4, by default (IPv6-only clusters probe the pod's IPv6 address)", async () => {
     const { metrics } = loadConfig([], {});
-    expect(metrics).toEqual({ host: "::", port: 8080 });
+    expect(metrics).toEqual({ port: 8080 });
     // The default host on a free port: answers on ::1 and on 127.0.0.1.
     expect(await answers({ ...metrics!, port: 0 }, ["::1", "127.0.0.1"])).toEqual({
       "::1": 200,
@@ -82,7 +82,7 @@ describe("operator configuration: the health and metrics address", () => {
   });
 
   it.each([
-    [":9090", { host: "::", port: 9090 }],
+    [":9090", { port: 9090 }],
     ["[::]:9090", { host: "::", port: 9090 }],
     ["[::1]:9090", { host: "::1", port: 9090 }],
     ["0.0.0.0:9090", { host: "0.0.0.0", port: 9090 }],
