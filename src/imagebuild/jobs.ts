@@ -9,7 +9,10 @@
 // The one regular container then copies the file into its termination message with the
 // image's own `cp` (busybox in the Alpine-based moby/buildkit images), which opens the
 // kubelet's 0666 termination-log file in place. A failed buildctl is a failed init container
-// whose FallbackToLogsOnError message is the tail of its log.
+// whose FallbackToLogsOnError message is the tail of its log. Beside it, the `cache-report`
+// container runs `buildfarm cache-report` in the operator's image: it sums up buildctl's
+// --trace (cache-report.ts) into its own termination message, so the metadata path is the
+// same whether or not a report can be made, and it always exits 0.
 import type {
   V1ConfigMap,
   V1Container,
@@ -23,6 +26,7 @@ import type {
 } from "@kubernetes/client-node";
 import { parseDuration } from "../api/meta.ts";
 import type { ImageBuild } from "../api/resources.ts";
+import { DEFAULT_OPERATOR_IMAGE } from "../config.ts";
 import {
   ANNOTATIONS,
   BUILD_PATHS,
@@ -47,6 +51,7 @@ import {
 } from "./admission.ts";
 import { type BuilderEndpoint, buildctlArgv, builderEndpoint } from "./argv.ts";
 import { type AssembleStep, assembleArgs, type PlatformDigest } from "./assemble-contract.ts";
+import { cacheReportArgs } from "./cache-report.ts";
 
 /** The rootless BuildKit image's user (USER 1000:1000); build pods run as it. */
 export const BUILD_USER = 1000;
@@ -56,6 +61,7 @@ export const OPERATOR_USER = 65532;
 export const CONTAINERS = {
   buildctl: "buildctl",
   report: "report",
+  cacheReport: "cache-report",
   assemble: "assemble",
   verify: "verify",
 } as const;
@@ -72,6 +78,7 @@ const VOLUMES = {
   secrets: "build-secrets",
   gitAuth: "git-auth",
   out: "out",
+  trace: "trace",
   tmp: "tmp",
   context: "context",
   inline: "inline-context",
@@ -224,17 +231,22 @@ function sourceVolumes(
   return { volumes, mounts };
 }
 
-/** One platform's Job: buildctl against the platform's builder, then the metadata copy. */
+/**
+ * One platform's Job: buildctl against the platform's builder, then the metadata copy and the
+ * cache report (in the operator's image, `reporter`).
+ */
 export function buildJob(
   build: ImageBuild,
   plan: BuildPlan,
   target: PlatformTarget,
   endpoint: BuilderEndpoint = builderEndpoint(plan, target),
+  reporter: IndexJobOptions = { image: DEFAULT_OPERATOR_IMAGE },
 ): V1Job {
   const labels = platformLabels(build, plan, target);
   const push = dockerConfig(build);
   const source = sourceVolumes(build, plan);
   const outMount: V1VolumeMount = { name: VOLUMES.out, mountPath: BUILD_PATHS.out };
+  const traceMount: V1VolumeMount = { name: VOLUMES.trace, mountPath: BUILD_PATHS.trace };
   const buildctl: V1Container = {
     name: CONTAINERS.buildctl,
     image: plan.buildkitImage,
@@ -246,6 +258,7 @@ export function buildJob(
       ...push.mounts,
       ...source.mounts,
       outMount,
+      traceMount,
       { name: VOLUMES.tmp, mountPath: BUILD_PATHS.tmp },
     ],
     resources: resources("50m", "64Mi", "512Mi"),
@@ -259,6 +272,18 @@ export function buildJob(
     args: [BUILD_PATHS.metadataFile, BUILD_PATHS.terminationLog],
     volumeMounts: [{ ...outMount, readOnly: true }],
     resources: resources("10m", "16Mi", "32Mi"),
+    securityContext: containerSecurityContext(),
+    terminationMessagePath: BUILD_PATHS.terminationLog,
+    terminationMessagePolicy: "FallbackToLogsOnError",
+  };
+  // The image's entrypoint is `node dist/cli.js`, as in the index Job. It runs as the pod's
+  // user (1000), not the image's: buildctl creates the trace mode 0600.
+  const cacheReport: V1Container = {
+    name: CONTAINERS.cacheReport,
+    image: reporter.image,
+    args: cacheReportArgs(),
+    volumeMounts: [{ ...traceMount, readOnly: true }],
+    resources: resources("10m", "48Mi", "256Mi"),
     securityContext: containerSecurityContext(),
     terminationMessagePath: BUILD_PATHS.terminationLog,
     terminationMessagePolicy: "FallbackToLogsOnError",
@@ -284,7 +309,7 @@ export function buildJob(
           nodeSelector: { "kubernetes.io/os": "linux" },
           securityContext: podSecurityContext(BUILD_USER),
           initContainers: [buildctl],
-          containers: [report],
+          containers: [report, cacheReport],
           volumes: [
             secretVolume(VOLUMES.certs, clientSecretName(build.metadata.name), [
               [TLS_KEYS.ca, TLS_KEYS.ca],
@@ -294,6 +319,10 @@ export function buildJob(
             ...push.volumes,
             ...source.volumes,
             emptyDir(VOLUMES.out, "1Mi"),
+            // No size limit: the trace grows with the build's log (BuildKit clips each step's
+            // log at 2 MiB by default), and buildctl fails when it cannot write the trace, as
+            // the kubelet would evict a pod over an emptyDir's limit. It goes with the pod.
+            { name: VOLUMES.trace, emptyDir: {} },
             emptyDir(VOLUMES.tmp, "64Mi"),
           ],
         },

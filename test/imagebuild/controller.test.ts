@@ -564,9 +564,9 @@ describe("every Job the operator created", () => {
         seccompProfile: { type: "RuntimeDefault" },
       });
     }
-    // What the player ran is what the operator asked for: buildctl, cp, and assemble.
+    // What the player ran is what the operator asked for: buildctl, cp, cache-report, assemble.
     const commands = new Set(cluster.player.played.map((p) => p.command[0] ?? p.args[0]));
-    expect([...commands].sort()).toEqual(["assemble", "buildctl", "cp"]);
+    expect([...commands].sort()).toEqual(["assemble", "buildctl", "cache-report", "cp"]);
     expect(cluster.player.problems).toEqual([]);
   });
 
