@@ -21,7 +21,14 @@ import {
   startBuildCluster,
 } from "./cluster.ts";
 import { metricValue, writesOf } from "./measure.ts";
-import { CACHE_REFUSED_LOG, digestOf, FAILED_LOG, indexDigestOf } from "./player.ts";
+import {
+  CACHE_REFUSED_LOG,
+  digestOf,
+  FAILED_LOG,
+  indexDigestOf,
+  TRACE_CACHED,
+  TRACE_COLD,
+} from "./player.ts";
 
 const OTHER_NS = "team-b";
 const POOL_LABEL = `${NS}/farm`;
@@ -88,6 +95,8 @@ describe("a two-platform build", () => {
         digest: digestOf(`happy-${arch}`),
         attempts: 1,
         message: "image pushed; registry cache exported",
+        // The player's buildctl wrote a trace real buildctl wrote; the real reader summed it.
+        cache: { steps: 4, cached: 0, executed: 4, executedSeconds: 1.1 },
       });
       // Routed to the architecture's one builder pod, by its name under the headless Service.
       const pod = cluster.kube.store.get("pods", NS, platform.builderPod ?? "") as
@@ -101,6 +110,10 @@ describe("a two-platform build", () => {
         Date.parse(platform.completionTime ?? ""),
       );
     }
+  });
+
+  it("sums the platforms' cache reports for the printer column", () => {
+    expect(build?.status?.cachedSteps).toBe("0/8");
   });
 
   it("has kstatus conditions: Succeeded and Ready True, nothing Reconciling or Stalled", () => {
@@ -481,6 +494,26 @@ describe("a registry that refuses the cache export", () => {
     );
     const events = await eventsOf("nocache");
     expect(events.find((e) => e.reason === "CacheExportFailed")?.type).toBe("Warning");
+  });
+});
+
+describe("a trace that was cut", () => {
+  it("gives that platform no cache report and the build still succeeds", async () => {
+    cluster.player.script("cut-arm64", { kind: "push", trace: TRACE_COLD.slice(0, -40) });
+    cluster.player.script("cut-amd64", { kind: "push", trace: TRACE_CACHED });
+    await cluster.createBuild("cut");
+    const build = await cluster.waitForBuild("cut", phaseIs("Succeeded", "Failed"));
+    expect(build.status?.phase).toBe("Succeeded");
+    const cacheOf = (platform: string) =>
+      build.status?.platforms?.find((p) => p.platform === platform)?.cache;
+    expect(cacheOf("linux/arm64")).toBeUndefined();
+    expect(cacheOf("linux/amd64")).toEqual({
+      steps: 4,
+      cached: 4,
+      executed: 0,
+      executedSeconds: 0,
+    });
+    expect(build.status?.cachedSteps).toBe("4/4");
   });
 });
 
