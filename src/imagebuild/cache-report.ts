@@ -21,8 +21,10 @@
 // was not needed (its result was not used) and counts as cached: nothing ran for it.
 // executedSeconds sums the executed steps' time from started to completed; steps of parallel
 // stages overlap, so it can exceed the wall time, as CPU time does.
+// The container imports this module alone (no zod, no Kubernetes client): it starts in a
+// platform pod after every build, on the build's critical path.
 import { BUILD_PATHS } from "../naming.ts";
-import { type Parsed, parseObject } from "./metadata.ts";
+import type { Parsed } from "./metadata.ts";
 
 /** What a platform's build did with the cache. */
 export interface CacheReport {
@@ -202,9 +204,17 @@ const count = (value: unknown) =>
 
 /** The operator's reading of a `cache-report` termination message. */
 export function parseCacheReport(message: string | undefined): Parsed<CacheReport> {
-  const parsed = parseObject(message, "the cache report");
-  if (!parsed.ok) return parsed;
-  const value = parsed.value;
+  const text = (message ?? "").trim();
+  if (text === "") return { ok: false, error: "the cache report is empty" };
+  let value: Record<string, unknown>;
+  try {
+    const parsed = JSON.parse(text) as unknown;
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+      return { ok: false, error: `the cache report is not a JSON object: ${quote(text)}` };
+    value = parsed as Record<string, unknown>;
+  } catch {
+    return { ok: false, error: `the cache report is truncated or garbled: ${quote(text)}` };
+  }
   if (typeof value.error === "string")
     return { ok: false, error: `no cache report: ${value.error}` };
   const { steps, cached, executed, executedSeconds } = value;

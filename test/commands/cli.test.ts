@@ -376,6 +376,16 @@ describe("the modules a command loads", () => {
     expect(operatorModules(loaded)).toEqual([]);
   });
 
+  it("cache-report, on every platform's critical path, loads the trace reader and no library", async () => {
+    const loaded = await modulesOf([
+      "cache-report",
+      "--trace",
+      "test/imagebuild/fixtures/trace-cold.jsonl",
+    ]);
+    expect(loaded).toContain("src/imagebuild/cache-report.ts");
+    expect(loaded.filter((module) => !/^(src\/|node:)/.test(module))).toEqual([]);
+  });
+
   it("operator --help does load the controllers (the check above can see them)", async () => {
     const loaded = await modulesOf(["operator", "--help"]);
     expect(operatorModules(loaded)).toEqual(
