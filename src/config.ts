@@ -108,6 +108,20 @@ const SETTINGS = {
     type: "string",
     description: "this operator's image, run by index Jobs as `buildfarm assemble`",
   },
+  builderCacheInterval: {
+    flag: "builder-cache-interval",
+    env: "BUILDER_CACHE_INTERVAL",
+    type: "string",
+    description:
+      "how often each builder is asked for its cache usage (buildfarm_builder_cache_bytes; default 60s, 0 turns it off)",
+  },
+  operatorNamespace: {
+    flag: "operator-namespace",
+    env: "POD_NAMESPACE",
+    type: "string",
+    description:
+      "the operator pods' namespace, which the pools' NetworkPolicies admit to the builders for the cache usage (default: none, outside a cluster)",
+  },
   shutdownTimeout: {
     flag: "shutdown-timeout",
     env: "SHUTDOWN_TIMEOUT",
@@ -200,6 +214,18 @@ const schema = z.object({
     .max(512)
     .regex(IMAGE_REFERENCE, { message: "must be an image reference" })
     .default(DEFAULT_OPERATOR_IMAGE),
+  builderCacheInterval: z
+    .string()
+    .regex(new RegExp(`^(0|${DURATION.source.replace(/^\^|\$$/g, "")})$`), {
+      message: "must be a duration such as 60s, or 0 to turn it off",
+    })
+    .default("60s")
+    .transform((text) => (text === "0" ? 0 : parseDuration(text))),
+  operatorNamespace: z
+    .string()
+    .max(63)
+    .regex(NAMESPACE, { message: "must be a namespace name" })
+    .optional(),
   shutdownTimeout: z
     .string()
     .regex(DURATION, { message: "must be a duration such as 30s" })

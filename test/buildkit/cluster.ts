@@ -5,6 +5,7 @@
 // Dockerfiles. Shared by the tests in this directory and bench/buildkit.ts.
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
+import { OPERATOR_POD_LABELS } from "../../src/builderpool/policy.ts";
 import { DEFAULT_OPERATOR_IMAGE, loadConfig } from "../../src/config.ts";
 import { type RunningOperator, startOperator } from "../../src/operator.ts";
 import { createLogger } from "../../src/runtime/log.ts";
@@ -18,6 +19,8 @@ import { type Arch, type GitServer, pushBaseImage, startGitServer } from "./fixt
 import { type ImageRun, pushedImageExecutor } from "./images.ts";
 
 export const POOL_NAMESPACE = "builders";
+/** Where the operator's pods would run; a stand-in pod there dials the builders for it. */
+export const OPERATOR_NAMESPACE = "buildfarm-system";
 export const BUILD_NAMESPACE = "apps";
 export const POOL = "farm";
 export const SECRET_NAME = "build-token";
@@ -69,6 +72,8 @@ export interface RealCluster {
 export interface RealClusterOptions {
   replicas?: Partial<Record<Arch, number>>;
   logLevel?: string;
+  /** --builder-cache-interval (default 2s: the tests wait for the metric). */
+  builderCacheInterval?: string;
 }
 
 export async function startRealCluster(
@@ -108,7 +113,7 @@ export async function startRealCluster(
         { name: "amd64-node", arch: "amd64" },
         { name: "arm64-node", arch: "arm64" },
       ],
-      namespaces: [POOL_NAMESPACE, BUILD_NAMESPACE],
+      namespaces: [POOL_NAMESPACE, BUILD_NAMESPACE, OPERATOR_NAMESPACE],
       executor: pods.executor,
       readiness: pods.readiness,
       probePeriodMs: 200,
@@ -123,13 +128,38 @@ export async function startRealCluster(
         "--metrics-bind-address=0",
         `--log-level=${options.logLevel ?? "warn"}`,
         `--operator-image=${DEFAULT_OPERATOR_IMAGE}`,
+        `--operator-namespace=${OPERATOR_NAMESPACE}`,
+        `--builder-cache-interval=${options.builderCacheInterval ?? "2s"}`,
       ],
       {},
     );
+    // The operator runs in this process; what it dials goes through the cluster network as
+    // from one of its pods, with the labels the chart gives them, so the pools' NetworkPolicy
+    // must admit it (mapping 4).
+    const standIn = kube.store.create("pods", {
+      metadata: {
+        name: "operator",
+        namespace: OPERATOR_NAMESPACE,
+        labels: { ...OPERATOR_POD_LABELS },
+      },
+      spec: {
+        restartPolicy: "Always",
+        containers: [{ name: "operator", image: "stand-in.invalid/operator:1" }],
+      },
+    } as KubeObject);
+    const from = { podUid: standIn.metadata.uid ?? "", namespace: OPERATOR_NAMESPACE };
     const operator = await startOperator(config, {
       kubeConfig: kube.kubeConfig(),
       log: createLogger({ level: config.logLevel }),
       apiAttempts: 1,
+      hooks: {
+        resolveBuilder: async (ip, port) => {
+          const target = await pods.dialFrom(from, ip, port);
+          if (!target) throw new Error(`${ip}:${port} is no address in the cluster`);
+          const colon = target.lastIndexOf(":");
+          return { host: target.slice(0, colon), port: Number(target.slice(colon + 1)) };
+        },
+      },
     });
     stops.push(() => operator.manager.stop());
 
