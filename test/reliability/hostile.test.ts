@@ -225,7 +225,7 @@ describe("the hostile corpus, sent to one operator through the API server", () =
     },
   );
 
-  it("ran every container of every Job as an argv of buildctl, cp or assemble (a verify Job: the spec's own check), never a shell", async () => {
+  it("ran every container of every Job as an argv of buildctl, cp, assemble or cache-report (a verify Job: the spec's own check), never a shell", async () => {
     await Promise.all(settled.values());
     const jobs = cluster.kube.store.objects("jobs.batch", NS) as unknown as V1Job[];
     expect(jobs.length).toBeGreaterThan(0);
