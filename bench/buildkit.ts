@@ -16,15 +16,13 @@
 //
 //   npm run bench:buildkit        (root, BuildKit binaries as for test/buildkit)
 // The table goes to stdout and into bench/results.md between its bench:buildkit markers.
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
-import { join } from "node:path";
 import { imageBuild, type RealCluster, startRealCluster } from "../test/buildkit/cluster.ts";
 import { busyboxDebs, startGitServer } from "../test/buildkit/fixtures.ts";
 import { build, replaceBuilders } from "../test/buildkit/steps.ts";
 import type { KubeObject } from "../test/kube/index.ts";
 import { buildkitOrSkip } from "../test/support/buildkit.ts";
-import { REPO_ROOT } from "../test/support/files.ts";
+import { writeResults } from "./results-file.ts";
 
 const ARCHES = ["amd64", "arm64"] as const;
 
@@ -238,20 +236,7 @@ async function main(): Promise<number> {
       table(rows),
     ].join("\n");
     process.stdout.write(`\n${text}\n`);
-    const file = join(REPO_ROOT, "bench/results.md");
-    const begin = "<!-- bench:buildkit:begin -->";
-    const end = "<!-- bench:buildkit:end -->";
-    const block = `${begin}\n${text}\n${end}`;
-    const previous = existsSync(file) ? readFileSync(file, "utf8") : "";
-    writeFileSync(
-      file,
-      previous.includes(begin) && previous.includes(end)
-        ? previous.slice(0, previous.indexOf(begin)) +
-            block +
-            previous.slice(previous.indexOf(end) + end.length)
-        : `${previous.trimEnd()}\n\n${block}\n`,
-    );
-    log(`written to ${file}`);
+    log(`written to ${writeResults("bench:buildkit", text)}`);
     return 0;
   } finally {
     await git.stop();

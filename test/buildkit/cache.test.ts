@@ -7,7 +7,6 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { buildkitOrSkip } from "../support/buildkit.ts";
 import { REPO_ROOT } from "../support/files.ts";
 import {
   BUILD_NAMESPACE,
@@ -16,9 +15,9 @@ import {
   POOL,
   POOL_NAMESPACE,
   type RealCluster,
+  realClusterInputs,
   startRealCluster,
 } from "./cluster.ts";
-import { type Arch, busyboxDebs } from "./fixtures.ts";
 import {
   type BuildStatus,
   builderPods,
@@ -34,16 +33,7 @@ import {
 } from "./steps.ts";
 
 const SUITE = "real BuildKit: cache reports and cache usage (test/buildkit/cache.test.ts)";
-const tools = buildkitOrSkip(SUITE, { arm64: true, root: true });
-let debs: Record<Arch, string> | undefined;
-if (tools) {
-  const found = await busyboxDebs();
-  if (typeof found === "string") {
-    const ci = process.env.CI;
-    if (ci && ci !== "false" && ci !== "0") throw new Error(`CI is set and ${SUITE}: ${found}`);
-    process.stderr.write(`skipping ${SUITE}: ${found}\n`);
-  } else debs = found;
-}
+const { tools, debs } = (await realClusterInputs(SUITE)) ?? {};
 
 const BUILD_TIMEOUT = 240_000;
 /** The fixture's main branch: RUN, COPY and RUN --mount=type=secret after its FROM. */

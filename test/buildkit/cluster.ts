@@ -12,10 +12,16 @@ import { createLogger } from "../../src/runtime/log.ts";
 import { defaultExecutor, type Kube, type KubeObject, startKube } from "../kube/index.ts";
 import { RealPods } from "../kube/sim/real/executor.ts";
 import { type FaultyProxy, startFaultyProxy } from "../registry/proxy.ts";
-import type { BuildkitTools } from "../support/buildkit.ts";
+import { type BuildkitTools, buildkitOrSkip } from "../support/buildkit.ts";
 import { REPO_ROOT } from "../support/files.ts";
 import { type RunningRegistry, startRegistry } from "../support/registry.ts";
-import { type Arch, type GitServer, pushBaseImage, startGitServer } from "./fixtures.ts";
+import {
+  type Arch,
+  busyboxDebs,
+  type GitServer,
+  pushBaseImage,
+  startGitServer,
+} from "./fixtures.ts";
 import { type ImageRun, pushedImageExecutor } from "./images.ts";
 
 export const POOL_NAMESPACE = "builders";
@@ -67,6 +73,23 @@ export interface RealCluster {
   /** The build secret's value: it must end up in no blob. */
   secretValue: string;
   stop(): Promise<void>;
+}
+
+/**
+ * What startRealCluster needs from this machine, or undefined after the one line saying why
+ * `suite` skips (under CI a missing piece fails instead).
+ */
+export async function realClusterInputs(
+  suite: string,
+): Promise<{ tools: BuildkitTools; debs: Record<Arch, string> } | undefined> {
+  const tools = buildkitOrSkip(suite, { arm64: true, root: true });
+  if (!tools) return undefined;
+  const debs = await busyboxDebs();
+  if (typeof debs !== "string") return { tools, debs };
+  const ci = process.env.CI;
+  if (ci && ci !== "false" && ci !== "0") throw new Error(`CI is set and ${suite}: ${debs}`);
+  process.stderr.write(`skipping ${suite}: ${debs}\n`);
+  return undefined;
 }
 
 export interface RealClusterOptions {
