@@ -78,6 +78,22 @@ interface Row {
   platforms: Record<string, PlatformFigures>;
   /** Time in the platform pods' cache-report containers (the slower one). */
   cacheReportMs: number;
+  /** Where the wall time went outside buildctl and assemble (the operator's share). */
+  timeline: Timeline;
+}
+
+/**
+ * The operator's share, cut where the processes start and end (ms from the creation):
+ * before the first buildctl started; from the last buildctl's end to the last report
+ * container's end (cp, cache-report); from there to assemble's start (pod Succeeded, Job
+ * Complete, the reconcile that reads the digests and creates the index Job, its pod); after
+ * assemble (its Job Complete, the status write that says Succeeded).
+ */
+interface Timeline {
+  toBuildctl: number;
+  reports: number;
+  toAssemble: number;
+  afterAssemble: number;
 }
 
 async function measure(
@@ -116,9 +132,23 @@ async function measure(
       ...(cache ? { cache } : {}),
     };
   }
+  const ends = (container: string) =>
+    runs.filter((run) => run.container === container).map((run) => run.endMs - created);
+  const starts = (container: string) =>
+    runs.filter((run) => run.container === container).map((run) => run.startMs - created);
+  const buildctlEnd = Math.max(...ends("buildctl"));
+  const reportsEnd = Math.max(...ends("cp"), ...ends("cache-report"));
+  const assembleStart = Math.min(...starts("assemble"));
+  const timeline: Timeline = {
+    toBuildctl: Math.min(...starts("buildctl")),
+    reports: reportsEnd - buildctlEnd,
+    toAssemble: assembleStart - reportsEnd,
+    afterAssemble: wallMs - Math.max(...ends("assemble")),
+  };
   return {
     label,
     wallMs,
+    timeline,
     assembleMs: total("assemble", `${name}-index-`),
     platforms,
     cacheReportMs: Math.max(...ARCHES.map((arch) => total("cache-report", `${name}-${arch}-`))),
@@ -182,6 +212,18 @@ function table(rows: Row[]): string {
   return cells.map((line) => `| ${line.join(" | ")} |`).join("\n");
 }
 
+/** The timeline of each row, for the notes under the table. */
+function profile(rows: Row[]): string {
+  return [
+    "Where the operator's share went (ms from the ImageBuild's creation: to the first buildctl; last buildctl end → last report container end; → assemble start; after assemble):",
+    "",
+    ...rows.map(
+      ({ label, timeline: t }) =>
+        `- ${label}: ${Math.round(t.toBuildctl)} / ${Math.round(t.reports)} / ${Math.round(t.toAssemble)} / ${Math.round(t.afterAssemble)}`,
+    ),
+  ].join("\n");
+}
+
 function machine(): string {
   const gib = (bytes: number) => (bytes / 1024 ** 3).toFixed(1);
   return `nproc ${cpus().length} (${cpus()[0]?.model ?? "unknown CPU"}), memory ${gib(totalmem())} GiB, Node ${process.version}, load average ${loadavg()
@@ -234,6 +276,8 @@ async function main(): Promise<number> {
       `- Machine after: ${machine()}`,
       "",
       table(rows),
+      "",
+      profile(rows),
     ].join("\n");
     process.stdout.write(`\n${text}\n`);
     log(`written to ${writeResults("bench:buildkit", text)}`);

@@ -469,6 +469,7 @@ const BUILD_FLAGS = new Set([
   "--export-cache",
   "--import-cache",
   "--metadata-file",
+  "--trace",
 ]);
 
 /** Reads the argv the way Go's flag package does: a flag position must hold a known flag. */
