@@ -4,6 +4,7 @@ import { z } from "zod";
 import {
   cel,
   conditions,
+  DNS_SUBDOMAIN,
   duration,
   keyedList,
   labelMap,
@@ -19,6 +20,12 @@ import { IMAGE_REFERENCE, REGISTRY_HOST } from "./reference.ts";
 
 /** The BuildKit release the operator is tested against; pools may pin another. */
 export const DEFAULT_BUILDKIT_IMAGE = "moby/buildkit:v0.24.0-rootless";
+/**
+ * The SBOM scanner BuildKit v0.24 runs when a build asks for attest:sbom without a generator
+ * (frontend/attestations/parse.go, defaultSBOMGenerator). A moving tag: pin a digest for
+ * reproducible SBOMs, or a mirror for builders that cannot reach Docker Hub.
+ */
+export const DEFAULT_SBOM_GENERATOR = "docker/buildkit-syft-scanner:stable-1";
 
 export const autoscaling = cel(
   z
@@ -165,6 +172,17 @@ export const buildkitSpec = z
       .max(256)
       .optional()
       .describe("Most build steps one builder runs at once (BuildKit's max-parallelism)."),
+    sbomGenerator: z
+      .string()
+      .max(512)
+      .regex(IMAGE_REFERENCE, {
+        message:
+          "must be an image reference such as docker/buildkit-syft-scanner:stable-1 (no ',' or '\"')",
+      })
+      .default(DEFAULT_SBOM_GENERATOR)
+      .describe(
+        "The SBOM scanner image (BuildKit's SBOM generator protocol) the builders run for builds with spec.attestations.sbom, passed as attest:sbom=generator=<image>. The builders pull it themselves.",
+      ),
   })
   .describe("The buildkitd the builders run.");
 export type BuildkitSpec = z.infer<typeof buildkitSpec>;
@@ -194,32 +212,77 @@ export const cacheVolume = cel(
   },
 );
 
-export const builderPoolSpec = z
+export const TRUST_LEVELS = ["Trusted", "Untrusted"] as const;
+export type Trust = (typeof TRUST_LEVELS)[number];
+
+export const isolationSpec = z
   .object({
-    architectures: keyedList(architectureSpec, "name", 8)
-      .min(1, { message: "must list at least one architecture" })
-      .describe("The CPU architectures this pool builds for, each on its own native nodes."),
-    buildkit: buildkitSpec.prefault({}),
-    cache: cacheVolume.prefault({}),
-    maxConcurrentBuilds: z
-      .number()
-      .int()
+    runtimeClassName: z
+      .string()
       .min(1)
-      .max(1000)
-      .default(4)
-      .describe(
-        "Builds running at once per architecture; more wait Queued, first come first served.",
-      ),
-    allowedNamespaces: labelSelector
+      .max(253)
+      .regex(DNS_SUBDOMAIN, { message: "must be a RuntimeClass name" })
       .optional()
       .describe(
-        "Namespaces whose ImageBuilds may use this pool, by label. When empty, only the pool's own namespace.",
+        "RuntimeClass of the builder pods, e.g. a Kata Containers or gVisor class, so each builder runs in a sandbox of its own (the cluster must define it).",
       ),
-    registries: keyedList(registryConfig, "host", 16)
+    hostUsers: z
+      .boolean()
       .optional()
-      .describe("Registries that need plain HTTP or an unverified certificate."),
+      .describe(
+        "false runs each builder pod in a user namespace of its own (pod spec.hostUsers: false). Needs Kubernetes >= 1.33, where user namespaces are on by default, and nodes that support them; see the README.",
+      ),
+    trust: z
+      .enum(TRUST_LEVELS)
+      .default("Trusted")
+      .describe(
+        "Untrusted for builds of code nobody reviewed (fork pull requests): such a pool's builds export their registry cache only under refs whose tag ends in -untrusted and import only such refs, and builds on Trusted pools may not name such refs. Cannot change once set.",
+      ),
   })
-  .describe("A farm of rootless BuildKit builders, one Deployment per CPU architecture.");
+  .describe("How far the pool's builders are kept apart from the cluster and from other pools.");
+export type IsolationSpec = z.infer<typeof isolationSpec>;
+
+/** The trust of a pool; a pool without spec.isolation is Trusted. */
+export function trustOf(pool: BuilderPoolSpec): Trust {
+  return pool.isolation?.trust ?? "Trusted";
+}
+
+const TRUST_OF = (root: string) =>
+  `(has(${root}.isolation) && has(${root}.isolation.trust) ? ${root}.isolation.trust : 'Trusted')`;
+const TRUST_IMMUTABLE_MESSAGE =
+  "spec.isolation.trust cannot change: the builders' local cache holds what builds of the old trust wrote; create a new pool";
+
+export const builderPoolSpec = cel(
+  z
+    .object({
+      architectures: keyedList(architectureSpec, "name", 8)
+        .min(1, { message: "must list at least one architecture" })
+        .describe("The CPU architectures this pool builds for, each on its own native nodes."),
+      buildkit: buildkitSpec.prefault({}),
+      cache: cacheVolume.prefault({}),
+      maxConcurrentBuilds: z
+        .number()
+        .int()
+        .min(1)
+        .max(1000)
+        .default(4)
+        .describe(
+          "Builds running at once per architecture; more wait Queued, first come first served.",
+        ),
+      allowedNamespaces: labelSelector
+        .optional()
+        .describe(
+          "Namespaces whose ImageBuilds may use this pool, by label. When empty, only the pool's own namespace.",
+        ),
+      registries: keyedList(registryConfig, "host", 16)
+        .optional()
+        .describe("Registries that need plain HTTP or an unverified certificate."),
+      isolation: isolationSpec.optional(),
+    })
+    .describe("A farm of rootless BuildKit builders, one Deployment per CPU architecture."),
+  // A transition rule: the API server checks it on updates only.
+  { rule: `${TRUST_OF("self")} == ${TRUST_OF("oldSelf")}`, message: TRUST_IMMUTABLE_MESSAGE },
+);
 export type BuilderPoolSpec = z.infer<typeof builderPoolSpec>;
 
 /** The build slots of one architecture: its own maxConcurrentBuilds, else the pool's. */

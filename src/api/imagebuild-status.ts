@@ -105,6 +105,20 @@ export const verifyStatus = z
   .describe("The check of spec.verify, run before any tag is applied.");
 export type VerifyStatus = z.infer<typeof verifyStatus>;
 
+export const attestationStatus = z
+  .object({
+    platform: z.string().max(32).describe("The platform whose image the attestation describes."),
+    digest: z.string().max(80).describe("The attestation manifest's digest in the index."),
+    predicateTypes: z
+      .array(z.string().max(256))
+      .max(8)
+      .describe(
+        "What it attests, e.g. https://slsa.dev/provenance/v0.2 or https://spdx.dev/Document.",
+      ),
+  })
+  .describe("One attestation manifest of the index (platform unknown/unknown in the index).");
+export type AttestationStatus = z.infer<typeof attestationStatus>;
+
 export const imageBuildStatus = z
   .object({
     observedGeneration: observedGeneration("status"),
@@ -125,6 +139,11 @@ export const imageBuildStatus = z
       .describe("Per platform: phase, job, builder, digest, timing."),
     verify: verifyStatus.optional(),
     digest: z.string().max(80).optional().describe("Digest of the multi-arch image index."),
+    attestations: keyedList(attestationStatus, "digest", 16)
+      .optional()
+      .describe(
+        "The attestation manifests the index holds (spec.attestations), from the step that assembled it; with spec.verify, those of the checked index.",
+      ),
     image: z
       .string()
       .max(400)

@@ -1,6 +1,8 @@
 // ImageBuild: one build of one image for one or more platforms. The spec is immutable:
 // a new commit is a new ImageBuild, which is what GitOps controllers and CI expect.
 import { z } from "zod";
+import { attestationsSpec } from "./attestations.ts";
+import type { Trust } from "./builderpool.ts";
 import {
   cel,
   DNS_SUBDOMAIN,
@@ -163,20 +165,49 @@ export const source = cel(
   },
 );
 
-const nameValue = (namePattern: RegExp, nameMessage: string, what: string) =>
-  keyedList(
+/** A name prefix a list refuses, with why (in zod and, for the API server, in CEL). */
+interface ForbiddenPrefix {
+  prefix: string;
+  message: string;
+}
+
+const nameValue = (
+  namePattern: RegExp,
+  nameMessage: string,
+  what: string,
+  forbidden?: ForbiddenPrefix,
+) => {
+  const name = z
+    .string()
+    .min(1)
+    .max(128)
+    .regex(namePattern, { message: nameMessage })
+    .refine((text) => !forbidden || !text.startsWith(forbidden.prefix), {
+      message: forbidden?.message ?? "",
+    });
+  return keyedList(
     z.object({
-      name: z
-        .string()
-        .min(1)
-        .max(128)
-        .regex(namePattern, { message: nameMessage })
-        .describe(`The ${what}'s name.`),
+      name: (forbidden
+        ? cel(name, { rule: `!self.startsWith('${forbidden.prefix}')`, message: forbidden.message })
+        : name
+      ).describe(`The ${what}'s name.`),
       value: printableValue(4096).describe(`The ${what}'s value.`),
     }),
     "name",
     128,
   );
+};
+
+/**
+ * BuildKit also reads build arguments named BUILDKIT_ATTEST_<TYPE> as attestation requests
+ * (frontend/attestations/parse.go): one would add or override attestations outside
+ * spec.attestations, with a scanner image of the build's choosing instead of the pool's.
+ */
+const ATTEST_BUILD_ARG: ForbiddenPrefix = {
+  prefix: "BUILDKIT_ATTEST_",
+  message:
+    "must not start with BUILDKIT_ATTEST_: BuildKit would read it as an attestation request; use spec.attestations",
+};
 
 /** Docker Hub's full name of a repository without a host: docker.io/[library/]path. */
 function dockerHubName(image: string): string | undefined {
@@ -416,6 +447,7 @@ export const imageBuildSpec = cel(
         BUILD_ARG_NAME,
         "must be a build argument name: letters, digits and '_', not starting with a digit",
         "build argument",
+        ATTEST_BUILD_ARG,
       )
         .optional()
         .describe(
@@ -473,6 +505,7 @@ export const imageBuildSpec = cel(
           "Builds with the same key go to the same builder for cache locality. Defaults to git URL + Dockerfile path + target.",
         ),
       verify: verifySpec.optional(),
+      attestations: attestationsSpec.optional(),
     })
     .describe("What to build. Immutable: a new commit is a new ImageBuild."),
   {
@@ -482,7 +515,17 @@ export const imageBuildSpec = cel(
 );
 export type ImageBuildSpec = z.infer<typeof imageBuildSpec>;
 
-/** The cache ref this build exports to, before the per-architecture suffix. */
-export function cacheRefOf(spec: ImageBuildSpec): string {
-  return spec.cache.ref ?? `${spec.output.image}:buildcache`;
+/**
+ * The tag suffix of registry cache refs that builds on Untrusted pools write and read
+ * (docs/architecture.md, "Untrusted pools"); the per-platform suffix follows it.
+ */
+export const UNTRUSTED_CACHE_SUFFIX = "-untrusted";
+
+/**
+ * The cache ref this build exports to, before the per-architecture suffix. A build on an
+ * Untrusted pool defaults to <image>:buildcache-untrusted, apart from the trusted builds' ref.
+ */
+export function cacheRefOf(spec: ImageBuildSpec, trust: Trust = "Trusted"): string {
+  const tag = trust === "Untrusted" ? `buildcache${UNTRUSTED_CACHE_SUFFIX}` : "buildcache";
+  return spec.cache.ref ?? `${spec.output.image}:${tag}`;
 }

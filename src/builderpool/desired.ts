@@ -43,7 +43,7 @@ export interface DesiredPool {
  * builders could not work, which the reconciler reports as InvalidSpec like a parse error.
  */
 export function desiredPool(pool: BuilderPool, context: PoolContext): DesiredPool {
-  assertBuildable(pool);
+  assertBuildable(pool, context.serverVersion);
   const architectures = pool.spec.architectures.map((arch): DesiredArchitecture => {
     const replicas = desiredReplicas(arch, context);
     const budget = podDisruptionBudget(pool, arch, replicas);

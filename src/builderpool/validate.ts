@@ -3,6 +3,7 @@
 // (Ready=False, InvalidSpec) instead of creating builders that cannot work.
 import type { BuilderPool } from "../api/resources.ts";
 import { SpecError } from "../api/resources.ts";
+import { atLeast, type KubeVersion } from "./context.ts";
 import { quantityToBytes } from "./quantity.ts";
 
 const ARCH_LABEL = "kubernetes.io/arch";
@@ -45,8 +46,27 @@ export function specProblems(pool: BuilderPool): string[] {
   return problems;
 }
 
-/** Throws SpecError when specProblems finds any. */
-export function assertBuildable(pool: BuilderPool): void {
-  const problems = specProblems(pool);
+/**
+ * The first Kubernetes minor whose API server keeps a pod's hostUsers by default: the field
+ * came in 1.25 behind the UserNamespacesSupport feature gate, off by default until 1.33, and
+ * with the gate off the API server drops it without a word (pkg/api/pod dropDisabledFields),
+ * so a builder asked to run in a user namespace would silently run in the host's.
+ */
+export const USER_NAMESPACES_BY_DEFAULT = { major: 1, minor: 33 } as const;
+
+/** What the spec asks that this API server cannot give. */
+export function serverProblems(pool: BuilderPool, version: KubeVersion): string[] {
+  const { major, minor } = USER_NAMESPACES_BY_DEFAULT;
+  if (pool.spec.isolation?.hostUsers === false && !atLeast(version, major, minor)) {
+    return [
+      `spec.isolation.hostUsers: false needs Kubernetes >= ${major}.${minor}, where user namespaces (feature gate UserNamespacesSupport) are on by default; this API server is ${version.major}.${version.minor}, which drops the pod's hostUsers field unless the gate is on, so the builders would run in the host's user namespace. Upgrade, or remove hostUsers`,
+    ];
+  }
+  return [];
+}
+
+/** Throws SpecError when specProblems or serverProblems finds any. */
+export function assertBuildable(pool: BuilderPool, version?: KubeVersion): void {
+  const problems = [...specProblems(pool), ...(version ? serverProblems(pool, version) : [])];
   if (problems.length > 0) throw new SpecError(problems);
 }

@@ -5,6 +5,7 @@
 import type {
   V1Container,
   V1Deployment,
+  V1PodSpec,
   V1PodTemplateSpec,
   V1Probe,
   V1ResourceRequirements,
@@ -130,6 +131,19 @@ function container(pool: BuilderPool, arch: ArchitectureSpec, context: PoolConte
   };
 }
 
+/**
+ * spec.isolation on the pod: a RuntimeClass (a sandbox such as Kata or gVisor) and a user
+ * namespace of its own (hostUsers: false; validate.ts refuses it on servers that would drop
+ * it). The builder still runs rootlesskit's nested user namespace inside: see the README.
+ */
+function isolationFields(pool: BuilderPool): Pick<V1PodSpec, "runtimeClassName" | "hostUsers"> {
+  const isolation = pool.spec.isolation;
+  return {
+    ...(isolation?.runtimeClassName ? { runtimeClassName: isolation.runtimeClassName } : {}),
+    ...(isolation?.hostUsers === false ? { hostUsers: false } : {}),
+  };
+}
+
 /** The pod template shared by the Deployment and the StatefulSet; `stateVolume` is the cache. */
 export function podTemplate(
   pool: BuilderPool,
@@ -199,6 +213,7 @@ export function podTemplate(
           ],
         },
       },
+      ...isolationFields(pool),
       ...(arch.nodeSelector ? { nodeSelector: { ...arch.nodeSelector } } : {}),
       ...(arch.tolerations ? { tolerations: structuredClone(arch.tolerations) } : {}),
       containers: [container(pool, arch, context)],

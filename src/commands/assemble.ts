@@ -88,6 +88,7 @@ export async function assembleCommand(argv: string[]): Promise<number> {
       mediaType: result.index.mediaType,
       platforms: result.index.platforms,
       tags: result.tags,
+      ...(result.index.attestations.length > 0 ? { attestations: result.index.attestations } : {}),
     };
     const line = JSON.stringify(output);
     if (terminationPath) await writeFile(terminationPath, terminationMessage(output));

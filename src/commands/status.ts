@@ -41,6 +41,29 @@ function table(rows: string[][]): string {
     .join("\n");
 }
 
+/**
+ * spec.attestations: the attestation manifests the index holds once it was assembled (one per
+ * platform, each with what it attests), or what was asked for until then.
+ */
+function attestationLines(build: StoredImageBuild): string[] {
+  const found = build.status?.attestations ?? [];
+  if (found.length > 0) {
+    return [
+      "Attestations:",
+      ...found.map(
+        (a) => `  ${a.platform}  ${a.predicateTypes.join(", ") || "-"}  ${short(a.digest)}`,
+      ),
+    ];
+  }
+  const asked = build.spec.attestations;
+  if (!asked) return [];
+  const kinds = [
+    ...(asked.provenance ? [`provenance (mode=${asked.provenance.mode ?? "min"})`] : []),
+    ...(asked.sbom ? ["sbom"] : []),
+  ];
+  return [`Attestations: ${kinds.join(", ")} requested`];
+}
+
 /** The status report of one build, as printed. Pure, so tests compare text. */
 export function formatStatus(build: StoredImageBuild, now: Date): string {
   const status = build.status ?? {};
@@ -59,6 +82,7 @@ export function formatStatus(build: StoredImageBuild, now: Date): string {
       : "";
     lines.push(`Verify: ${verify.phase}  ${verify.image ?? "-"}${took}`);
   }
+  lines.push(...attestationLines(build));
   const platforms =
     status.platforms ??
     (build.spec.platforms ?? []).map((platform) => ({ platform, phase: "Pending" as const }));

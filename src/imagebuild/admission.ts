@@ -5,7 +5,7 @@
 // authenticates) or a verdict a person can act on: Pending while what is missing may still
 // appear, Failed when only a new ImageBuild or a pool change can help.
 import type { V1LabelSelector } from "@kubernetes/client-node";
-import { servedPlatforms } from "../api/builderpool.ts";
+import { servedPlatforms, type Trust, trustOf } from "../api/builderpool.ts";
 import { cacheRefOf } from "../api/imagebuild.ts";
 import {
   ARCHITECTURES,
@@ -19,6 +19,7 @@ import type { BuilderPool, ImageBuild } from "../api/resources.ts";
 import { allowedNamespaceSelector, poolAdmitsNamespace } from "../builderpool/policy.ts";
 import { cacheRefProblem } from "./cache-ref.ts";
 import { gitHost, gitScheme, TOKEN_HOST } from "./source.ts";
+import { cacheTrustVerdicts } from "./trust.ts";
 
 export const DOCKER_CONFIG_TYPE = "kubernetes.io/dockerconfigjson";
 export const DOCKER_CONFIG_KEY = ".dockerconfigjson";
@@ -62,6 +63,10 @@ export interface BuildPlan {
   gitAuth?: GitAuth;
   /** Hosts of the output registry the pool marks http or insecure, for `assemble`. */
   insecureRegistries: string[];
+  /** Set when the pool is Untrusted (spec.isolation.trust): the build's cache stays apart. */
+  untrusted?: true;
+  /** The pool's SBOM scanner image, when the build asks for an SBOM. */
+  sbomGenerator?: string;
 }
 
 export interface Verdict {
@@ -97,7 +102,7 @@ const failed = (reason: string, message: string): Verdict => ({ phase: "Failed",
  * Problems a pool cannot fix: things the schema lets through that BuildKit would refuse or
  * misread. They fail the build before anything runs.
  */
-export function specProblems(build: ImageBuild): Verdict[] {
+export function specProblems(build: ImageBuild, trust: Trust = "Trusted"): Verdict[] {
   const { spec } = build;
   const problems: Verdict[] = [];
   const git = spec.source.git;
@@ -168,7 +173,7 @@ export function specProblems(build: ImageBuild): Verdict[] {
     seen.set(normalized, platform);
   }
   if (!spec.cache.disabled) {
-    const refs = [cacheRefOf(spec), ...(spec.cache.importFrom ?? [])];
+    const refs = [cacheRefOf(spec, trust), ...(spec.cache.importFrom ?? [])];
     for (const ref of refs) {
       for (const { slug } of platforms) {
         const problem = cacheRefProblem(ref, slug);
@@ -359,10 +364,11 @@ function secretVerdicts(build: ImageBuild, input: AdmissionInput): Verdict[] {
  * something that may still appear.
  */
 export function admit(build: ImageBuild, input: AdmissionInput): Admission {
-  const verdicts: Verdict[] = [...specProblems(build)];
+  const pool = input.pool;
+  const trust = pool ? trustOf(pool.spec) : "Trusted";
+  const verdicts: Verdict[] = [...specProblems(build, trust)];
   const poolName = build.spec.poolRef.name;
   const poolNamespace = poolNamespaceOf(build);
-  const pool = input.pool;
   let targets: PlatformTarget[] | undefined;
   if (!pool) {
     verdicts.push(
@@ -379,6 +385,7 @@ export function admit(build: ImageBuild, input: AdmissionInput): Admission {
   } else {
     const namespace = namespaceVerdict(pool, build.metadata.namespace, input.buildNamespaceLabels);
     if (namespace) verdicts.push(namespace);
+    verdicts.push(...cacheTrustVerdicts(build, pool));
     const mapped = targetsOf(build, pool);
     if ("verdict" in mapped) verdicts.push(mapped.verdict);
     else targets = mapped.targets;
@@ -409,6 +416,8 @@ export function admit(build: ImageBuild, input: AdmissionInput): Admission {
       targets,
       ...(gitAuth ? { gitAuth } : {}),
       insecureRegistries,
+      ...(trust === "Untrusted" ? { untrusted: true as const } : {}),
+      ...(build.spec.attestations?.sbom ? { sbomGenerator: pool.spec.buildkit.sbomGenerator } : {}),
     },
   };
 }

@@ -74,11 +74,15 @@ export function imageOutput(image: string): string {
   ]);
 }
 
-/** The `--export-cache` and `--import-cache` values for one platform. */
-export function cacheFlags(build: ImageBuild, slug: string): string[] {
+/**
+ * The `--export-cache` and `--import-cache` values for one platform. A build on an Untrusted
+ * pool exports under its own default ref (admission refuses named refs of the other trust).
+ */
+export function cacheFlags(build: ImageBuild, slug: string, plan?: BuildPlan): string[] {
   const cache = build.spec.cache;
   if (cache.disabled) return [];
-  const ref = cacheRefForPlatform(cacheRefOf(build.spec), slug);
+  const trust = plan?.untrusted ? "Untrusted" : "Trusted";
+  const ref = cacheRefForPlatform(cacheRefOf(build.spec, trust), slug);
   const exportPairs: [string, string][] = [
     ["type", "registry"],
     ["ref", ref],
@@ -99,6 +103,26 @@ export function cacheFlags(build: ImageBuild, slug: string): string[] {
       ]),
     ]),
   ];
+}
+
+/**
+ * spec.attestations as the frontend's attest:* options, which BuildKit parses as CSV
+ * (frontend/attestations/parse.go); buildx passes `--sbom generator=…` the same way. None by
+ * default: buildctl, unlike buildx, adds no provenance of its own.
+ */
+export function attestationFlags(build: ImageBuild, plan: BuildPlan): string[] {
+  const attestations = build.spec.attestations;
+  if (!attestations) return [];
+  const flags: string[] = [];
+  if (attestations.provenance) {
+    flags.push("--opt", `attest:provenance=${csv([["mode", attestations.provenance.mode]])}`);
+  }
+  if (attestations.sbom) {
+    if (!plan.sbomGenerator)
+      throw new ArgvError("spec.attestations.sbom needs the pool's sbomGenerator");
+    flags.push("--opt", `attest:sbom=${csv([["generator", plan.sbomGenerator]])}`);
+  }
+  return flags;
 }
 
 function sourceFlags(build: ImageBuild, plan: BuildPlan): string[] {
@@ -179,6 +203,7 @@ export function buildctlArgv(
     ...(spec.target === undefined ? [] : ["--opt", `target=${spec.target}`]),
     ...(spec.buildArgs ?? []).flatMap((arg) => ["--opt", `build-arg:${arg.name}=${arg.value}`]),
     ...(spec.labels ?? []).flatMap((label) => ["--opt", `label:${label.name}=${label.value}`]),
+    ...attestationFlags(build, plan),
     ...(spec.secrets ?? []).flatMap((secret) => [
       "--secret",
       csv([
@@ -188,7 +213,7 @@ export function buildctlArgv(
     ]),
     "--output",
     imageOutput(spec.output.image),
-    ...cacheFlags(build, target.slug),
+    ...cacheFlags(build, target.slug, plan),
     "--metadata-file",
     BUILD_PATHS.metadataFile,
   ];

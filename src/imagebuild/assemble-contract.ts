@@ -269,30 +269,64 @@ export function parseAssembleArgs(argv: string[]): ParsedArgs {
   return { kind: "ok", flags: parsed.data };
 }
 
+/** One attestation manifest of the index: the platform it describes and what it attests. */
+export interface AssembleAttestation {
+  platform: string;
+  digest: string;
+  predicateTypes: string[];
+}
+
 export interface AssembleOutput {
   digest: string;
   image: string;
   mediaType: string;
   platforms: string[];
   tags: string[];
+  /** Present only when the index holds attestation manifests. */
+  attestations?: AssembleAttestation[];
 }
 
-/** The result line, shortened (tags dropped from the end) to fit a termination message. */
+/**
+ * The result line, shortened to fit a termination message: tags dropped from the end first,
+ * then attestations (each omission counted), never the digest.
+ */
 export function terminationMessage(
   output: AssembleOutput,
   limit = TERMINATION_MESSAGE_LIMIT,
 ): string {
   let tags = output.tags;
+  let attestations = output.attestations;
   for (;;) {
     const omitted = output.tags.length - tags.length;
+    const attestationsOmitted = (output.attestations?.length ?? 0) - (attestations?.length ?? 0);
     const text = JSON.stringify({
       ...output,
       tags,
       ...(omitted > 0 ? { tagsOmitted: omitted } : {}),
+      ...(attestations ? { attestations } : {}),
+      ...(attestationsOmitted > 0 ? { attestationsOmitted } : {}),
     });
-    if (Buffer.byteLength(text) <= limit || tags.length === 0) return text;
-    tags = tags.slice(0, -1);
+    if (Buffer.byteLength(text) <= limit) return text;
+    if (tags.length > 0) tags = tags.slice(0, -1);
+    else if (attestations && attestations.length > 0) attestations = attestations.slice(0, -1);
+    else return text;
   }
+}
+
+/** The attestations of a result line, as status.attestations can hold them. */
+const resultAttestations = z
+  .array(
+    z.object({
+      platform: z.string().max(32),
+      digest: z.string().regex(SHA256_DIGEST),
+      predicateTypes: z.array(z.string().max(256)).max(8),
+    }),
+  )
+  .max(16);
+
+function attestationsOf(value: unknown): AssembleAttestation[] | undefined {
+  const parsed = resultAttestations.safeParse(value);
+  return parsed.success ? parsed.data : undefined;
 }
 
 function truncateBytes(text: string, maxBytes: number): string {
@@ -315,12 +349,13 @@ export function parseAssembleResult(message: string | undefined): Parsed<Assembl
   const what = "the index Job's result";
   const parsed = parseObject(message?.trim().split("\n").at(-1), what);
   if (!parsed.ok) return parsed;
-  const { digest, image, mediaType, platforms, tags } = parsed.value;
+  const { digest, image, mediaType, platforms, tags, attestations } = parsed.value;
   if (typeof digest !== "string" || !SHA256_DIGEST.test(digest)) {
     return { ok: false, error: `${what} has no valid digest` };
   }
   if (typeof image !== "string" || image === "")
     return { ok: false, error: `${what} has no image` };
+  const found = attestationsOf(attestations);
   const strings = (value: unknown) =>
     Array.isArray(value) && value.every((item) => typeof item === "string")
       ? (value as string[])
@@ -333,6 +368,7 @@ export function parseAssembleResult(message: string | undefined): Parsed<Assembl
       mediaType: typeof mediaType === "string" ? mediaType : "",
       platforms: strings(platforms) ?? [],
       tags: strings(tags) ?? [],
+      ...(found?.length ? { attestations: found } : {}),
     },
   };
 }

@@ -1,4 +1,5 @@
 import type {
+  AttestationStatus,
   BuildPhase,
   ImageBuildStatus,
   PlatformStatus,
@@ -181,6 +182,7 @@ interface Draft {
   digest?: string;
   /** The check's state, for builds with spec.verify once it has an index digest. */
   verify?: VerifyStatus;
+  attestations?: AttestationStatus[];
   requeueAfterMs?: number;
   queuePosition?: number;
 }
@@ -194,6 +196,7 @@ function finish(build: ImageBuild, observed: Observed, draft: Draft): Decision {
   const completionTime = isTerminal(phase) ? (previous.completionTime ?? now) : undefined;
   const digest = draft.digest ?? previous.digest;
   const verify = draft.verify ?? previous.verify;
+  const attestations = draft.attestations ?? previous.attestations;
   const cached = cachedSteps(draft.platforms.map((platform) => platform.cache));
   const status: ImageBuildStatus = {
     ...(build.metadata.generation === undefined
@@ -204,6 +207,7 @@ function finish(build: ImageBuild, observed: Observed, draft: Draft): Decision {
     platforms: draft.platforms,
     ...(verify ? { verify } : {}),
     ...(digest ? { digest, image: `${build.spec.output.image}@${digest}` } : {}),
+    ...(attestations ? { attestations } : {}),
     ...(cached ? { cachedSteps: cached } : {}),
     ...(startTime ? { startTime } : {}),
     ...(completionTime ? { completionTime } : {}),
@@ -447,6 +451,7 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
       actions,
       ...(step.digest ? { digest: step.digest } : {}),
       ...(step.verify ? { verify: step.verify } : {}),
+      ...(step.attestations ? { attestations: step.attestations } : {}),
       ...(step.wait ? { requeueAfterMs: WAIT_REQUEUE_MS } : {}),
     };
   } else {

@@ -3,7 +3,7 @@
 // it (the verify Job) and only then tag exactly that index (the tag Job). Pure, like
 // decide.ts, whose decideNextStep calls publish() and turns the step into the status; both
 // speak the types of decision.ts.
-import type { PlatformStatus, VerifyStatus } from "../api/imagebuild-status.ts";
+import type { AttestationStatus, PlatformStatus, VerifyStatus } from "../api/imagebuild-status.ts";
 import type { ImageBuild } from "../api/resources.ts";
 import { indexJobName, tagJobName, verifyJobName } from "../naming.ts";
 import { rfc3339 } from "../runtime/time.ts";
@@ -24,13 +24,15 @@ export interface PublishStep {
   verify?: VerifyStatus;
   /** Waiting for something no watch reports (admission): look again later. */
   wait?: boolean;
+  /** The index's attestation manifests, as the assemble step that pushed it reported them. */
+  attestations?: AttestationStatus[];
 }
 
 /** Where one `assemble` Job (index or tag) stands. */
 type AssembleState =
   | { state: "missing" }
   | { state: "waiting"; message: string; action?: Action }
-  | { state: "done"; digest: string }
+  | { state: "done"; digest: string; attestations?: AttestationStatus[] }
   | { state: "failed"; reason: string; message: string };
 
 function assembleState(
@@ -56,9 +58,9 @@ function assembleState(
       };
     }
     const result = parseAssembleResult(pod.containers[CONTAINERS.assemble]?.message);
-    return result.ok
-      ? { state: "done", digest: result.value.digest }
-      : { state: "failed", reason: failedReason, message: result.error };
+    if (!result.ok) return { state: "failed", reason: failedReason, message: result.error };
+    const { digest, attestations } = result.value;
+    return { state: "done", digest, ...(attestations ? { attestations } : {}) };
   }
   if (job.outcome?.type === "Failed") {
     const pod = job.pods.at(-1);
@@ -121,6 +123,7 @@ export function publish(
           message: `pushed ${build.spec.output.image}@${step.digest}`,
         },
         digest: step.digest,
+        ...(step.attestations ? { attestations: step.attestations } : {}),
       };
   }
 }
@@ -155,10 +158,13 @@ function verifyThenTag(
   const plan = admission.admitted ? admission.plan : undefined;
   const repository = build.spec.output.image;
   const previous = build.status?.verify;
+  // Attestations of the index, once an assemble step reported them (kept in status after).
+  let attestations: AttestationStatus[] | undefined;
   const draft = (outcome: Outcome, verify?: VerifyStatus, wait?: boolean): PublishStep => ({
     outcome,
     ...(verify ? { verify } : {}),
     ...(wait ? { wait } : {}),
+    ...(attestations ? { attestations } : {}),
   });
 
   // 1. The index, pushed by digest only.
@@ -188,6 +194,7 @@ function verifyThenTag(
         return draft({ phase: "Failed", reason: step.reason, message: step.message });
       case "done":
         image = `${repository}@${step.digest}`;
+        attestations = step.attestations;
     }
   }
   const digest = image.slice(image.lastIndexOf("@") + 1);
@@ -319,6 +326,7 @@ function verifyThenTag(
           verify,
         );
       }
+      attestations = step.attestations ?? attestations;
       return { ...succeeded(), digest };
   }
 }

@@ -48,6 +48,27 @@ export interface AssembledIndex {
   digest: string;
   /** The runnable platforms, in index order; attestations are not among them. */
   platforms: string[];
+  /** The attestation manifests, each with the platform of the image it describes. */
+  attestations: IndexAttestation[];
+}
+
+/** One attestation manifest of the index, as `assemble` reports it. */
+export interface IndexAttestation {
+  platform: string;
+  digest: string;
+  /** Its layers' in-toto.io/predicate-type annotations (SLSA provenance, SPDX...). */
+  predicateTypes: string[];
+}
+
+const PREDICATE_TYPE = "in-toto.io/predicate-type";
+
+/** What an attestation manifest attests, from its layers' annotations. */
+function predicateTypes(node: ManifestNode & { kind: "image" }): string[] {
+  const types = node.manifest.layers.flatMap((layer) => {
+    const type = layer.annotations?.[PREDICATE_TYPE];
+    return type ? [type] : [];
+  });
+  return [...new Set(types)];
 }
 
 export class AssemblyError extends Error {
@@ -90,6 +111,7 @@ export function assembleIndex(
   const problems: string[] = [];
   const images: Picked[] = [];
   const attestations: Descriptor[] = [];
+  const reported: IndexAttestation[] = [];
 
   if (inputs.length === 0) problems.push("no --digest given: nothing to assemble");
 
@@ -119,7 +141,7 @@ export function assembleIndex(
     // An index, as BuildKit pushes one when it adds attestations: one runnable image and
     // the attestation manifests that describe it.
     const runnable: { node: ManifestNode & { kind: "image" }; platform: Platform }[] = [];
-    const attached: Descriptor[] = [];
+    const attached: (ManifestNode & { kind: "image" })[] = [];
     for (const child of node.children) {
       const where = `its manifest ${child.descriptor.digest}`;
       if (child.kind === "index") {
@@ -129,7 +151,7 @@ export function assembleIndex(
           `${label}: ${where} has media type ${child.descriptor.mediaType}, not an image manifest`,
         );
       } else if (isAttestation(child.descriptor)) {
-        attached.push(child.descriptor);
+        attached.push(child);
       } else {
         const platform = imagePlatform(child, label, problems, where);
         if (platform) runnable.push({ node: child, platform });
@@ -156,7 +178,8 @@ export function assembleIndex(
       platform: only.platform,
       label,
     });
-    for (const attestation of attached) {
+    for (const node of attached) {
+      const attestation = node.descriptor;
       const subject = attestation.annotations?.[REFERENCE_ANNOTATIONS.digest];
       if (subject !== only.node.descriptor.digest) {
         problems.push(
@@ -165,6 +188,11 @@ export function assembleIndex(
         continue;
       }
       attestations.push(attestationDescriptorOf(attestation));
+      reported.push({
+        platform: formatPlatform(only.platform),
+        digest: attestation.digest,
+        predicateTypes: predicateTypes(node),
+      });
     }
   }
 
@@ -205,6 +233,7 @@ export function assembleIndex(
     bytes,
     digest: sha256Digest(bytes),
     platforms: images.map((i) => formatPlatform(i.platform)),
+    attestations: reported,
   };
 }
 

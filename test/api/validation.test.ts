@@ -562,6 +562,63 @@ const INVALID: InvalidCase[] = [
     field: 'spec.architectures[0].nodeSelector["bad key"]',
     crd: false,
   },
+  // Issue 21: attestations and isolation.
+  {
+    name: "attestations asking for nothing",
+    kind: "build",
+    mutate: (s) => {
+      s.attestations = {};
+    },
+    field: "spec.attestations",
+  },
+  {
+    name: "provenance mode outside min|max (a CSV injection)",
+    kind: "build",
+    mutate: (s) => {
+      s.attestations = { provenance: { mode: "max,inline-only=true" } };
+    },
+    field: "spec.attestations.provenance.mode",
+  },
+  {
+    name: "a build argument BuildKit would read as an attestation request",
+    kind: "build",
+    mutate: (s) => {
+      s.buildArgs = [{ name: "BUILDKIT_ATTEST_SBOM", value: "generator=evil.example.com/x" }];
+    },
+    field: "spec.buildArgs[0].name",
+  },
+  {
+    name: "an SBOM generator with a ',' (would add a key to attest:sbom)",
+    kind: "pool",
+    mutate: (s) => {
+      s.buildkit = { sbomGenerator: "docker/buildkit-syft-scanner:1,disabled=true" };
+    },
+    field: "spec.buildkit.sbomGenerator",
+  },
+  {
+    name: "a RuntimeClass name with a shell metacharacter",
+    kind: "pool",
+    mutate: (s) => {
+      s.isolation = { runtimeClassName: "kata;reboot" };
+    },
+    field: "spec.isolation.runtimeClassName",
+  },
+  {
+    name: "a trust level that is not Trusted or Untrusted",
+    kind: "pool",
+    mutate: (s) => {
+      s.isolation = { trust: "untrusted" };
+    },
+    field: "spec.isolation.trust",
+  },
+  {
+    name: "hostUsers as a string",
+    kind: "pool",
+    mutate: (s) => {
+      s.isolation = { hostUsers: "false" };
+    },
+    field: "spec.isolation.hostUsers",
+  },
 ];
 
 describe("an invalid spec is refused with a message that names the field", () => {

@@ -5,30 +5,12 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { StoredImageBuild } from "../../src/api/resources.ts";
 import { formatDuration, formatStatus } from "../../src/commands/status.ts";
 import { type Kube, startKube } from "../kube/index.ts";
 import type { ContainerContext } from "../kube/sim/executor.ts";
+import { BUILD } from "./fixtures.ts";
 
 const run = promisify(execFile);
-
-const BUILD: StoredImageBuild = {
-  apiVersion: "buildfarm.dev/v1alpha1",
-  kind: "ImageBuild",
-  // KubeClient hands objects on as the JSON the server sent: timestamps are strings, although
-  // client-node's V1ObjectMeta types them as Date.
-  metadata: {
-    name: "app-1",
-    namespace: "team",
-    creationTimestamp: "2026-01-01T00:00:00Z" as unknown as Date,
-  },
-  spec: {
-    source: { git: { url: "https://example.com/app.git", revision: "main" } },
-    output: { image: "registry.example.com/app", tags: ["v1"] },
-    platforms: ["linux/amd64", "linux/arm64"],
-    poolRef: { name: "default" },
-  },
-};
 
 describe("buildfarm status", () => {
   it("prints phases, builders, durations and digests as a table", () => {

@@ -11,7 +11,13 @@ import {
   startRegistry,
 } from "../support/registry.ts";
 import { flags, outputOf, runAssemble } from "./cli.ts";
-import { makeAttestationIndex, makeImage, pushAttestationIndex, pushImage } from "./fixtures.ts";
+import {
+  type AttestationIndexFixture,
+  makeAttestationIndex,
+  makeImage,
+  pushAttestationIndex,
+  pushImage,
+} from "./fixtures.ts";
 import { type FaultyProxy, startFaultyProxy } from "./proxy.ts";
 import { tempDirs } from "./temp.ts";
 
@@ -218,28 +224,33 @@ describe.skipIf(skip)("buildfarm assemble against a real registry", () => {
     });
   });
 
+  /** Pushes an amd64 and an arm64 attestation index as BuildKit would, and assembles them. */
+  async function assembleAttested(repo: string, tag: string, options: { sbom?: boolean } = {}) {
+    const [amd64, arm64] = (["amd64", "arm64"] as const).map((architecture) =>
+      makeAttestationIndex(
+        makeImage({ platform: { os: "linux", architecture }, format: "oci" }),
+        options,
+      ),
+    ) as [AttestationIndexFixture, AttestationIndexFixture];
+    await pushAttestationIndex(registry, repo, amd64);
+    await pushAttestationIndex(registry, repo, arm64);
+    const out = outputOf(
+      await runAssemble([
+        ...flags({
+          image: `${registry.host}/${repo}`,
+          digest: [`linux/amd64=${amd64.index.digest}`, `linux/arm64=${arm64.index.digest}`],
+          tag,
+        }),
+        ...base(),
+      ]),
+    );
+    return { amd64, arm64, out };
+  }
+
   describe("attestation indexes as inputs (BuildKit with provenance)", () => {
     it("are flattened: each image with its attestation manifest, no nested index", async () => {
       const repo = "demo/attested";
-      const amd64 = makeAttestationIndex(
-        makeImage({ platform: { os: "linux", architecture: "amd64" }, format: "oci" }),
-      );
-      const arm64 = makeAttestationIndex(
-        makeImage({ platform: { os: "linux", architecture: "arm64" }, format: "oci" }),
-      );
-      await pushAttestationIndex(registry, repo, amd64);
-      await pushAttestationIndex(registry, repo, arm64);
-
-      const out = outputOf(
-        await runAssemble([
-          ...flags({
-            image: `${registry.host}/${repo}`,
-            digest: [`linux/amd64=${amd64.index.digest}`, `linux/arm64=${arm64.index.digest}`],
-            tag: "v2",
-          }),
-          ...base(),
-        ]),
-      );
+      const { amd64, arm64, out } = await assembleAttested(repo, "v2");
       expect(out.platforms).toEqual(["linux/amd64", "linux/arm64"]);
       const index = (await inspectRaw(registry, `${registry.host}/${repo}:v2`)).json as IndexJson;
       expect(index.manifests.some((m) => m.mediaType.includes("index"))).toBe(false);
@@ -280,6 +291,42 @@ describe.skipIf(skip)("buildfarm assemble against a real registry", () => {
         ).toBe(child.digest);
       }
       await expectTagged(repo, out.digest, ["v2"]);
+    });
+  });
+
+  describe("SBOM attestation indexes as inputs (BuildKit with attest:sbom)", () => {
+    it("are flattened with both in-toto layers readable, and the result line lists the attestations", async () => {
+      const repo = "demo/sbom";
+      const { amd64, arm64, out } = await assembleAttested(repo, "v1", { sbom: true });
+      const types = ["https://spdx.dev/Document", "https://slsa.dev/provenance/v0.2"];
+      expect(out.attestations).toEqual([
+        {
+          platform: "linux/amd64",
+          digest: amd64.attestation.manifest.digest,
+          predicateTypes: types,
+        },
+        {
+          platform: "linux/arm64",
+          digest: arm64.attestation.manifest.digest,
+          predicateTypes: types,
+        },
+      ]);
+      const index = (await inspectRaw(registry, `${registry.host}/${repo}:v1`)).json as IndexJson;
+      const attestations = index.manifests.filter(
+        (m) => m.annotations?.["vnd.docker.reference.type"] === "attestation-manifest",
+      );
+      expect(attestations.map((m) => m.annotations?.["vnd.docker.reference.digest"])).toEqual([
+        amd64.image.manifest.digest,
+        arm64.image.manifest.digest,
+      ]);
+      // Each attestation manifest, read back by skopeo, still holds the SPDX and SLSA layers.
+      for (const entry of attestations) {
+        const manifest = (await inspectRaw(registry, `${registry.host}/${repo}@${entry.digest}`))
+          .json as { layers: { annotations?: Record<string, string> }[] };
+        expect(manifest.layers.map((l) => l.annotations?.["in-toto.io/predicate-type"])).toEqual(
+          types,
+        );
+      }
     });
   });
 

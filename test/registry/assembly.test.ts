@@ -256,6 +256,48 @@ describe("attestation indexes (BuildKit with provenance or SBOM)", () => {
     });
   });
 
+  it("keep an SBOM attestation (SPDX beside provenance) whole, and report what each attests", () => {
+    const sbomAmd64 = makeAttestationIndex(amd64, { sbom: true });
+    const sbomArm64 = makeAttestationIndex(arm64, { sbom: true });
+    const index = assembleIndex(
+      [input("linux/amd64", indexNode(sbomAmd64)), input("linux/arm64", indexNode(sbomArm64))],
+      { format: "oci" },
+    );
+    const manifests = index.document.manifests as Descriptor[];
+    // The attestation manifests are the very ones BuildKit pushed (same digest, so the same
+    // two layers), unknown/unknown, each pointing at its own platform's image.
+    expect(manifests.slice(2)).toEqual(
+      [sbomAmd64, sbomArm64].map((fixture) => ({
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        digest: fixture.attestation.manifest.digest,
+        size: fixture.attestation.manifest.size,
+        platform: { architecture: "unknown", os: "unknown" },
+        annotations: {
+          "vnd.docker.reference.digest": fixture.image.manifest.digest,
+          "vnd.docker.reference.type": "attestation-manifest",
+        },
+      })),
+    );
+    expect(json(sbomAmd64.attestation.manifest.bytes).layers).toHaveLength(2);
+    expect(index.attestations).toEqual([
+      {
+        platform: "linux/amd64",
+        digest: sbomAmd64.attestation.manifest.digest,
+        predicateTypes: ["https://spdx.dev/Document", "https://slsa.dev/provenance/v0.2"],
+      },
+      {
+        platform: "linux/arm64",
+        digest: sbomArm64.attestation.manifest.digest,
+        predicateTypes: ["https://spdx.dev/Document", "https://slsa.dev/provenance/v0.2"],
+      },
+    ]);
+  });
+
+  it("report no attestations for plain images", () => {
+    const index = assembleIndex([input("linux/amd64", imageNode(amd64))], { format: "oci" });
+    expect(index.attestations).toEqual([]);
+  });
+
   it("mix with plain images", () => {
     const index = assembleIndex(
       [input("linux/amd64", indexNode(attestedAmd64)), input("linux/arm64", imageNode(arm64))],

@@ -37,6 +37,7 @@ export function outputOf(result: CliResult): {
   mediaType: string;
   platforms: string[];
   tags: string[];
+  attestations?: { platform: string; digest: string; predicateTypes: string[] }[];
 } {
   if (result.code !== 0) throw new Error(`assemble exited ${result.code}: ${result.stderr}`);
   const lines = result.stdout.trim().split("\n");

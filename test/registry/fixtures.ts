@@ -123,8 +123,16 @@ export function makeImage(options: ImageOptions): ImageFixture {
 /** An index like BuildKit's with attestations on: the image and its provenance manifest. */
 export function makeAttestationIndex(
   image: ImageFixture,
-  options: { subject?: string; attestationPlatform?: Platform } = {},
+  options: { subject?: string; attestationPlatform?: Platform; sbom?: boolean } = {},
 ): AttestationIndexFixture {
+  // With attest:sbom, BuildKit's attestation manifest carries the scanner's SPDX document as
+  // one more in-toto layer beside the provenance (docs/attestations/attestation-storage.md).
+  const sbom = blob("application/vnd.in-toto+json", {
+    _type: "https://in-toto.io/Statement/v0.1",
+    predicateType: "https://spdx.dev/Document",
+    subject: [{ name: "pkg:docker/fixture", digest: { sha256: image.manifest.digest.slice(7) } }],
+    predicate: { spdxVersion: "SPDX-2.3", name: "sbom", packages: [{ name: "busybox" }] },
+  });
   const statement = blob("application/vnd.in-toto+json", {
     _type: "https://in-toto.io/Statement/v0.1",
     predicateType: "https://slsa.dev/provenance/v0.2",
@@ -138,13 +146,23 @@ export function makeAttestationIndex(
     architecture: "unknown",
     os: "unknown",
     config: {},
-    rootfs: { type: "layers", diff_ids: [statement.digest] },
+    rootfs: {
+      type: "layers",
+      diff_ids: [...(options.sbom ? [sbom.digest] : []), statement.digest],
+    },
   });
   const manifest = blob(TYPES.oci.manifest, {
     schemaVersion: 2,
     mediaType: TYPES.oci.manifest,
     config: descriptor(config),
     layers: [
+      ...(options.sbom
+        ? [
+            descriptor(sbom, {
+              annotations: { "in-toto.io/predicate-type": "https://spdx.dev/Document" },
+            }),
+          ]
+        : []),
       descriptor(statement, {
         annotations: { "in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2" },
       }),
@@ -164,7 +182,8 @@ export function makeAttestationIndex(
       }),
     ],
   });
-  return { image, attestation: { config, layers: [statement], manifest }, index };
+  const layers = options.sbom ? [sbom, statement] : [statement];
+  return { image, attestation: { config, layers, manifest }, index };
 }
 
 function platformText(p: Platform): string {

@@ -17,7 +17,8 @@ export type Category =
   | "sizes"
   | "platforms"
   | "option injection"
-  | "misread references";
+  | "misread references"
+  | "attestations and cache trust";
 
 export type Outcome =
   | { refused: { field: string; message: RegExp } }
@@ -690,6 +691,90 @@ export const CORPUS: HostileCase[] = [
       authSecretRef: { name: "hostile-secret" },
     }),
     expect: failed("InvalidSource", /cannot be used with a http:\/\/ URL/),
+  },
+
+  // --- attestations and the registry cache's trust (issue 21) -------------------------------
+  {
+    name: "attestations that ask for nothing",
+    category: "attestations and cache trust",
+    patch: { attestations: {} },
+    expect: refused("spec.attestations", /set provenance, sbom or both/),
+  },
+  {
+    name: "provenance mode with a CSV field appended (max,inline-only=true)",
+    category: "attestations and cache trust",
+    patch: { attestations: { provenance: { mode: "max,inline-only=true" } } },
+    expect: refused("spec.attestations.provenance.mode", /^Unsupported value: /),
+  },
+  {
+    name: "an SBOM scanner chosen by the build (pruned: the pool names the scanner)",
+    category: "attestations and cache trust",
+    patch: { attestations: { sbom: { generator: "evil.example.com/scanner:latest" } } },
+    expect: built(
+      [["--opt", "attest:sbom=generator=docker/buildkit-syft-scanner:stable-1"]],
+      ["evil.example.com"],
+    ),
+  },
+  {
+    name: "build arg BUILDKIT_ATTEST_SBOM, BuildKit's other way to ask for attestations",
+    category: "attestations and cache trust",
+    patch: arg("BUILDKIT_ATTEST_SBOM", "generator=evil.example.com/scanner"),
+    expect: refused("spec.buildArgs[0].name", /must not start with BUILDKIT_ATTEST_/),
+  },
+  {
+    name: "build arg BUILDKIT_ATTEST_PROVENANCE overriding spec.attestations",
+    category: "attestations and cache trust",
+    patch: {
+      attestations: { provenance: { mode: "max" } },
+      ...arg("BUILDKIT_ATTEST_PROVENANCE", "mode=min"),
+    },
+    expect: refused("spec.buildArgs[0].name", /must not start with BUILDKIT_ATTEST_/),
+  },
+  {
+    name: "provenance max beside a build arg holding ',mode=min'",
+    category: "attestations and cache trust",
+    patch: { attestations: { provenance: { mode: "max" } }, ...arg("X", ",mode=min") },
+    expect: built([
+      ["--opt", "attest:provenance=mode=max"],
+      ["--opt", "build-arg:X=,mode=min"],
+    ]),
+  },
+  {
+    name: "a trusted pool's build importing what untrusted builds wrote",
+    category: "attestations and cache trust",
+    patch: { cache: { importFrom: ["registry.example.com/demo/app:buildcache-untrusted"] } },
+    expect: failed(
+      "UntrustedCacheRef",
+      /^spec\.cache\.importFrom\[0\]: .*never import or export it/,
+    ),
+  },
+  {
+    name: "a trusted pool's build exporting under an untrusted ref",
+    category: "attestations and cache trust",
+    patch: { cache: { ref: "registry.example.com/demo/app:pr-7-untrusted" } },
+    expect: failed("UntrustedCacheRef", /^spec\.cache\.ref: /),
+  },
+  {
+    name: "the suffix in upper case (-UNTRUSTED: no untrusted build writes it)",
+    category: "attestations and cache trust",
+    patch: { cache: { importFrom: ["registry.example.com/demo/app:buildcache-UNTRUSTED"] } },
+    expect: built([
+      [
+        "--import-cache",
+        "type=registry,ref=registry.example.com/demo/app:buildcache-UNTRUSTED-amd64",
+      ],
+    ]),
+  },
+  {
+    name: "an untrusted ref with its platform suffix already on (a different ref once suffixed)",
+    category: "attestations and cache trust",
+    patch: { cache: { importFrom: ["registry.example.com/demo/app:buildcache-untrusted-amd64"] } },
+    expect: built([
+      [
+        "--import-cache",
+        "type=registry,ref=registry.example.com/demo/app:buildcache-untrusted-amd64-amd64",
+      ],
+    ]),
   },
 
   // --- references other programs would read differently -----------------------------------
