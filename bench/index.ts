@@ -8,14 +8,12 @@
 //
 //   npm run bench [-- --quick]       (--quick: small numbers, for trying the harness)
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, freemem, loadavg, totalmem } from "node:os";
-import { join } from "node:path";
-import { REPO_ROOT } from "../test/support/files.ts";
 import { burst } from "./burst.ts";
 import { startBenchCluster } from "./cluster.ts";
 import { atRest, happyPath, latency } from "./happy.ts";
 import { buildObjects, memory } from "./memory.ts";
+import { writeResults } from "./results-file.ts";
 import { routingTable } from "./routing-table.ts";
 
 const QUICK = process.argv.includes("--quick");
@@ -158,19 +156,6 @@ ${routing.table}
 process.stdout.write(`\n${text}\n`);
 if (!QUICK) {
   // The measured part of bench/results.md is replaced; notes outside the markers stay.
-  const file = join(REPO_ROOT, "bench/results.md");
-  const begin = "<!-- bench:begin -->";
-  const end = "<!-- bench:end -->";
-  const block = `${begin}\n${text}\n${end}`;
-  const previous = existsSync(file) ? readFileSync(file, "utf8") : "";
-  writeFileSync(
-    file,
-    previous.includes(begin) && previous.includes(end)
-      ? previous.slice(0, previous.indexOf(begin)) +
-          block +
-          previous.slice(previous.indexOf(end) + end.length)
-      : `${block}\n`,
-  );
-  log(`written to ${file}`);
+  log(`written to ${writeResults("bench", text)}`);
 }
 process.exit(0);

@@ -20,6 +20,8 @@ commands:
   crds [--out DIR]     print the CustomResourceDefinitions, or write them into DIR
   assemble [options]   combine per-platform images into one multi-arch index and tag it
                        (buildfarm assemble --help)
+  cache-report --trace FILE
+                       sum up a buildctl trace: build steps cached and executed (platform pods)
 `;
 
 type Command = (argv: string[]) => Promise<number>;
@@ -30,6 +32,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   status: async () => (await import("./commands/status.ts")).statusCommand,
   logs: async () => (await import("./commands/logs.ts")).logsCommand,
   assemble: async () => (await import("./commands/assemble.ts")).assembleCommand,
+  "cache-report": async () => (await import("./commands/cache-report.ts")).cacheReportCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

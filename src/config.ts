@@ -115,7 +115,21 @@ const SETTINGS = {
     flag: "operator-image-platforms",
     env: "OPERATOR_IMAGE_PLATFORMS",
     type: "string",
-    description: `platforms the operator image is built for; index and tag Jobs run only on their nodes (default ${DEFAULT_OPERATOR_IMAGE_PLATFORMS.join(",")})`,
+    description: `platforms the operator image is built for; the Jobs that run it (platform pods' cache report, index, tag) go only to their nodes (default ${DEFAULT_OPERATOR_IMAGE_PLATFORMS.join(",")})`,
+  },
+  builderCacheInterval: {
+    flag: "builder-cache-interval",
+    env: "BUILDER_CACHE_INTERVAL",
+    type: "string",
+    description:
+      "how often each builder is asked for its cache usage (buildfarm_builder_cache_bytes; default 60s, 0 turns it off)",
+  },
+  operatorNamespace: {
+    flag: "operator-namespace",
+    env: "POD_NAMESPACE",
+    type: "string",
+    description:
+      "the operator pods' namespace, which the pools' NetworkPolicies admit to the builders for the cache usage (default: none, outside a cluster)",
   },
   shutdownTimeout: {
     flag: "shutdown-timeout",
@@ -222,6 +236,18 @@ const schema = z.object({
       )
       .min(1, { message: "must name at least one platform" }),
   ),
+  builderCacheInterval: z
+    .string()
+    .regex(new RegExp(`^(0|${DURATION.source.replace(/^\^|\$$/g, "")})$`), {
+      message: "must be a duration such as 60s, or 0 to turn it off",
+    })
+    .default("60s")
+    .transform((text) => (text === "0" ? 0 : parseDuration(text))),
+  operatorNamespace: z
+    .string()
+    .max(63)
+    .regex(NAMESPACE, { message: "must be a namespace name" })
+    .optional(),
   shutdownTimeout: z
     .string()
     .regex(DURATION, { message: "must be a duration such as 30s" })

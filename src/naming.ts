@@ -94,6 +94,9 @@ export const BUILD_PATHS = {
   context: "/workspace/context",
   out: "/out",
   metadataFile: "/out/metadata.json",
+  /** buildctl's --trace (a copy of its progress stream), read by the cache-report container. */
+  trace: "/trace",
+  traceFile: "/trace/trace.json",
   terminationLog: "/dev/termination-log",
   /** A writable emptyDir for HOME and TMPDIR: the root filesystem is read-only. */
   tmp: "/tmp",

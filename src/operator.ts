@@ -7,6 +7,7 @@ import { hostname } from "node:os";
 import type { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { Autoscaler } from "./builderpool/autoscale.ts";
+import { type CacheUsageOptions, setupCacheUsage } from "./builderpool/cache-usage.ts";
 import { poolCaches } from "./builderpool/caches.ts";
 import { setupPoolController } from "./builderpool/controller.ts";
 import { sharedCaches } from "./caches.ts";
@@ -22,14 +23,29 @@ import { createLogger } from "./runtime/log.ts";
 import { Manager, type ManagerOutcome } from "./runtime/manager.ts";
 import { RuntimeMetrics } from "./runtime/metrics.ts";
 
+/** What a process running the operator outside a pod network changes (tests). */
+export interface OperatorHooks {
+  /** Where a dial of a builder pod's IP goes (the cache-usage collector's). */
+  resolveBuilder?: CacheUsageOptions["resolve"];
+}
+
 /** Registers a controller on the manager; each controller module exports one. */
-export type ControllerSetup = (manager: Manager, config: OperatorConfig) => void;
+export type ControllerSetup = (
+  manager: Manager,
+  config: OperatorConfig,
+  hooks?: OperatorHooks,
+) => void;
 
 export const CONTROLLERS: ControllerSetup[] = [
   // The pool and build controllers share caches, and the pools' autoscaling reads the demand
   // the build controller's queue computes from them.
-  (manager, config) => {
+  (manager, config, hooks = {}) => {
     const shared = sharedCaches(manager);
+    // Builders are asked for their cache usage from inside the cluster (POD_NAMESPACE, set by
+    // the chart), where their pod IPs are reachable, or through a test's resolver.
+    const cacheUsage =
+      config.builderCacheInterval > 0 &&
+      (config.operatorNamespace !== undefined || hooks.resolveBuilder !== undefined);
     const caches = buildCaches(manager, shared);
     const queues = new BuildQueues(caches);
     const builders = new Builders(caches);
@@ -38,6 +54,10 @@ export const CONTROLLERS: ControllerSetup[] = [
       {
         defaultImage: config.buildkitImage,
         workers: config.poolWorkers,
+        // The pools' NetworkPolicies admit the operator's pods only when it asks the builders.
+        ...(cacheUsage && config.operatorNamespace
+          ? { operatorNamespace: config.operatorNamespace }
+          : {}),
         autoscaler: new Autoscaler({
           demand: (pool) => queues.demand(pool),
           builders: (pool, arch) => builders.load(pool, arch),
@@ -55,6 +75,15 @@ export const CONTROLLERS: ControllerSetup[] = [
       },
       { caches, queues, builders },
     );
+    if (cacheUsage)
+      setupCacheUsage(
+        manager,
+        { pools: shared.pools, secrets: shared.secrets, pods: caches.pods },
+        {
+          intervalMs: config.builderCacheInterval,
+          ...(hooks.resolveBuilder ? { resolve: hooks.resolveBuilder } : {}),
+        },
+      );
   },
 ];
 
@@ -100,6 +129,7 @@ export async function startOperator(
     log?: Logger;
     controllers?: ControllerSetup[];
     apiAttempts?: number;
+    hooks?: OperatorHooks;
   } = {},
 ): Promise<RunningOperator> {
   const log = options.log ?? createLogger({ level: config.logLevel });
@@ -132,7 +162,7 @@ export async function startOperator(
         }
       : undefined,
   });
-  for (const setup of options.controllers ?? CONTROLLERS) setup(manager, config);
+  for (const setup of options.controllers ?? CONTROLLERS) setup(manager, config, options.hooks);
   await manager.start();
   return { manager, outcome: manager.done };
 }

@@ -188,6 +188,13 @@ const PRINTER_COLUMNS: Record<KindInfo["kind"], PrinterColumn[]> = {
       priority: 1,
     },
     {
+      name: "Cached",
+      type: "string",
+      jsonPath: ".status.cachedSteps",
+      description: "Build steps served from the cache over all steps, all platforms (10/12).",
+      priority: 1,
+    },
+    {
       name: "Age",
       type: "date",
       jsonPath: ".metadata.creationTimestamp",

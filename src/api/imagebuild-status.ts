@@ -29,6 +29,22 @@ export const PLATFORM_PHASES = [
 ] as const;
 export type PlatformPhase = (typeof PLATFORM_PHASES)[number];
 
+const stepCount = (what: string) => z.number().int().min(0).max(1_000_000).describe(what);
+
+export const cacheReport = z
+  .object({
+    steps: stepCount("Build steps (Dockerfile instructions other than FROM)."),
+    cached: stepCount("Steps BuildKit took from its cache (local or registry)."),
+    executed: stepCount("Steps that ran."),
+    executedSeconds: z
+      .number()
+      .min(0)
+      .describe("Seconds the executed steps ran, summed (parallel stages overlap)."),
+  })
+  .describe(
+    "What the build did with the cache, from buildctl's progress stream; absent when it could not be read.",
+  );
+
 export const platformStatus = z
   .object({
     platform: z.string().max(32).describe("The platform, e.g. linux/arm64."),
@@ -51,6 +67,7 @@ export const platformStatus = z
     startTime: z.string().max(64).optional().describe("When the build started (RFC 3339)."),
     completionTime: z.string().max(64).optional().describe("When it finished (RFC 3339)."),
     attempts: z.number().int().min(0).optional().describe("Pods started for it, retries included."),
+    cache: cacheReport.optional(),
     message: z
       .string()
       .max(4096)
@@ -132,6 +149,13 @@ export const imageBuildStatus = z
       .max(400)
       .optional()
       .describe("The pushed image by digest: <repository>@<digest>."),
+    cachedSteps: z
+      .string()
+      .max(32)
+      .optional()
+      .describe(
+        "Cached build steps over all steps, summed over the platforms that reported (e.g. 10/12).",
+      ),
     startTime: z.string().max(64).optional().describe("When the first platform started building."),
     completionTime: z.string().max(64).optional().describe("When the build finished."),
     conditions: conditions.optional(),

@@ -21,6 +21,11 @@ export interface PoolContext {
    * missing here runs spec.architectures[].replicas.
    */
   replicas?: Readonly<Record<string, number>>;
+  /**
+   * The namespace the operator's pods run in, when it collects the builders' cache usage: the
+   * pool's NetworkPolicy then admits them on the builders' port too (cache-usage.ts).
+   */
+  operatorNamespace?: string;
 }
 
 export const DEFAULT_CLUSTER_DOMAIN = "cluster.local";

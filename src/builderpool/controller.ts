@@ -94,6 +94,8 @@ const KIND_RESOURCES: Record<string, ResourceType> = {
 export interface PoolControllerOptions {
   /** The operator's --buildkit-image. */
   defaultImage: string;
+  /** Where the operator's pods run, when it asks builders for their cache usage (PoolContext). */
+  operatorNamespace?: string;
   workers: number;
   clusterDomain?: string;
   now?: () => Date;
@@ -180,6 +182,9 @@ export class PoolReconciler {
         defaultImage: this.options.defaultImage,
         clusterDomain: this.options.clusterDomain,
         replicas,
+        ...(this.options.operatorNamespace
+          ? { operatorNamespace: this.options.operatorNamespace }
+          : {}),
       });
     } catch (error) {
       if (error instanceof SpecError) return this.reportInvalid(raw, error, now);

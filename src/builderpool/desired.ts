@@ -57,7 +57,7 @@ export function desiredPool(pool: BuilderPool, context: PoolContext): DesiredPoo
     };
   });
   const config = configMap(pool);
-  const policy = networkPolicy(pool);
+  const policy = networkPolicy(pool, context.operatorNamespace);
   return {
     configMap: config,
     networkPolicy: policy,

@@ -110,11 +110,21 @@ export function poolAdmitsNamespace(
 }
 
 /**
- * Builders accept TCP 1234 only from build pods of this pool (buildPodLabels in naming.ts) in
- * the allowed namespaces. Other ingress is denied; egress stays open (registries, git).
- * Enforced only where the cluster's network plugin implements NetworkPolicy.
+ * The operator's pods, by the labels the chart gives them (its selector labels), which ask the
+ * builders for their cache usage (src/builderpool/cache-usage.ts).
  */
-export function networkPolicy(pool: BuilderPool): NetworkPolicyObject {
+export const OPERATOR_POD_LABELS = {
+  "app.kubernetes.io/name": "buildfarm",
+  "app.kubernetes.io/component": "operator",
+} as const;
+
+/**
+ * Builders accept TCP 1234 only from build pods of this pool (buildPodLabels in naming.ts) in
+ * the allowed namespaces, and, when `operatorNamespace` is given, from the operator's pods
+ * there. Other ingress is denied; egress stays open (registries, git). Enforced only where the
+ * cluster's network plugin implements NetworkPolicy.
+ */
+export function networkPolicy(pool: BuilderPool, operatorNamespace?: string): NetworkPolicyObject {
   const name = pool.metadata.name;
   const buildPods: V1LabelSelector = {
     matchLabels: {
@@ -138,9 +148,21 @@ export function networkPolicy(pool: BuilderPool): NetworkPolicyObject {
           // Each peer pairs a namespace selector with the build-pod selector: the pod AND its
           // namespace must match. The pool's own namespace is always a peer, as admission
           // always admits it (poolAdmitsNamespace).
-          from: [ownNamespaceSelector(pool), allowedNamespaceSelector(pool)]
-            .filter((selector): selector is V1LabelSelector => selector !== undefined)
-            .map((namespaceSelector) => ({ namespaceSelector, podSelector: buildPods })),
+          from: [
+            ...[ownNamespaceSelector(pool), allowedNamespaceSelector(pool)]
+              .filter((selector): selector is V1LabelSelector => selector !== undefined)
+              .map((namespaceSelector) => ({ namespaceSelector, podSelector: buildPods })),
+            ...(operatorNamespace
+              ? [
+                  {
+                    namespaceSelector: {
+                      matchLabels: { [NAMESPACE_NAME_LABEL]: operatorNamespace },
+                    },
+                    podSelector: { matchLabels: { ...OPERATOR_POD_LABELS } },
+                  },
+                ]
+              : []),
+          ],
           ports: [{ protocol: "TCP", port: BUILDKIT_PORT }],
         },
       ],

@@ -20,6 +20,10 @@ function between(start: string | undefined, end: string | undefined, now: Date):
   return formatDuration((to - Date.parse(start)) / 1000);
 }
 
+/** Seconds with one decimal below a minute (12.3s), else as formatDuration. */
+const formatSeconds = (seconds: number) =>
+  seconds < 60 ? `${Math.round(seconds * 10) / 10}s` : formatDuration(seconds);
+
 const short = (digest: string | undefined) => (digest ? `${digest.slice(0, 19)}…` : "-");
 
 function table(rows: string[][]): string {
@@ -70,6 +74,7 @@ export function formatStatus(build: StoredImageBuild, now: Date): string {
   if (status.image) lines.push(`Image:  ${status.image}`);
   if (status.image && build.spec.output?.tags?.length)
     lines.push(`Tags:   ${build.spec.output.tags.join(", ")}`);
+  if (status.cachedSteps) lines.push(`Cache:  ${status.cachedSteps} steps cached`);
   const verify = status.verify;
   if (verify) {
     const took = verify.startTime
@@ -84,7 +89,7 @@ export function formatStatus(build: StoredImageBuild, now: Date): string {
   lines.push(
     "",
     table([
-      ["PLATFORM", "PHASE", "BUILDER", "DURATION", "DIGEST"],
+      ["PLATFORM", "PHASE", "BUILDER", "DURATION", "CACHED", "EXECUTED", "DIGEST"],
       ...platforms.map((p) => [
         p.platform,
         p.phase,
@@ -94,6 +99,10 @@ export function formatStatus(build: StoredImageBuild, now: Date): string {
             ? p.builder
             : "-",
         "startTime" in p ? between(p.startTime, p.completionTime, now) : "-",
+        "cache" in p && p.cache ? `${p.cache.cached}/${p.cache.steps}` : "-",
+        "cache" in p && p.cache
+          ? `${p.cache.executed} in ${formatSeconds(p.cache.executedSeconds)}`
+          : "-",
         "digest" in p ? short(p.digest) : "-",
       ]),
     ]),

@@ -192,6 +192,9 @@ export function buildctlArgv(
     "build",
     "--progress",
     "plain",
+    // The same progress stream as JSON lines, for the cache report; the plain log stays as is.
+    "--trace",
+    BUILD_PATHS.traceFile,
     "--frontend",
     "dockerfile.v0",
     ...sourceFlags(build, plan),

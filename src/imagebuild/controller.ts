@@ -214,6 +214,8 @@ export class BuildReconciler {
         this.manager.events.record(raw, event.type, event.reason, event.message);
       this.metrics.observeTransition(build, decision.status, poolLabel(build));
       log.debug({ phase: decision.status.phase }, "status written");
+      for (const { platform, reason } of decision.noCacheReport ?? [])
+        log.debug({ platform, reason }, "no cache report for the platform");
     }
     if (queue && pool) this.metrics.observeQueue(pool, queue);
     const requeueAfter = earliest(

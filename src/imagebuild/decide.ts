@@ -20,6 +20,7 @@ import {
 import { rfc3339 } from "../runtime/time.ts";
 import type { PlatformTarget } from "./admission.ts";
 import { builderEndpoint } from "./argv.ts";
+import { cachedSteps } from "./cache-report.ts";
 import { buildConditions, type CacheCondition, type Outcome } from "./conditions.ts";
 import {
   type Action,
@@ -196,6 +197,7 @@ function finish(build: ImageBuild, observed: Observed, draft: Draft): Decision {
   const digest = draft.digest ?? previous.digest;
   const verify = draft.verify ?? previous.verify;
   const attestations = draft.attestations ?? previous.attestations;
+  const cached = cachedSteps(draft.platforms.map((platform) => platform.cache));
   const status: ImageBuildStatus = {
     ...(build.metadata.generation === undefined
       ? {}
@@ -206,6 +208,7 @@ function finish(build: ImageBuild, observed: Observed, draft: Draft): Decision {
     ...(verify ? { verify } : {}),
     ...(digest ? { digest, image: `${build.spec.output.image}@${digest}` } : {}),
     ...(attestations ? { attestations } : {}),
+    ...(cached ? { cachedSteps: cached } : {}),
     ...(startTime ? { startTime } : {}),
     ...(completionTime ? { completionTime } : {}),
     conditions: buildConditions(
@@ -377,6 +380,12 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
       reason: "its pod, and the digest, are gone; building again",
     }));
 
+  const noCacheReport = views.flatMap((view) =>
+    view.noCacheReport === undefined
+      ? []
+      : [{ platform: view.status.platform, reason: view.noCacheReport }],
+  );
+
   let draft: Draft;
   const failedPlatform = views.find((view) => view.state.kind === "failed");
   // When the build fails, platforms that have not finished are cancelled: never started
@@ -467,11 +476,18 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
           actions.push({
             type: "CreateJob",
             platform: target.platform,
-            object: buildJob(build, plan, target, {
-              address,
-              serverName,
-              ...(route.kind === "pod" ? { pod: route.pod } : {}),
-            }),
+            object: buildJob(
+              build,
+              plan,
+              target,
+              { address, serverName, ...(route.kind === "pod" ? { pod: route.pod } : {}) },
+              {
+                image: observed.operatorImage,
+                ...(observed.operatorImagePlatforms
+                  ? { platforms: observed.operatorImagePlatforms }
+                  : {}),
+              },
+            ),
           });
         }
       }
@@ -506,5 +522,6 @@ export function decideNextStep(build: ImageBuild, observed: Observed): Decision 
       ...(waits ? { requeueAfterMs: WAIT_REQUEUE_MS } : {}),
     };
   }
-  return finish(build, observed, draft);
+  const decision = finish(build, observed, draft);
+  return noCacheReport.length > 0 ? { ...decision, noCacheReport } : decision;
 }

@@ -62,6 +62,8 @@ export interface Decision {
   actions: Action[];
   events: BuildEvent[];
   requeueAfterMs?: number;
+  /** Platforms that pushed without a cache report, and why (logged at debug, never an error). */
+  noCacheReport?: { platform: string; reason: string }[];
 }
 
 /** Deletes a Job and, in the background, its pods (Jobs default to orphaning them). */

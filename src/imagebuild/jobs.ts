@@ -9,7 +9,10 @@
 // The one regular container then copies the file into its termination message with the
 // image's own `cp` (busybox in the Alpine-based moby/buildkit images), which opens the
 // kubelet's 0666 termination-log file in place. A failed buildctl is a failed init container
-// whose FallbackToLogsOnError message is the tail of its log.
+// whose FallbackToLogsOnError message is the tail of its log. Beside it, the `cache-report`
+// container runs `buildfarm cache-report` in the operator's image: it sums up buildctl's
+// --trace (cache-report.ts) into its own termination message, so the metadata path is the
+// same whether or not a report can be made, and it always exits 0.
 import type {
   V1Affinity,
   V1ConfigMap,
@@ -24,6 +27,7 @@ import type {
 import { parseDuration } from "../api/meta.ts";
 import { parsePlatform } from "../api/platform.ts";
 import type { ImageBuild } from "../api/resources.ts";
+import { DEFAULT_OPERATOR_IMAGE } from "../config.ts";
 import {
   ANNOTATIONS,
   BUILD_PATHS,
@@ -49,6 +53,7 @@ import {
 } from "./admission.ts";
 import { type BuilderEndpoint, buildctlArgv, builderEndpoint } from "./argv.ts";
 import { type AssembleStep, assembleArgs, type PlatformDigest } from "./assemble-contract.ts";
+import { cacheReportArgs } from "./cache-report.ts";
 import { jobContainerResources } from "./resources.ts";
 
 /** The rootless BuildKit image's user (USER 1000:1000); build pods run as it. */
@@ -59,6 +64,7 @@ export const OPERATOR_USER = 65532;
 export const CONTAINERS = {
   buildctl: "buildctl",
   report: "report",
+  cacheReport: "cache-report",
   assemble: "assemble",
   verify: "verify",
 } as const;
@@ -75,6 +81,7 @@ const VOLUMES = {
   secrets: "build-secrets",
   gitAuth: "git-auth",
   out: "out",
+  trace: "trace",
   tmp: "tmp",
   context: "context",
   inline: "inline-context",
@@ -123,6 +130,13 @@ function nodesOf(architectures: readonly string[]): V1Affinity {
       },
     },
   };
+}
+
+/** The architectures the operator image has a build for (--operator-image-platforms). */
+function operatorArchitectures(options: IndexJobOptions): string[] {
+  return (options.platforms ?? DEFAULT_OPERATOR_IMAGE_PLATFORMS).map(
+    (platform) => parsePlatform(platform).architecture,
+  );
 }
 
 function ownedMetadata(
@@ -243,17 +257,22 @@ function sourceVolumes(
   return { volumes, mounts };
 }
 
-/** One platform's Job: buildctl against the platform's builder, then the metadata copy. */
+/**
+ * One platform's Job: buildctl against the platform's builder, then the metadata copy and the
+ * cache report (in the operator's image, `reporter`).
+ */
 export function buildJob(
   build: ImageBuild,
   plan: BuildPlan,
   target: PlatformTarget,
   endpoint: BuilderEndpoint = builderEndpoint(plan, target),
+  reporter: IndexJobOptions = { image: DEFAULT_OPERATOR_IMAGE },
 ): V1Job {
   const labels = platformLabels(build, plan, target);
   const push = dockerConfig(build);
   const source = sourceVolumes(build, plan);
   const outMount: V1VolumeMount = { name: VOLUMES.out, mountPath: BUILD_PATHS.out };
+  const traceMount: V1VolumeMount = { name: VOLUMES.trace, mountPath: BUILD_PATHS.trace };
   const buildctl: V1Container = {
     name: CONTAINERS.buildctl,
     image: plan.buildkitImage,
@@ -265,6 +284,7 @@ export function buildJob(
       ...push.mounts,
       ...source.mounts,
       outMount,
+      traceMount,
       { name: VOLUMES.tmp, mountPath: BUILD_PATHS.tmp },
     ],
     resources: jobContainerResources("build", plan.jobResources, build.spec.jobResources?.build),
@@ -278,6 +298,18 @@ export function buildJob(
     args: [BUILD_PATHS.metadataFile, BUILD_PATHS.terminationLog],
     volumeMounts: [{ ...outMount, readOnly: true }],
     resources: jobContainerResources("report", plan.jobResources, undefined),
+    securityContext: containerSecurityContext(),
+    terminationMessagePath: BUILD_PATHS.terminationLog,
+    terminationMessagePolicy: "FallbackToLogsOnError",
+  };
+  // The image's entrypoint is `node dist/cli.js`, as in the index Job. It runs as the pod's
+  // user (1000), not the image's: buildctl creates the trace mode 0600.
+  const cacheReport: V1Container = {
+    name: CONTAINERS.cacheReport,
+    image: reporter.image,
+    args: cacheReportArgs(),
+    volumeMounts: [{ ...traceMount, readOnly: true }],
+    resources: jobContainerResources("cacheReport", plan.jobResources, undefined),
     securityContext: containerSecurityContext(),
     terminationMessagePath: BUILD_PATHS.terminationLog,
     terminationMessagePolicy: "FallbackToLogsOnError",
@@ -300,10 +332,11 @@ export function buildJob(
           restartPolicy: "Never",
           automountServiceAccountToken: false,
           enableServiceLinks: false,
-          nodeSelector: { "kubernetes.io/os": "linux" },
+          // The cache report runs the operator's image: only on nodes it has a build for.
+          affinity: nodesOf(operatorArchitectures(reporter)),
           securityContext: podSecurityContext(BUILD_USER),
           initContainers: [buildctl],
-          containers: [report],
+          containers: [report, cacheReport],
           volumes: [
             secretVolume(VOLUMES.certs, clientSecretName(build.metadata.name), [
               [TLS_KEYS.ca, TLS_KEYS.ca],
@@ -313,6 +346,10 @@ export function buildJob(
             ...push.volumes,
             ...source.volumes,
             emptyDir(VOLUMES.out, "1Mi"),
+            // No size limit: the trace grows with the build's log (BuildKit clips each step's
+            // log at 2 MiB by default), and buildctl fails when it cannot write the trace, as
+            // the kubelet would evict a pod over an emptyDir's limit. It goes with the pod.
+            { name: VOLUMES.trace, emptyDir: {} },
             emptyDir(VOLUMES.tmp, "64Mi"),
           ],
         },
@@ -344,9 +381,7 @@ function assembleJob(
   const labels = buildPodLabels(build.metadata.name, plan.pool, plan.poolNamespace, component);
   const push = dockerConfig(build);
   const user = options.user ?? OPERATOR_USER;
-  const architectures = (options.platforms ?? DEFAULT_OPERATOR_IMAGE_PLATFORMS).map(
-    (platform) => parsePlatform(platform).architecture,
-  );
+  const architectures = operatorArchitectures(options);
   return {
     apiVersion: "batch/v1",
     kind: "Job",

@@ -1,5 +1,6 @@
-// The ImageBuild metrics: builds finished by result, how long builds and platforms take, and
-// how many platforms wait in each pool architecture's queue.
+// The ImageBuild metrics: builds finished by result, how long builds and platforms take, how
+// many build steps the cache served, and how many platforms wait in each pool architecture's
+// queue.
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { ImageBuildStatus } from "../api/imagebuild-status.ts";
 import { isTerminal } from "../api/imagebuild-status.ts";
@@ -16,6 +17,7 @@ export class BuildMetrics {
   readonly buildDuration: Histogram<"pool">;
   readonly platformDuration: Histogram<"pool" | "arch">;
   readonly queueDepth: Gauge<"pool" | "arch">;
+  readonly steps: Counter<"pool" | "architecture" | "result">;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -39,6 +41,12 @@ export class BuildMetrics {
       buckets: BUILD_BUCKETS,
       registers,
     });
+    this.steps = new Counter({
+      name: "buildfarm_build_steps_total",
+      help: "Build steps of pushed platforms, by pool, architecture and result (cached: taken from BuildKit's cache; executed: ran), from each platform's cache report",
+      labelNames: ["pool", "architecture", "result"],
+      registers,
+    });
     this.queueDepth = new Gauge({
       name: "buildfarm_queue_depth",
       help: "Platforms waiting for a builder slot, by pool and architecture",
@@ -60,9 +68,15 @@ export class BuildMetrics {
     );
     for (const platform of next.platforms ?? []) {
       if (platform.phase !== "Succeeded" || before.get(platform.platform) === "Succeeded") continue;
+      const architecture = platform.architecture ?? "unknown";
       const duration = seconds(platform.startTime, platform.completionTime);
       if (duration !== undefined)
-        this.platformDuration.observe({ pool, arch: platform.architecture ?? "unknown" }, duration);
+        this.platformDuration.observe({ pool, arch: architecture }, duration);
+      if (platform.cache) {
+        // inc(0) still creates the series, so a pool's cached and executed both show.
+        this.steps.inc({ pool, architecture, result: "cached" }, platform.cache.cached);
+        this.steps.inc({ pool, architecture, result: "executed" }, platform.cache.executed);
+      }
     }
   }
 

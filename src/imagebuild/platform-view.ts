@@ -6,6 +6,7 @@ import type { PlatformStatus } from "../api/imagebuild-status.ts";
 import type { SpecPlatform } from "../api/platform.ts";
 import type { ImageBuild } from "../api/resources.ts";
 import { buildJobName } from "../naming.ts";
+import { parseCacheReport } from "./cache-report.ts";
 import { CONTAINERS } from "./jobs.ts";
 import { cacheExportError, failureMessage, parseBuildMetadata } from "./metadata.ts";
 import type { ObservedJob, ObservedPod } from "./observe.ts";
@@ -43,6 +44,8 @@ export interface PlatformView {
   state: PlatformState;
   /** A Job to delete so the platform runs again (its finished pod, and digest, were lost). */
   rebuild?: string;
+  /** Why a platform that just pushed has no cache report (the reconciler logs it at debug). */
+  noCacheReport?: string;
 }
 
 export interface PlatformContext {
@@ -69,7 +72,7 @@ export function ownedBy(job: ObservedJob, build: ImageBuild): boolean {
 
 function lastFailure(job: ObservedJob): string | undefined {
   for (const pod of [...job.pods].reverse()) {
-    for (const name of [CONTAINERS.buildctl, CONTAINERS.report]) {
+    for (const name of [CONTAINERS.buildctl, CONTAINERS.report, CONTAINERS.cacheReport]) {
       const container = pod.containers[name];
       if (container?.state === "terminated" && container.exitCode !== 0) {
         return failureMessage(
@@ -221,11 +224,15 @@ export function platformView(
         : parsed.value.cacheExported
           ? { exported: true }
           : refusedCache(pod, context.logs);
+      // A pod without the container (a Job made by an older operator) has no report either.
+      const report = parseCacheReport(pod.containers[CONTAINERS.cacheReport]?.message);
       return {
+        ...(report.ok ? {} : { noCacheReport: report.error }),
         status: {
           ...building,
           phase: "Succeeded",
           digest: parsed.value.digest,
+          ...(report.ok ? { cache: report.value } : {}),
           completionTime: completed,
           message:
             cache === undefined

@@ -7,7 +7,7 @@ import type { PoolJobResources } from "../api/builderpool.ts";
 import type { Resources } from "../api/meta.ts";
 import { compareQuantities } from "../builderpool/quantity.ts";
 
-export type JobContainer = "build" | "report" | "assemble" | "verify";
+export type JobContainer = "build" | "report" | "cacheReport" | "assemble" | "verify";
 
 type Requirements = { requests: Record<string, string>; limits: Record<string, string> };
 
@@ -19,6 +19,11 @@ type Requirements = { requests: Record<string, string>; limits: Record<string, s
 export const DEFAULT_JOB_RESOURCES: Readonly<Record<JobContainer, Requirements>> = {
   build: { requests: { cpu: "50m", memory: "64Mi" }, limits: { cpu: "500m", memory: "512Mi" } },
   report: { requests: { cpu: "10m", memory: "16Mi" }, limits: { cpu: "100m", memory: "32Mi" } },
+  // Node reading the trace as a stream: its heap, not the trace's size.
+  cacheReport: {
+    requests: { cpu: "10m", memory: "48Mi" },
+    limits: { cpu: "200m", memory: "256Mi" },
+  },
   assemble: {
     requests: { cpu: "50m", memory: "128Mi" },
     limits: { cpu: "500m", memory: "512Mi" },
@@ -68,6 +73,7 @@ export function jobContainerResources(
   pool: PoolJobResources | undefined,
   build: Resources | undefined,
 ): V1ResourceRequirements {
-  const poolLevel = container === "report" ? undefined : pool?.[container];
+  const poolLevel =
+    container === "report" || container === "cacheReport" ? undefined : pool?.[container];
   return layerResources(DEFAULT_JOB_RESOURCES[container], poolLevel, build);
 }

@@ -7,24 +7,13 @@
 // test/imagebuild/supply-chain.test.ts and test/registry/assemble.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { KubeObject } from "../kube/index.ts";
-import { buildkitOrSkip } from "../support/buildkit.ts";
 import { inspectRaw } from "../support/registry.ts";
-import { imageBuild, type RealCluster, startRealCluster } from "./cluster.ts";
-import { type Arch, busyboxDebs } from "./fixtures.ts";
+import { imageBuild, type RealCluster, realClusterInputs, startRealCluster } from "./cluster.ts";
 import { getBlob, getManifest, tagList } from "./registry.ts";
 import { type BuildStatus, buildPods, explain, runBuild, sleep, waitForBuilders } from "./steps.ts";
 
 const SUITE = "spec.attestations with real BuildKit (test/buildkit/attestations)";
-const tools = buildkitOrSkip(SUITE, { arm64: true, root: true });
-let debs: Record<Arch, string> | undefined;
-if (tools) {
-  const found = await busyboxDebs();
-  if (typeof found === "string") {
-    const ci = process.env.CI;
-    if (ci && ci !== "false" && ci !== "0") throw new Error(`CI is set and ${SUITE}: ${found}`);
-    process.stderr.write(`skipping ${SUITE}: ${found}\n`);
-  } else debs = found;
-}
+const { tools, debs } = (await realClusterInputs(SUITE)) ?? {};
 
 const BUILD_TIMEOUT = 240_000;
 const PROVENANCE = "https://slsa.dev/provenance/v0.2";

@@ -5,6 +5,7 @@
 // Dockerfiles. Shared by the tests in this directory and bench/buildkit.ts.
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
+import { OPERATOR_POD_LABELS } from "../../src/builderpool/policy.ts";
 import { DEFAULT_OPERATOR_IMAGE, loadConfig } from "../../src/config.ts";
 import { type RunningOperator, startOperator } from "../../src/operator.ts";
 import { createLogger } from "../../src/runtime/log.ts";
@@ -12,13 +13,21 @@ import { defaultExecutor, type Kube, type KubeObject, startKube } from "../kube/
 import { RealPods } from "../kube/sim/real/executor.ts";
 import type { ClusterDns } from "../kube/sim/real/network.ts";
 import { type FaultyProxy, startFaultyProxy } from "../registry/proxy.ts";
-import type { BuildkitTools } from "../support/buildkit.ts";
+import { type BuildkitTools, buildkitOrSkip } from "../support/buildkit.ts";
 import { REPO_ROOT } from "../support/files.ts";
 import { type RunningRegistry, startRegistry } from "../support/registry.ts";
-import { type Arch, type GitServer, pushBaseImage, startGitServer } from "./fixtures.ts";
+import {
+  type Arch,
+  busyboxDebs,
+  type GitServer,
+  pushBaseImage,
+  startGitServer,
+} from "./fixtures.ts";
 import { type ImageRun, pushedImageExecutor } from "./images.ts";
 
 export const POOL_NAMESPACE = "builders";
+/** Where the operator's pods would run; a stand-in pod there dials the builders for it. */
+export const OPERATOR_NAMESPACE = "buildfarm-system";
 export const BUILD_NAMESPACE = "apps";
 export const POOL = "farm";
 export const SECRET_NAME = "build-token";
@@ -67,11 +76,30 @@ export interface RealCluster {
   stop(): Promise<void>;
 }
 
+/**
+ * What startRealCluster needs from this machine, or undefined after the one line saying why
+ * `suite` skips (under CI a missing piece fails instead).
+ */
+export async function realClusterInputs(
+  suite: string,
+): Promise<{ tools: BuildkitTools; debs: Record<Arch, string> } | undefined> {
+  const tools = buildkitOrSkip(suite, { arm64: true, root: true });
+  if (!tools) return undefined;
+  const debs = await busyboxDebs();
+  if (typeof debs !== "string") return { tools, debs };
+  const ci = process.env.CI;
+  if (ci && ci !== "false" && ci !== "0") throw new Error(`CI is set and ${suite}: ${debs}`);
+  process.stderr.write(`skipping ${suite}: ${debs}\n`);
+  return undefined;
+}
+
 export interface RealClusterOptions {
   replicas?: Partial<Record<Arch, number>>;
   logLevel?: string;
   /** The cluster DNS the pods see (default CoreDNS). */
   clusterDns?: ClusterDns;
+  /** --builder-cache-interval (default 2s: the tests wait for the metric). */
+  builderCacheInterval?: string;
 }
 
 export async function startRealCluster(
@@ -112,7 +140,7 @@ export async function startRealCluster(
         { name: "amd64-node", arch: "amd64" },
         { name: "arm64-node", arch: "arm64" },
       ],
-      namespaces: [POOL_NAMESPACE, BUILD_NAMESPACE],
+      namespaces: [POOL_NAMESPACE, BUILD_NAMESPACE, OPERATOR_NAMESPACE],
       executor: pods.executor,
       readiness: pods.readiness,
       probePeriodMs: 200,
@@ -127,13 +155,38 @@ export async function startRealCluster(
         "--metrics-bind-address=0",
         `--log-level=${options.logLevel ?? "warn"}`,
         `--operator-image=${DEFAULT_OPERATOR_IMAGE}`,
+        `--operator-namespace=${OPERATOR_NAMESPACE}`,
+        `--builder-cache-interval=${options.builderCacheInterval ?? "2s"}`,
       ],
       {},
     );
+    // The operator runs in this process; what it dials goes through the cluster network as
+    // from one of its pods, with the labels the chart gives them, so the pools' NetworkPolicy
+    // must admit it (mapping 4).
+    const standIn = kube.store.create("pods", {
+      metadata: {
+        name: "operator",
+        namespace: OPERATOR_NAMESPACE,
+        labels: { ...OPERATOR_POD_LABELS },
+      },
+      spec: {
+        restartPolicy: "Always",
+        containers: [{ name: "operator", image: "stand-in.invalid/operator:1" }],
+      },
+    } as KubeObject);
+    const from = { podUid: standIn.metadata.uid ?? "", namespace: OPERATOR_NAMESPACE };
     const operator = await startOperator(config, {
       kubeConfig: kube.kubeConfig(),
       log: createLogger({ level: config.logLevel }),
       apiAttempts: 1,
+      hooks: {
+        resolveBuilder: async (ip, port) => {
+          const target = await pods.dialFrom(from, ip, port);
+          if (!target) throw new Error(`${ip}:${port} is no address in the cluster`);
+          const colon = target.lastIndexOf(":");
+          return { host: target.slice(0, colon), port: Number(target.slice(colon + 1)) };
+        },
+      },
     });
     stops.push(() => operator.manager.stop());
 

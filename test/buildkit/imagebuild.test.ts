@@ -9,7 +9,6 @@ import { buildPodLabels, COMPONENTS } from "../../src/naming.ts";
 import { issueClientCertificate } from "../../src/pki/certificates.ts";
 import { readCaSecret, tlsSecretData } from "../../src/pki/secrets.ts";
 import type { KubeObject } from "../kube/index.ts";
-import { buildkitOrSkip } from "../support/buildkit.ts";
 import { inspectRaw, listTags } from "../support/registry.ts";
 import {
   BUILD_NAMESPACE,
@@ -17,9 +16,9 @@ import {
   POOL,
   POOL_NAMESPACE,
   type RealCluster,
+  realClusterInputs,
   startRealCluster,
 } from "./cluster.ts";
-import { type Arch, busyboxDebs } from "./fixtures.ts";
 import { everyBlob, getManifest, imageFile, tagList } from "./registry.ts";
 import {
   type BuildStatus,
@@ -40,16 +39,7 @@ import {
 } from "./steps.ts";
 
 const SUITE = "real BuildKit in the loop (test/buildkit)";
-const tools = buildkitOrSkip(SUITE, { arm64: true, root: true });
-let debs: Record<Arch, string> | undefined;
-if (tools) {
-  const found = await busyboxDebs();
-  if (typeof found === "string") {
-    const ci = process.env.CI;
-    if (ci && ci !== "false" && ci !== "0") throw new Error(`CI is set and ${SUITE}: ${found}`);
-    process.stderr.write(`skipping ${SUITE}: ${found}\n`);
-  } else debs = found;
-}
+const { tools, debs } = (await realClusterInputs(SUITE)) ?? {};
 
 const UNAME = { amd64: "x86_64", arm64: "aarch64" } as const;
 /** A build takes seconds here; arm64 RUN steps under QEMU on a slow machine take longer. */

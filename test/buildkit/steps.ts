@@ -17,7 +17,9 @@ export interface BuildStatus {
     builderPod?: string;
     digest?: string;
     message?: string;
+    cache?: { steps: number; cached: number; executed: number; executedSeconds: number };
   }[];
+  cachedSteps?: string;
   conditions?: { type: string; status: string; reason?: string; message?: string }[];
   verify?: { phase: string; image?: string; architecture?: string; message?: string };
 }

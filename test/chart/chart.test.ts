@@ -209,6 +209,8 @@ describe("the Helm chart", () => {
       "leader_election_master_status",
       "buildfarm_builds_total",
       "buildfarm_queue_depth",
+      "buildfarm_build_steps_total",
+      "buildfarm_builder_cache_bytes",
     ]) {
       expect(exprs).toContain(metric);
     }

@@ -21,6 +21,7 @@ describe("buildfarm status", () => {
           phase: "Succeeded",
           image: `registry.example.com/app@sha256:${"a".repeat(64)}`,
           completionTime: "2026-01-01T00:03:05Z",
+          cachedSteps: "10/12",
           platforms: [
             {
               platform: "linux/amd64",
@@ -29,6 +30,7 @@ describe("buildfarm status", () => {
               digest: `sha256:${"b".repeat(64)}`,
               startTime: "2026-01-01T00:00:05Z",
               completionTime: "2026-01-01T00:01:35Z",
+              cache: { steps: 12, cached: 10, executed: 2, executedSeconds: 41.25 },
             },
             {
               platform: "linux/arm64",
@@ -58,10 +60,11 @@ describe("buildfarm status", () => {
         "Phase:  Succeeded  after 3m5s",
         `Image:  registry.example.com/app@sha256:${"a".repeat(64)}`,
         "Tags:   v1",
+        "Cache:  10/12 steps cached",
         "",
-        "PLATFORM     PHASE      BUILDER                        DURATION  DIGEST",
-        `linux/amd64  Succeeded  default-amd64.builds.svc:1234  1m30s     sha256:bbbbbbbbbbbb…`,
-        `linux/arm64  Succeeded  default-arm64.builds.svc:1234  2m45s     sha256:cccccccccccc…`,
+        "PLATFORM     PHASE      BUILDER                        DURATION  CACHED  EXECUTED    DIGEST",
+        `linux/amd64  Succeeded  default-amd64.builds.svc:1234  1m30s     10/12   2 in 41.3s  sha256:bbbbbbbbbbbb…`,
+        `linux/arm64  Succeeded  default-arm64.builds.svc:1234  2m45s     -       -           sha256:cccccccccccc…`,
         "",
         "Conditions: Succeeded=True (Succeeded)",
         "",
@@ -353,6 +356,16 @@ describe("the modules a command loads", () => {
     expect(loaded).toContain("src/commands/status.ts");
     expect(loaded).toContain("src/runtime/client.ts");
     expect(operatorModules(loaded)).toEqual([]);
+  });
+
+  it("cache-report, on every platform's critical path, loads the trace reader and no library", async () => {
+    const loaded = await modulesOf([
+      "cache-report",
+      "--trace",
+      "test/imagebuild/fixtures/trace-cold.jsonl",
+    ]);
+    expect(loaded).toContain("src/imagebuild/cache-report.ts");
+    expect(loaded.filter((module) => !/^(src\/|node:)/.test(module))).toEqual([]);
   });
 
   it("operator --help does load the controllers (the check above can see them)", async () => {

@@ -43,6 +43,8 @@ describe("buildctl argv for the example build", () => {
       "build",
       "--progress",
       "plain",
+      "--trace",
+      "/trace/trace.json",
       "--frontend",
       "dockerfile.v0",
       "--opt",

@@ -21,7 +21,14 @@ import {
   startBuildCluster,
 } from "./cluster.ts";
 import { metricValue, writesOf } from "./measure.ts";
-import { CACHE_REFUSED_LOG, digestOf, FAILED_LOG, indexDigestOf } from "./player.ts";
+import {
+  CACHE_REFUSED_LOG,
+  digestOf,
+  FAILED_LOG,
+  indexDigestOf,
+  TRACE_CACHED,
+  TRACE_COLD,
+} from "./player.ts";
 
 const OTHER_NS = "team-b";
 const POOL_LABEL = `${NS}/farm`;
@@ -88,6 +95,8 @@ describe("a two-platform build", () => {
         digest: digestOf(`happy-${arch}`),
         attempts: 1,
         message: "image pushed; registry cache exported",
+        // The player's buildctl wrote a trace real buildctl wrote; the real reader summed it.
+        cache: { steps: 4, cached: 0, executed: 4, executedSeconds: 1.1 },
       });
       // Routed to the architecture's one builder pod, by its IP.
       const pod = cluster.kube.store.get("pods", NS, platform.builderPod ?? "") as
@@ -99,6 +108,10 @@ describe("a two-platform build", () => {
         Date.parse(platform.completionTime ?? ""),
       );
     }
+  });
+
+  it("sums the platforms' cache reports for the printer column", () => {
+    expect(build?.status?.cachedSteps).toBe("0/8");
   });
 
   it("has kstatus conditions: Succeeded and Ready True, nothing Reconciling or Stalled", () => {
@@ -482,6 +495,26 @@ describe("a registry that refuses the cache export", () => {
   });
 });
 
+describe("a trace that was cut", () => {
+  it("gives that platform no cache report and the build still succeeds", async () => {
+    cluster.player.script("cut-arm64", { kind: "push", trace: TRACE_COLD.slice(0, -40) });
+    cluster.player.script("cut-amd64", { kind: "push", trace: TRACE_CACHED });
+    await cluster.createBuild("cut");
+    const build = await cluster.waitForBuild("cut", phaseIs("Succeeded", "Failed"));
+    expect(build.status?.phase).toBe("Succeeded");
+    const cacheOf = (platform: string) =>
+      build.status?.platforms?.find((p) => p.platform === platform)?.cache;
+    expect(cacheOf("linux/arm64")).toBeUndefined();
+    expect(cacheOf("linux/amd64")).toEqual({
+      steps: 4,
+      cached: 4,
+      executed: 0,
+      executedSeconds: 0,
+    });
+    expect(build.status?.cachedSteps).toBe("4/4");
+  });
+});
+
 describe("metrics", () => {
   it("count builds by pool and result, time builds and platforms, and show an empty queue", async () => {
     const registry = cluster.operator.manager.metrics.registry;
@@ -562,9 +595,9 @@ describe("every Job the operator created", () => {
         seccompProfile: { type: "RuntimeDefault" },
       });
     }
-    // What the player ran is what the operator asked for: buildctl, cp, and assemble.
+    // What the player ran is what the operator asked for: buildctl, cp, cache-report, assemble.
     const commands = new Set(cluster.player.played.map((p) => p.command[0] ?? p.args[0]));
-    expect([...commands].sort()).toEqual(["assemble", "buildctl", "cp"]);
+    expect([...commands].sort()).toEqual(["assemble", "buildctl", "cache-report", "cp"]);
     expect(cluster.player.problems).toEqual([]);
   });
 

@@ -150,8 +150,9 @@ describe("the Jobs that run the operator's image go where it runs", () => {
   };
 
   it("by default on linux amd64 and arm64 nodes, never a third architecture", () => {
-    const { index, tag } = jobsOf();
-    for (const job of [index, tag])
+    // A platform Job's cache-report container runs the operator image too.
+    const { build, index, tag } = jobsOf();
+    for (const job of [build, index, tag])
       expect(archesOf(job)).toEqual([
         { "kubernetes.io/arch": ["amd64", "arm64"], "kubernetes.io/os": ["linux"] },
       ]);
@@ -173,6 +174,13 @@ describe("the Jobs that run the operator's image go where it runs", () => {
     });
     expect(archesOf(arm)).toEqual([
       { "kubernetes.io/arch": ["arm64", "arm"], "kubernetes.io/os": ["linux"] },
+    ]);
+    const platformJob = buildJob(build, plan, plan.targets[1]!, undefined, {
+      image: IMAGE,
+      platforms: ["linux/amd64"],
+    });
+    expect(archesOf(platformJob)).toEqual([
+      { "kubernetes.io/arch": ["amd64"], "kubernetes.io/os": ["linux"] },
     ]);
   });
 });

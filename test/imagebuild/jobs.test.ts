@@ -3,6 +3,7 @@ import { Job } from "kubernetes-models/batch/v1/Job";
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { describe, expect, it } from "vitest";
 import { stringify } from "yaml";
+import { DEFAULT_OPERATOR_IMAGE } from "../../src/config.ts";
 import type { BuildPlan } from "../../src/imagebuild/admission.ts";
 import { buildctlArgv } from "../../src/imagebuild/argv.ts";
 import {
@@ -197,7 +198,7 @@ describe("a platform Job", () => {
   const object = buildJob(build, plan, amd64);
   const spec = object.spec?.template.spec as V1PodSpec;
   const [buildctl] = spec.initContainers as [V1Container];
-  const [report] = spec.containers as [V1Container];
+  const [report, cacheReport] = spec.containers as [V1Container, V1Container];
 
   it("is <build>-<slug> in the build's namespace, labelled for the builders' NetworkPolicy", () => {
     expect(object.metadata?.name).toBe("welcome-7f3a2c1-amd64");
@@ -233,6 +234,30 @@ describe("a platform Job", () => {
     expect(report.args).toEqual(["/out/metadata.json", "/dev/termination-log"]);
     expect(report.terminationMessagePath).toBe("/dev/termination-log");
     expect(report.volumeMounts).toEqual([{ name: "out", mountPath: "/out", readOnly: true }]);
+  });
+
+  it("sums up buildctl's --trace in the operator image's cache-report container, apart from the metadata", () => {
+    const trace = buildctl.args?.indexOf("--trace") ?? -1;
+    expect(buildctl.args?.slice(trace, trace + 2)).toEqual(["--trace", "/trace/trace.json"]);
+    expect(cacheReport.name).toBe(CONTAINERS.cacheReport);
+    expect(cacheReport.image).toBe(DEFAULT_OPERATOR_IMAGE);
+    // The image's entrypoint (node dist/cli.js), as for the index Job; no shell.
+    expect(cacheReport.command).toBeUndefined();
+    expect(cacheReport.args).toEqual([
+      "cache-report",
+      "--trace",
+      "/trace/trace.json",
+      "--termination-message-path",
+      "/dev/termination-log",
+    ]);
+    expect(cacheReport.volumeMounts).toEqual([
+      { name: "trace", mountPath: "/trace", readOnly: true },
+    ]);
+    expect(cacheReport.securityContext?.readOnlyRootFilesystem).toBe(true);
+    // A trace as long as the build's log must never get the pod evicted: no sizeLimit.
+    expect(spec.volumes).toContainEqual({ name: "trace", emptyDir: {} });
+    const other = buildJob(build, plan, amd64, undefined, { image: "registry.example/op:2" });
+    expect(other.spec?.template.spec?.containers[1]?.image).toBe("registry.example/op:2");
   });
 
   it("runs as the rootless image's user, which can read its 0440 Secret files through fsGroup", () => {
@@ -278,6 +303,7 @@ describe("a platform Job", () => {
       "/etc/buildkit/certs",
       "/etc/buildfarm/docker",
       "/out",
+      "/trace",
       "/tmp",
     ]);
   });

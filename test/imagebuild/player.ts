@@ -5,8 +5,10 @@
 //   JSON to its --metadata-file in the `out` emptyDir, logs progress lines, exits 0; or fails
 //   with a log (FallbackToLogsOnError makes its tail the termination message), or runs until
 //   stopped, or waits until a test releases it.
+//   With --trace it also writes a trace real buildctl wrote (a fixture; `trace` picks another).
 // - `cp <from> <to>` (the report container): copies the metadata file into its termination
 //   message file, or fails like busybox cp when the file is missing.
+// - the operator image with `cache-report …`: the real trace reader and message.
 // - the operator image with `assemble …` (the index and tag Jobs): parses its argv with the
 //   real `buildfarm assemble` parser and writes the result line it would write; with
 //   --expect-digest it refuses an index of another digest, as the real one does.
@@ -17,7 +19,9 @@ import { createHash, X509Certificate } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { formatPlatform } from "../../src/api/platform.ts";
+import { readTrace } from "../../src/commands/cache-report.ts";
 import { parseAssembleArgs, terminationMessage } from "../../src/imagebuild/assemble-contract.ts";
+import { cacheReportMessage } from "../../src/imagebuild/cache-report.ts";
 import { caSecretName, LABELS } from "../../src/naming.ts";
 import {
   type ContainerContext,
@@ -30,7 +34,8 @@ import { fixture, metadataJson } from "./fixtures.ts";
 
 /** What one attempt of a platform's buildctl does. */
 export type Attempt =
-  | { kind: "push"; cache?: boolean; log?: string }
+  /** `trace`: what buildctl writes to --trace (default TRACE_COLD; "" writes none). */
+  | { kind: "push"; cache?: boolean; log?: string; trace?: string }
   | { kind: "fail"; log: string; exitCode?: number }
   /** Runs until its pod is stopped (deadline, deletion). */
   | { kind: "hang" };
@@ -172,6 +177,7 @@ export class BuildPlayer {
     if (ctx.command[0] === "buildctl") return done(this.buildctl(ctx, job));
     if (ctx.command[0] === "cp") return done(cp(ctx));
     if (ctx.command.length === 0 && ctx.args[0] === "assemble") return done(assemble(ctx));
+    if (ctx.command.length === 0 && ctx.args[0] === "cache-report") return done(cacheReport(ctx));
     return { exitCode: 127, log: `exec: ${JSON.stringify(ctx.command[0])}: not found\n` };
   };
 
@@ -234,6 +240,9 @@ export class BuildPlayer {
       await mkdir(dirname(file), { recursive: true });
       // buildctl writes the file atomically: a temporary file beside it, then a rename.
       await writeFile(file, metadataJson(platform, digestOf(job), { cache: step.cache !== false }));
+      const trace = flag(ctx.args, "--trace");
+      if (trace && step.trace !== "")
+        await writeFile(ctx.hostPath(trace), step.trace ?? TRACE_COLD);
       ctx.log(step.log ?? BUILD_LOG);
       return { exitCode: 0 };
     } finally {
@@ -349,6 +358,15 @@ async function cp(ctx: ContainerContext): Promise<ContainerResult> {
   }
 }
 
+/** `buildfarm cache-report`: the real trace reader and termination message; always exits 0. */
+async function cacheReport(ctx: ContainerContext): Promise<ContainerResult> {
+  const trace = flag(ctx.args, "--trace");
+  const path = flag(ctx.args, "--termination-message-path");
+  const report = await readTrace(ctx.hostPath(trace ?? "/nowhere"));
+  if (path) await writeFile(ctx.hostPath(path), cacheReportMessage(report));
+  return { exitCode: 0, log: report.ok ? "" : `cache-report: no report: ${report.error}\n` };
+}
+
 /** `buildfarm assemble`, played: the real argv parser, the real result line. */
 async function assemble(ctx: ContainerContext): Promise<ContainerResult> {
   const parsed = parseAssembleArgs(ctx.args.slice(1));
@@ -378,6 +396,10 @@ async function assemble(ctx: ContainerContext): Promise<ContainerResult> {
   if (path) await writeFile(ctx.hostPath(path), terminationMessage(output));
   return { exitCode: 0, log: `${JSON.stringify(output)}\n` };
 }
+
+/** Traces real buildctl wrote: a first build (4 steps run), then on a fresh builder from the registry cache. */
+export const TRACE_COLD = fixture("trace-cold.jsonl");
+export const TRACE_CACHED = fixture("trace-cached.jsonl");
 
 /** A failing build's log, as real buildctl printed it. */
 export const FAILED_LOG = fixture("build-failed.txt");

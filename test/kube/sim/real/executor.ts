@@ -186,6 +186,20 @@ export class RealPods {
     return probe.ready;
   };
 
+  /**
+   * Where a dial of `host:port` from a pod lands (a loopback `host:port`), for a process that
+   * stands in for that pod, such as the operator in the test process: through the cluster
+   * network, the destination's NetworkPolicies included. Undefined before any pod ran here, or
+   * for an address the cluster does not know.
+   */
+  async dialFrom(
+    from: { podUid: string; namespace: string },
+    host: string,
+    port: number,
+  ): Promise<string | undefined> {
+    return await this.network?.dial(host, port, from);
+  }
+
   /** `kubectl exec`: runs a command in a running container, as its user, with its mappings. */
   async exec(
     namespace: string,

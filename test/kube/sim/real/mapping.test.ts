@@ -146,7 +146,12 @@ describe("argv mapping", () => {
     const job = buildJob(build, plan, plan.targets[0]!);
     const pod = job.spec?.template.spec;
     for (const container of [...(pod?.initContainers ?? []), ...(pod?.containers ?? [])]) {
-      const original = [...(container.command ?? []), ...(container.args ?? [])];
+      // A container without a command runs its image's entrypoint (the operator image's node).
+      const entrypoint =
+        container.command ??
+        imageConfig(container.image ?? "", container.image ?? "")?.entrypoint ??
+        [];
+      const original = [...entrypoint, ...(container.args ?? [])];
       const mapped = await mapArgv(original, programs, marker);
       if ("error" in mapped) throw new Error(mapped.error);
       const mounts = [

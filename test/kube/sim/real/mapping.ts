@@ -235,6 +235,7 @@ const FLAG_RULES: Record<string, Record<string, Rule>> = {
     "--tlskey": "path",
     "--tlsdir": "path",
     "--metadata-file": "path",
+    "--trace": "path",
     // id=<id>,src=<path>: only src is a path.
     "--secret": "csv-src",
     // --local <name>=<dir>
@@ -245,6 +246,10 @@ const FLAG_RULES: Record<string, Record<string, Rule>> = {
   assemble: {
     "--docker-config": "path",
     "--ca-file": "path",
+    "--termination-message-path": "path",
+  },
+  "cache-report": {
+    "--trace": "path",
     "--termination-message-path": "path",
   },
 };
