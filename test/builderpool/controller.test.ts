@@ -334,10 +334,13 @@ describe("a certificate near expiry", () => {
 
     // Two thirds of the 90-day server certificate have passed; the one-year CA is fine.
     clock += 61 * DAY;
-    const rotated = await kube.waitFor(() => {
-      const secret = get(kube, "secrets", "farm-buildkit-server");
-      return secret.data["tls.crt"] !== server.data["tls.crt"] && secret;
-    });
+    const rotated = await kube.waitFor(
+      () => {
+        const secret = get(kube, "secrets", "farm-buildkit-server");
+        return secret.data["tls.crt"] !== server.data["tls.crt"] && secret;
+      },
+      { timeout: 20_000, message: "the server certificate renewed" },
+    );
     expect(rotated.metadata.uid).toBe(server.metadata.uid);
     expect(rotated.data["tls.key"]).not.toBe(server.data["tls.key"]);
     expect(get(kube, "secrets", "farm-buildkit-ca").data).toEqual(ca.data);
@@ -346,16 +349,23 @@ describe("a certificate near expiry", () => {
         get(kube, "deployments.apps", "farm-amd64").spec.template.metadata.annotations[
           CERT_HASH
         ] !== hash,
+      { timeout: 20_000, message: "the new certificate hash in the pod template" },
     );
     // Every old builder is replaced by one that mounted the new certificate.
-    await kube.waitFor(() => {
-      const pods = builderPods(kube, "farm", "amd64");
-      return (
-        pods.length === 2 &&
-        pods.every((pod) => !oldPods.includes(pod.metadata.name) && isReady(pod))
-      );
+    await kube.waitFor(
+      () => {
+        const pods = builderPods(kube, "farm", "amd64");
+        return (
+          pods.length === 2 &&
+          pods.every((pod) => !oldPods.includes(pod.metadata.name) && isReady(pod))
+        );
+      },
+      { timeout: 30_000, message: "both builders replaced by ready ones" },
+    );
+    await kube.waitFor(() => pool(kube, "farm").status.certificateNotAfter !== notAfter, {
+      timeout: 20_000,
+      message: "status.certificateNotAfter updated",
     });
-    await kube.waitFor(() => pool(kube, "farm").status.certificateNotAfter !== notAfter);
     const event = await kube.waitFor(() =>
       kube.store
         .objects<Json>("events", NS)
@@ -363,7 +373,7 @@ describe("a certificate near expiry", () => {
     );
     expect(event.message).toContain("issued a new buildkitd server certificate (NearExpiry)");
     expect(JSON.stringify(event)).not.toContain("PRIVATE KEY");
-  });
+  }, 90_000);
 });
 
 describe("deleting a pool", () => {

@@ -250,20 +250,28 @@ describe("the pool controller, when a node forbids user namespaces (test/kube)",
     });
     await operator(kube);
     createPool(kube, "farm", poolSpec({ architectures: [{ name: "amd64" }, { name: "arm64" }] }));
-    const condition = await waitForReady(kube, "farm", {
-      status: "False",
-      reason: "UserNamespacesUnavailable",
-    });
+    const condition = await waitForReady(
+      kube,
+      "farm",
+      { status: "False", reason: "UserNamespacesUnavailable" },
+      20_000,
+    );
     expect(condition.message).toMatch(
       /^amd64: builder farm-amd64-[a-z0-9-]+ on node ubuntu-amd64 cannot create a user namespace \(.*apparmor_restrict_unprivileged_userns is set to 1.*\): .*set kernel\.apparmor_restrict_unprivileged_userns=0 on the node/,
     );
-    // The arm64 builders on another node are fine, and say so.
-    const arm64 =
-      ready(kube, "farm") && kube.store.get("builderpools.buildfarm.dev", "builders", "farm");
-    expect(
+    // The arm64 builders on another node are fine, and say so once their pod is ready: the
+    // amd64 crash can be reported before the arm64 builder has started, so wait for it.
+    const arm64Reason = () =>
       (
-        arm64 as { status: { architectures: { name: string; conditions: { reason: string }[] }[] } }
-      ).status.architectures.find((a) => a.name === "arm64")?.conditions[0]?.reason,
-    ).toBe("BuildersReady");
-  }, 30_000);
+        kube.store.get("builderpools.buildfarm.dev", "builders", "farm") as
+          | { status?: { architectures?: { name: string; conditions?: { reason: string }[] }[] } }
+          | undefined
+      )?.status?.architectures?.find((a) => a.name === "arm64")?.conditions?.[0]?.reason;
+    await kube.waitFor(() => arm64Reason() === "BuildersReady", {
+      timeout: 20_000,
+      message: "the arm64 architecture's condition to be BuildersReady",
+    });
+    // Reporting arm64 ready must not have hidden the amd64 problem.
+    expect(ready(kube, "farm")).toMatchObject({ reason: "UserNamespacesUnavailable" });
+  }, 60_000);
 });

@@ -85,6 +85,17 @@ async function poolEvent(text: string): Promise<void> {
     });
 }
 
+/** Changes the amd64 architecture's scaleDownDelay in the pool's spec. */
+function setScaleDownDelay(delay: string): void {
+  cluster.kube.store.mutate("builderpools.buildfarm.dev", NS, POOL, (draft) => {
+    const spec = draft.spec as {
+      architectures: { name: string; autoscaling?: { scaleDownDelay?: string } }[];
+    };
+    const amd64 = spec.architectures.find((arch) => arch.name === "amd64");
+    if (amd64?.autoscaling) amd64.autoscaling.scaleDownDelay = delay;
+  });
+}
+
 async function scaledToZero() {
   await cluster.kube.waitFor(() => deployment()?.spec?.replicas === 0, {
     timeout: 10_000,
@@ -242,33 +253,47 @@ describe("a scale-down while a builder is busy", () => {
 
 describe("an operator restarted while a scale-down waits", () => {
   it("starts the delay anew: it postpones the scale-down, never hastens it", async () => {
-    await cluster.createBuild("before-restart", AMD64_ONLY);
-    await cluster.waitForBuild("before-restart", phaseIs("Succeeded"));
-    expect(deployment()?.spec?.replicas).toBe(1);
-    const restarted = Date.now();
-    await cluster.restart();
-    await scaledToZero();
-    expect((scaled.at(-1) as { at: number }).at - restarted).toBeGreaterThanOrEqual(DELAY_MS);
+    // Longer than the file's delay, so that a busy machine still restarts the operator
+    // while the scale-down waits.
+    const delayMs = 4000;
+    setScaleDownDelay(`${delayMs}ms`);
+    try {
+      await cluster.createBuild("before-restart", AMD64_ONLY);
+      await cluster.waitForBuild("before-restart", phaseIs("Succeeded"));
+      expect(deployment()?.spec?.replicas).toBe(1);
+      const restarted = Date.now();
+      await cluster.restart();
+      await scaledToZero();
+      expect((scaled.at(-1) as { at: number }).at - restarted).toBeGreaterThanOrEqual(delayMs);
+    } finally {
+      setScaleDownDelay(`${DELAY_MS}ms`);
+    }
   });
 });
 
 describe("demand that comes and goes within scaleDownDelay", () => {
   it("does not make builders come and go", async () => {
-    await cluster.createBuild("again-1", AMD64_ONLY);
-    await cluster.waitForBuild("again-1", phaseIs("Succeeded"));
-    const mark = scaled.length;
-    // Idle for less than the delay, then another build: the builder stays.
-    await new Promise((resolve) => setTimeout(resolve, DELAY_MS / 3));
-    await cluster.createBuild("again-2", AMD64_ONLY);
-    const build = await cluster.waitForBuild("again-2", phaseIs("Succeeded"));
-    expect(scaled.slice(mark)).toEqual([]);
-    // It found a ready builder: it never waited for one.
-    expect(
-      cluster
-        .statuses("again-2")
-        .every((s) => condition({ status: s } as never, "Succeeded")?.reason !== "ScalingUp"),
-    ).toBe(true);
-    expect(build.status?.phase).toBe("Succeeded");
+    // A delay no busy machine outlasts between two builds: the second comes within it.
+    setScaleDownDelay("10m");
+    try {
+      await cluster.createBuild("again-1", AMD64_ONLY);
+      await cluster.waitForBuild("again-1", phaseIs("Succeeded"));
+      const mark = scaled.length;
+      // Idle for a while, then another build: the builder stays.
+      await new Promise((resolve) => setTimeout(resolve, DELAY_MS));
+      await cluster.createBuild("again-2", AMD64_ONLY);
+      const build = await cluster.waitForBuild("again-2", phaseIs("Succeeded"));
+      expect(scaled.slice(mark)).toEqual([]);
+      // It found a ready builder: it never waited for one.
+      expect(
+        cluster
+          .statuses("again-2")
+          .every((s) => condition({ status: s } as never, "Succeeded")?.reason !== "ScalingUp"),
+      ).toBe(true);
+      expect(build.status?.phase).toBe("Succeeded");
+    } finally {
+      setScaleDownDelay(`${DELAY_MS}ms`);
+    }
     await scaledToZero();
   });
 });

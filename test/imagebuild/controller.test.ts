@@ -7,6 +7,7 @@ import type { CoreV1Event, KubernetesObject, V1Job } from "@kubernetes/client-no
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RESOURCES } from "../../src/runtime/client.ts";
 import type { Controller } from "../../src/runtime/controller.ts";
+import type { Informer, InformerHandlers } from "../../src/runtime/informer.ts";
 import { validateUpstream } from "../support/schemas.ts";
 import {
   BUILDS,
@@ -316,16 +317,49 @@ describe("a pool's own status writes", () => {
       () => cluster.player.runningJobs().filter((j) => j.startsWith("waits-")).length === 2,
       { message: "both platforms running" },
     );
-    // Every time the build's key is queued, whatever queued it.
+    // Count the build's wake-ups that a pool event causes: enqueues made while the pool
+    // cache dispatches an event (its handlers run synchronously). Other causes (the hanging
+    // pods' and Jobs' own updates) may wake the build too, later under load; they don't count.
     const controller = (
       cluster.operator.manager as unknown as { controllers: Controller[] }
     ).controllers.find((c) => c.name === "imagebuild") as Controller;
+    const pools = (
+      cluster.operator.manager as unknown as {
+        informers: Map<string, Informer<KubernetesObject>>;
+      }
+    ).informers.get("buildfarm.dev/builderpools") as Informer<KubernetesObject>;
+    const handlers = (pools as unknown as { handlers: InformerHandlers<KubernetesObject>[] })
+      .handlers;
+    const original = [...handlers];
+    let dispatching = false;
+    const during =
+      <A extends unknown[]>(handle: ((...args: A) => void) | undefined) =>
+      (...args: A) => {
+        dispatching = true;
+        try {
+          handle?.(...args);
+        } finally {
+          dispatching = false;
+        }
+      };
+    handlers.splice(
+      0,
+      handlers.length,
+      ...original.map((h) => ({
+        onAdd: during(h.onAdd),
+        onUpdate: during(h.onUpdate),
+        onDelete: during(h.onDelete),
+      })),
+    );
     const enqueue = controller.enqueue.bind(controller);
     let woken = 0;
     controller.enqueue = (key) => {
-      if (key === `${NS}/waits`) woken++;
+      if (key === `${NS}/waits` && dispatching) woken++;
       enqueue(key);
     };
+    const cachedStatus = () =>
+      (pools.getByKey(`${NS}/farm`) as { status?: { observedGeneration?: number } } | undefined)
+        ?.status?.observedGeneration;
     try {
       const touchPool = (change: (draft: Record<string, unknown>) => void, status = false) =>
         cluster.kube.store.mutate(
@@ -339,7 +373,10 @@ describe("a pool's own status writes", () => {
         touchPool((draft) => {
           draft.status = { ...(draft.status as object), observedGeneration: 100 + i };
         }, true);
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      // The cache has dispatched all three status writes (events arrive in order).
+      await cluster.kube.waitFor(() => cachedStatus() === 102, {
+        message: "the pool cache saw the status writes",
+      });
       expect(woken).toBe(0);
       touchPool((draft) => {
         const metadata = draft.metadata as { labels?: Record<string, string> };
@@ -348,6 +385,7 @@ describe("a pool's own status writes", () => {
       await cluster.kube.waitFor(() => woken > 0, { message: "a label change wakes the build" });
     } finally {
       controller.enqueue = enqueue;
+      handlers.splice(0, handlers.length, ...original);
     }
     await cluster.client.delete(BUILDS, NS, "waits");
   });

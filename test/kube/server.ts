@@ -143,7 +143,10 @@ export class KubeServer {
     this.watches.expire = (record) => options.faults.takeExpiry(record);
     options.faults.attach(this.watches);
     this.server = createServer((req, res) => void this.handle(req, res));
-    this.server.keepAliveTimeout = 5_000;
+    // Longer than any idle gap a test leaves on a client's pooled socket: with Node's 5 s
+    // default, a request sent as the server closes an idle socket fails with ECONNRESET, which a
+    // busy machine's pauses made happen (kube-apiserver keeps idle connections far longer).
+    this.server.keepAliveTimeout = 90_000;
   }
 
   async listen(): Promise<string> {
