@@ -78,7 +78,8 @@ describe.skipIf(skip)("a builder pod's buildkitd, for real", () => {
   }
 
   it("starts within seconds and answers the readiness probe over the unix socket, no certificate", async () => {
-    expect(startedMs).toBeLessThan(20_000);
+    // Seconds on a quiet machine; the bound leaves room for a busy one.
+    expect(startedMs).toBeLessThan(60_000);
     const result = await run(
       bins.buildctl,
       probe.slice(1).map((arg) => daemon.map(arg)),

@@ -339,7 +339,7 @@ describe("a certificate near expiry", () => {
         const secret = get(kube, "secrets", "farm-buildkit-server");
         return secret.data["tls.crt"] !== server.data["tls.crt"] && secret;
       },
-      { timeout: 20_000, message: "the server certificate renewed" },
+      { timeout: 30_000, message: "the server certificate renewed" },
     );
     expect(rotated.metadata.uid).toBe(server.metadata.uid);
     expect(rotated.data["tls.key"]).not.toBe(server.data["tls.key"]);
@@ -349,7 +349,7 @@ describe("a certificate near expiry", () => {
         get(kube, "deployments.apps", "farm-amd64").spec.template.metadata.annotations[
           CERT_HASH
         ] !== hash,
-      { timeout: 20_000, message: "the new certificate hash in the pod template" },
+      { timeout: 30_000, message: "the new certificate hash in the pod template" },
     );
     // Every old builder is replaced by one that mounted the new certificate.
     await kube.waitFor(
@@ -363,7 +363,7 @@ describe("a certificate near expiry", () => {
       { timeout: 30_000, message: "both builders replaced by ready ones" },
     );
     await kube.waitFor(() => pool(kube, "farm").status.certificateNotAfter !== notAfter, {
-      timeout: 20_000,
+      timeout: 30_000,
       message: "status.certificateNotAfter updated",
     });
     const event = await kube.waitFor(() =>
@@ -373,7 +373,7 @@ describe("a certificate near expiry", () => {
     );
     expect(event.message).toContain("issued a new buildkitd server certificate (NearExpiry)");
     expect(JSON.stringify(event)).not.toContain("PRIVATE KEY");
-  }, 90_000);
+  });
 });
 
 describe("deleting a pool", () => {

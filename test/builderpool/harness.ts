@@ -106,7 +106,7 @@ export async function waitForReady(
   kube: Kube,
   name: string,
   expected: { status: string; reason?: string },
-  timeout = 10_000,
+  timeout = 30_000,
 ): Promise<Json> {
   return kube.waitFor(
     () => {
@@ -166,7 +166,7 @@ export function childrenOf(kube: Kube, uid: string): string[] {
  * Waits until the operator has written nothing for `quietMs`: converged. Resyncs and requeues
  * keep reconciling meanwhile, so a controller that flaps never gets quiet.
  */
-export async function waitForQuiet(kube: Kube, quietMs: number, timeout = 10_000): Promise<void> {
+export async function waitForQuiet(kube: Kube, quietMs: number, timeout = 30_000): Promise<void> {
   await kube.waitFor(
     () => {
       const last = writesSince(kube, 0).at(-1);

@@ -268,10 +268,10 @@ describe("the pool controller, when a node forbids user namespaces (test/kube)",
           | undefined
       )?.status?.architectures?.find((a) => a.name === "arm64")?.conditions?.[0]?.reason;
     await kube.waitFor(() => arm64Reason() === "BuildersReady", {
-      timeout: 20_000,
+      timeout: 30_000,
       message: "the arm64 architecture's condition to be BuildersReady",
     });
     // Reporting arm64 ready must not have hidden the amd64 problem.
     expect(ready(kube, "farm")).toMatchObject({ reason: "UserNamespacesUnavailable" });
-  }, 60_000);
+  });
 });

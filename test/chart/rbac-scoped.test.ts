@@ -90,7 +90,7 @@ describe("the chart's Secrets reach", () => {
     requests = cluster.kube.requestLog
       .entries()
       .filter((record) => record.userAgent?.startsWith("buildfarm/") && record.resource);
-  }, 60_000);
+  });
 
   afterAll(async () => {
     await cluster?.kube.stop();

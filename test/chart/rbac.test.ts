@@ -81,7 +81,7 @@ beforeAll(async () => {
     namespaces: { "team-b": { team: "b" } },
   });
   const { client, player, kube } = cluster;
-  await kube.waitFor(() => cluster.operator.manager.isLeader, { timeout: 20_000 });
+  await kube.waitFor(() => cluster.operator.manager.isLeader, { timeout: 30_000 });
   // Builds: one that succeeds and expires, one whose cache export is refused (its log is read),
   // one whose platform fails (its sibling is stopped), one that times out, one deleted mid-way.
   player.script("expiring-arm64", { kind: "push" });
@@ -107,7 +107,7 @@ beforeAll(async () => {
   await cluster.waitForBuild("expiring", phaseIs("Succeeded"));
   await cluster.waitForBuild("nocache", phaseIs("Succeeded"));
   await cluster.waitForBuild("broken", phaseIs("Failed"));
-  await cluster.waitForBuild("slow", phaseIs("Failed"), { timeout: 20_000 });
+  await cluster.waitForBuild("slow", phaseIs("Failed"), { timeout: 30_000 });
   await cluster.waitForBuild("inline", phaseIs("Succeeded"));
   await cluster.waitForBuild("stranger", phaseIs("Failed"), { namespace: "team-b" });
   await kube.waitFor(
@@ -121,7 +121,7 @@ beforeAll(async () => {
       .some((job) => /^(expiring|inline)-/.test(job.metadata.name ?? "")) &&
     !kube.store.get("configmaps", NS, "inline-context");
   await kube.waitFor(expired, {
-    timeout: 20_000,
+    timeout: 30_000,
     message: "Jobs and inline context deleted after the TTL",
   });
   // An autoscaled pool scaling down while one of its two builders builds: that builder's

@@ -229,7 +229,7 @@ describe("buildfarm logs and status against a cluster", () => {
         kube.store
           .list("pods", { namespace: "team" })
           .items.some((pod) => (pod as { status?: { phase?: string } }).status?.phase === phase),
-      { timeout: 10_000 },
+      { timeout: 30_000 },
     );
 
   it("follows the pods' logs with a platform prefix and, with -w, exits 0 on success", async () => {
@@ -254,7 +254,7 @@ describe("buildfarm logs and status against a cluster", () => {
     const cli = logsWait();
     await kube.waitFor(
       () => kube.requestLog.entries({ resource: "imagebuilds", code: 503 }).length === 2,
-      { timeout: 10_000 },
+      { timeout: 30_000 },
     );
     setPhase("Succeeded", { image: `registry.example.com/app@sha256:${"e".repeat(64)}` });
     const { stdout } = await cli;

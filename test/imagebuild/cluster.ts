@@ -170,7 +170,7 @@ export async function startBuildCluster(options: BuildClusterOptions = {}): Prom
       );
       return pool?.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True");
     },
-    { timeout: 10_000, message: "the BuilderPool did not become Ready" },
+    { timeout: 30_000, message: "the BuilderPool did not become Ready" },
   );
 
   const getBuild = (name: string, namespace = NS) => client.get<Build>(BUILDS, namespace, name);
@@ -195,7 +195,7 @@ export async function startBuildCluster(options: BuildClusterOptions = {}): Prom
       } as Build);
     },
     getBuild,
-    async waitForBuild(name, check, { timeout = 10_000, namespace = NS } = {}) {
+    async waitForBuild(name, check, { timeout = 30_000, namespace = NS } = {}) {
       let last: Build | undefined;
       try {
         return await kube.waitFor(

@@ -78,7 +78,7 @@ async function poolEvent(text: string): Promise<void> {
         seen = (await poolEvents()).map((e) => `${e.reason}: ${e.message}`);
         return seen.includes(text);
       },
-      { timeout: 5000, message: `Event ${text}` },
+      { timeout: 30_000, message: `Event ${text}` },
     )
     .catch((error: Error) => {
       throw new Error(`${error.message}; seen: ${JSON.stringify(seen)}`);
@@ -98,7 +98,7 @@ function setScaleDownDelay(delay: string): void {
 
 async function scaledToZero() {
   await cluster.kube.waitFor(() => deployment()?.spec?.replicas === 0, {
-    timeout: 10_000,
+    timeout: 30_000,
     message: "amd64 scaled to zero",
   });
 }

@@ -77,7 +77,7 @@ describe("a pool with maxConcurrentBuilds 1", () => {
     const q1 = await cluster.waitForBuild(
       "q1",
       (b) => b.status?.platforms?.every((p) => p.phase === "Running") ?? false,
-      { timeout: 8000 },
+      { timeout: 30_000 },
     );
     expect(q1.status?.platforms?.map((p) => p.attempts)).toEqual([1, 1]);
     expect(cluster.player.runningJobs()).toEqual(["q1-amd64", "q1-arm64"]);

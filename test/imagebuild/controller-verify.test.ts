@@ -193,7 +193,7 @@ describe("an operator killed between two of its writes for a checked build", () 
       expect(cluster.player.checked.filter((c) => c.job === `${build}-verify`)).toHaveLength(1);
     }
     expect(crashes).toBeGreaterThanOrEqual(writes - 1);
-  }, 90_000);
+  });
 });
 
 describe("the operator", () => {

@@ -430,7 +430,10 @@ describe("ttlSecondsAfterFinished", () => {
         gone("jobs.batch", NS, "brief-") &&
         gone("secrets", NS, "brief-") &&
         gone("pods", NS, "brief-"),
-      { timeout: 5000, message: "the Jobs, pods and client Secret were not deleted after the TTL" },
+      {
+        timeout: 30_000,
+        message: "the Jobs, pods and client Secret were not deleted after the TTL",
+      },
     );
     const kept = await cluster.getBuild("brief");
     expect(kept?.status).toEqual(done.status);
@@ -478,7 +481,7 @@ describe("admission", () => {
     expect(cluster.jobNames().filter((name) => name.startsWith("patient-"))).toEqual([]);
     await cluster.client.create(RESOURCES.secret, pushSecret(NS, "late-push"));
     const build = await cluster.waitForBuild("patient", phaseIs("Succeeded", "Failed"), {
-      timeout: 5000,
+      timeout: 30_000,
     });
     expect(build.status?.phase).toBe("Succeeded");
   });

@@ -1,7 +1,8 @@
 // Waiting on conditions with deadlines, so tests never sleep.
 
 export interface WaitOptions {
-  /** Milliseconds before giving up (default 10 s). */
+  /** Milliseconds before giving up (default 30 s: a deadline is a cap for a hang, and a busy
+   * machine stretches what a quiet one does in a second). */
   timeout?: number;
   /** Milliseconds between checks (default 10). */
   interval?: number;
@@ -19,7 +20,7 @@ export async function waitFor<T>(
   check: () => T | Promise<T>,
   options: WaitOptions = {},
 ): Promise<Truthy<T>> {
-  const timeout = options.timeout ?? 10_000;
+  const timeout = options.timeout ?? 30_000;
   const interval = options.interval ?? 10;
   const deadline = Date.now() + timeout;
   let lastError: unknown;

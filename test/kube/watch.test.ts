@@ -148,7 +148,7 @@ describe("watch", () => {
       resourceVersion: String(kube.store.resourceVersion),
       timeoutSeconds: 1,
     });
-    await kube.waitFor(() => w.ended(), { timeout: 5000 });
+    await kube.waitFor(() => w.ended(), { timeout: 30_000 });
     expect(Date.now() - started).toBeGreaterThanOrEqual(900);
     expect(w.error()).toBeNull();
   });
@@ -257,7 +257,7 @@ describe("makeInformer", () => {
     for (let i = 0; i < 30; i++)
       kube.store.create("configmaps", cm(`flood-${i}`), { namespace: "inf2" });
     kube.faults.unpause();
-    await kube.waitFor(() => lists === 2, { timeout: 10_000 });
+    await kube.waitFor(() => lists === 2, { timeout: 30_000 });
     await kube.waitFor(() => informer.list().length === 31);
     await informer.stop();
   });

@@ -508,12 +508,12 @@ describe("kubelet.setReadiness", () => {
         (
           await ownCore.readNamespacedPod({ namespace: "wl", name: "probe" })
         ).status?.conditions?.find((c) => c.type === "Ready")?.status;
-      await own.waitFor(async () => (await ready()) === "True", { timeout: 5000 });
+      await own.waitFor(async () => (await ready()) === "True", { timeout: 30_000 });
       own.kubelet?.setReadiness(() => false);
-      await own.waitFor(async () => (await ready()) === "False", { timeout: 5000 });
+      await own.waitFor(async () => (await ready()) === "False", { timeout: 30_000 });
       // And a second policy replaces the first one for the same running container.
       own.kubelet?.setReadiness(() => true);
-      await own.waitFor(async () => (await ready()) === "True", { timeout: 5000 });
+      await own.waitFor(async () => (await ready()) === "True", { timeout: 30_000 });
     } finally {
       await own.stop();
     }

@@ -262,7 +262,7 @@ describe("the hostile corpus, sent to one operator through the API server", () =
     await Promise.all(settled.values());
     await cluster.createBuild("after-the-corpus", { platforms: ["linux/amd64", "linux/arm64"] });
     const after = await cluster.waitForBuild("after-the-corpus", phaseIs("Succeeded", "Failed"), {
-      timeout: 20_000,
+      timeout: 30_000,
     });
     expect(after.status?.phase).toBe("Succeeded");
     // Every accepted build was reconciled to a terminal phase by this same process.

