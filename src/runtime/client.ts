@@ -3,13 +3,14 @@
 // timestamps into Date objects; controllers compare, hash and patch objects, which is simpler
 // and cheaper on the wire form (the same reason controller-runtime users reach for
 // unstructured objects).
+
+import { STATUS_CODES } from "node:http";
 import {
   HttpMethod,
   type KubeConfig,
   type KubernetesObject,
   RequestContext,
   type V1Status,
-  Watch,
 } from "@kubernetes/client-node";
 import { fetch } from "undici";
 
@@ -473,7 +474,11 @@ export class KubeClient {
 
   /**
    * Opens a watch; `onEvent` gets each event, `onDone` the error (or null) that ended it.
-   * Returns a function that closes the watch.
+   * Returns a function that closes the watch, at once, before the connection is made.
+   *
+   * Not client-node's Watch: its watch() hands out the AbortController only once the response
+   * headers arrive, so a watch whose headers a proxy holds back until the first event (a quiet
+   * resource) could not be closed, and kept a stopped operator's process alive.
    */
   async watch<T extends KubernetesObject>(
     type: ResourceType,
@@ -482,33 +487,87 @@ export class KubeClient {
     onEvent: (event: WatchEvent<T>) => void,
     onDone: (error: unknown) => void,
   ): Promise<() => void> {
-    // client-node aborts a watch that is silent for requestTimeoutMs (30 s by default, private in
-    // its types); a quiet resource is normal, so wait until just past the server's own timeout.
-    // One Watch per call: the timeout is read from the Watch whenever its timer restarts, so a
-    // shared one would give every open watch the timeout of the one opened last.
-    const watcher = new Watch(this.watchConfig);
-    (watcher as unknown as { requestTimeoutMs: number }).requestTimeoutMs =
-      (options.timeoutSeconds + 30) * 1000;
+    const url = new URL(this.server + this.path(type, namespace));
+    url.searchParams.set("watch", "true");
+    url.searchParams.set("allowWatchBookmarks", "true");
+    if (options.resourceVersion) url.searchParams.set("resourceVersion", options.resourceVersion);
+    if (options.labelSelector) url.searchParams.set("labelSelector", options.labelSelector);
+    url.searchParams.set("timeoutSeconds", String(options.timeoutSeconds));
+    const context = new RequestContext(url.toString(), HttpMethod.GET);
+    await this.watchConfig.applySecurityAuthentication(context);
+    const controller = new AbortController();
+    // A silent connection is given up just past the server's own timeout (a quiet resource is
+    // normal; one that stays silent longer than the server promised is a dead connection).
+    const silenceMs = (options.timeoutSeconds + 30) * 1000;
+    let timedOut = false;
+    let timer: NodeJS.Timeout | undefined;
+    const resetTimer = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        timedOut = true;
+        controller.abort();
+      }, silenceMs);
+      timer.unref();
+    };
     const started = performance.now();
-    const controller = await watcher.watch(
-      this.path(type, namespace),
-      {
-        allowWatchBookmarks: true,
-        resourceVersion: options.resourceVersion,
-        labelSelector: options.labelSelector,
-        timeoutSeconds: options.timeoutSeconds,
-      },
-      (phase: string, object: T) => onEvent({ type: phase as WatchEvent<T>["type"], object }),
-      (error: unknown) => {
-        const code = (error as { statusCode?: number } | null)?.statusCode ?? 200;
-        this.observer?.(
-          "WATCH",
-          this.path(type, namespace),
-          code,
-          (performance.now() - started) / 1000,
-        );
-        onDone(error);
-      },
+    let done = false;
+    const finish = (error: unknown) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      controller.abort();
+      const code = (error as { statusCode?: number } | null)?.statusCode ?? 200;
+      this.observer?.(
+        "WATCH",
+        this.path(type, namespace),
+        code,
+        (performance.now() - started) / 1000,
+      );
+      onDone(
+        error && timedOut
+          ? new DOMException("The operation was aborted due to timeout", "TimeoutError")
+          : error,
+      );
+    };
+    const run = async () => {
+      resetTimer();
+      const response = await fetch(url, {
+        headers: { ...context.getHeaders(), "User-Agent": this.userAgent },
+        dispatcher: context.getDispatcher(),
+        signal: controller.signal,
+      });
+      if (response.status !== 200 || !response.body) {
+        await response.body?.cancel().catch(() => undefined);
+        const error = new Error(
+          response.statusText || STATUS_CODES[response.status] || "Internal Server Error",
+        ) as Error & { statusCode: number };
+        error.statusCode = response.status;
+        throw error;
+      }
+      const decoder = new TextDecoder();
+      let pending = "";
+      for await (const chunk of response.body) {
+        resetTimer();
+        pending += decoder.decode(chunk as Uint8Array, { stream: true });
+        let newline = pending.indexOf("\n");
+        while (newline !== -1) {
+          const line = pending.slice(0, newline);
+          pending = pending.slice(newline + 1);
+          newline = pending.indexOf("\n");
+          let event: WatchEvent<T>;
+          try {
+            event = JSON.parse(line) as WatchEvent<T>;
+          } catch {
+            continue; // as client-node: a line that is not JSON is skipped
+          }
+          onEvent({ type: event.type, object: event.object });
+          if (done) return;
+        }
+      }
+    };
+    run().then(
+      () => finish(null),
+      (error: unknown) => finish(error),
     );
     return () => controller.abort();
   }

@@ -48,12 +48,38 @@ export class CrdValidator {
    */
   admit(object: Record<string, unknown>, old?: Record<string, unknown>): FieldCause[] {
     const metadata = object.metadata;
+    pruneNulls(object, this.schema);
     this.validateFn(object);
     object.metadata = metadata;
     const causes = (this.validateFn.errors ?? []).map((error) => causeOf(error, object));
     causes.push(...listTypeCauses(this.schema, object, ""));
     if (causes.length === 0) causes.push(...celCauses(this.schema, object, old, ""));
     return dedupe(causes);
+  }
+}
+
+/**
+ * A null for a field that is not `nullable` is dropped before defaulting, so its default (if
+ * any) applies: PruneNonNullableNullsWithoutDefaults and the defaulting of non-nullable nulls.
+ */
+function pruneNulls(value: Json, schema: Schema | undefined): void {
+  if (!schema) return;
+  if (Array.isArray(value)) {
+    for (const item of value) pruneNulls(item, schema.items as Schema | undefined);
+    return;
+  }
+  if (value === null || typeof value !== "object") return;
+  const record = value as Record<string, Json>;
+  const properties = (schema.properties ?? {}) as Record<string, Schema>;
+  const additional =
+    typeof schema.additionalProperties === "object"
+      ? (schema.additionalProperties as Schema)
+      : undefined;
+  for (const [key, child] of Object.entries(record)) {
+    const childSchema = properties[key] ?? additional;
+    if (!childSchema) continue;
+    if (child === null && childSchema.nullable !== true) delete record[key];
+    else pruneNulls(child, childSchema);
   }
 }
 

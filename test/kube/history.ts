@@ -19,6 +19,8 @@ export class EventHistory {
   private head = 0;
   private size = 0;
   private evicted = false;
+  /** Compacted away (etcd compaction): nothing resumes from before it. */
+  private compactedRv = 0;
   /** The resourceVersion at which this resource started being tracked. */
   private readonly startRv: number;
 
@@ -42,8 +44,21 @@ export class EventHistory {
    * after it are all still here.
    */
   oldestResumableRv(): number {
-    if (!this.evicted) return this.startRv;
-    return this.at(0).rv - 1;
+    const oldest = this.evicted && this.size > 0 ? this.at(0).rv - 1 : this.startRv;
+    return Math.max(oldest, this.compactedRv);
+  }
+
+  /**
+   * Forgets the events up to `rv`, as etcd's compaction does: a watch or a continue token from
+   * before it gets 410 Gone, even on a resource that had no event since.
+   */
+  compact(rv: number): void {
+    while (this.size > 0 && this.at(0).rv <= rv) {
+      this.ring[this.head] = undefined;
+      this.head = (this.head + 1) % this.capacity;
+      this.size--;
+    }
+    this.compactedRv = Math.max(this.compactedRv, rv);
   }
 
   private at(offset: number): StoreEvent {

@@ -37,6 +37,18 @@ export interface KubeOptions extends SimulationOptions {
   version?: string | ServerVersion;
   /** Watch events kept per resource for resuming watches (default 1000). */
   historySize?: number;
+  /**
+   * How often the history is compacted to the resourceVersion of the previous compaction, as
+   * the API server's etcd compactor does every 5 minutes (default
+   * DEFAULT_COMPACTION_INTERVAL_MS, 0 for never): a watch or a continue token older than one
+   * to two intervals gets 410 Gone, so ordinary tests run the relist path too.
+   */
+  compactionIntervalMs?: number;
+  /**
+   * Send a watch's response headers only with its first event (default false), like a
+   * front-end that buffers them: a client cannot abort a watch it has no response for yet.
+   */
+  holdWatchHeaders?: boolean;
   /** How often watches that allow bookmarks get one (default 60 s, like the API server). */
   bookmarkIntervalMs?: number;
   /** CRDs to install: the repository's crds/*.yaml (default) or the given objects. */
@@ -71,6 +83,12 @@ export interface Kube {
   stop(): Promise<void>;
 }
 
+/**
+ * Short next to a real cluster's 5 minutes, so that tests, which last seconds, meet 410s at
+ * about the rate an operator meets them in a cluster's life.
+ */
+export const DEFAULT_COMPACTION_INTERVAL_MS = 10_000;
+
 export function parseVersion(version: KubeOptions["version"]): ServerVersion {
   if (typeof version === "object") return version;
   const [major, minor] = (version ?? "1.31").split(".");
@@ -100,6 +118,17 @@ export async function startKube(options: KubeOptions = {}): Promise<Kube> {
     store.create("namespaces", { metadata: { name } });
   for (const crd of options.crds ?? repositoryCrds())
     store.create("customresourcedefinitions.apiextensions.k8s.io", crd);
+  // etcd's compactor: each tick compacts to the revision seen at the tick before.
+  const compactionMs = options.compactionIntervalMs ?? DEFAULT_COMPACTION_INTERVAL_MS;
+  let compactTo = store.resourceVersion;
+  const compactor =
+    compactionMs > 0
+      ? setInterval(() => {
+          store.compact(compactTo);
+          compactTo = store.resourceVersion;
+        }, compactionMs)
+      : undefined;
+  compactor?.unref();
   const faults = new Faults();
   const requestLog = new RequestLog();
   const sim = await Simulation.start(store, options, version.gitVersion);
@@ -109,6 +138,7 @@ export async function startKube(options: KubeOptions = {}): Promise<Kube> {
     requestLog,
     version,
     bookmarkIntervalMs: options.bookmarkIntervalMs ?? 60_000,
+    holdWatchHeaders: options.holdWatchHeaders ?? false,
     logs: () => sim.kubelet?.logs,
   });
   const gc = options.gc === false ? undefined : new GarbageCollector(store);
@@ -143,6 +173,7 @@ export async function startKube(options: KubeOptions = {}): Promise<Kube> {
     },
     async stop() {
       faults.clear();
+      clearInterval(compactor);
       gc?.stop();
       namespaces?.stop();
       await sim.stop();

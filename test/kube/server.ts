@@ -14,13 +14,23 @@ import {
   badRequest,
   conflict,
   deletedStatus,
+  fieldError,
+  invalid,
   KubeError,
   methodNotAllowed,
   resourceNotFound,
   statusForCode,
   tooManyRequests,
 } from "./status.ts";
-import type { DeleteOptions, ListOptions, ListResult, Store, Table } from "./store.ts";
+import {
+  type DeleteOptions,
+  type ListOptions,
+  type ListResult,
+  patchTypes,
+  type Store,
+  type Table,
+  unsupportedPatch,
+} from "./store.ts";
 import { apiJson, objectJson, WatchHub } from "./watch.ts";
 
 export interface LogOptions {
@@ -56,6 +66,8 @@ export interface ServerOptions {
   requestLog: RequestLog;
   version: ServerVersion;
   bookmarkIntervalMs: number;
+  /** Send a watch's response headers only with its first event. */
+  holdWatchHeaders?: boolean;
   logs?: () => PodLogSource | undefined;
 }
 
@@ -140,6 +152,7 @@ export class KubeServer {
   constructor(options: ServerOptions) {
     this.options = options;
     this.watches = new WatchHub(options.store, options.bookmarkIntervalMs);
+    this.watches.holdHeaders = options.holdWatchHeaders ?? false;
     this.watches.expire = (record) => options.faults.takeExpiry(record);
     options.faults.attach(this.watches);
     this.server = createServer((req, res) => void this.handle(req, res));
@@ -268,7 +281,7 @@ export class KubeServer {
     if (!resource.namespaced && info.namespace && resource.resource !== "namespaces")
       throw resourceNotFound();
     const query = url.searchParams;
-    const dryRun = query.getAll("dryRun").includes("All");
+    const dryRun = info.verb in DRY_RUN_OPTIONS && dryRunOf(query.getAll("dryRun"), info.verb);
     const name =
       resource.resource === "namespaces" && !resource.group ? (info.name ?? undefined) : info.name;
 
@@ -327,8 +340,12 @@ export class KubeServer {
       case "patch": {
         if (!info.name || sub === "log" || sub === "binding" || sub === "finalize")
           throw methodNotAllowed(resource);
-        const body = await readJson(req);
         const contentType = req.headers["content-type"] ?? "";
+        // Before the body is read: an apply patch is YAML, and its answer is 415, not 400.
+        const patchType = contentType.split(";")[0]!.trim();
+        const accepted = patchTypes(resource);
+        if (!accepted.includes(patchType)) throw unsupportedPatch(patchType, accepted);
+        const body = await readJson(req);
         const subresource = sub as "status" | undefined;
         return ok(
           200,
@@ -561,6 +578,28 @@ export class KubeServer {
   }
 }
 
+const DRY_RUN_OPTIONS: Record<string, string> = {
+  create: "CreateOptions",
+  update: "UpdateOptions",
+  patch: "PatchOptions",
+  delete: "DeleteOptions",
+  deletecollection: "DeleteOptions",
+};
+
+/** ValidateDryRun: "All" is the only value; anything else is 422 on the verb's options. */
+function dryRunOf(values: string[], verb: string): boolean {
+  const unsupported = values.some((value) => value !== "All");
+  if (unsupported)
+    throw invalid({ group: "meta.k8s.io", kind: DRY_RUN_OPTIONS[verb]! }, "", [
+      fieldError(
+        "FieldValueNotSupported",
+        "dryRun",
+        `Unsupported value: []string{${values.map((v) => JSON.stringify(v)).join(", ")}}: supported values: "All"`,
+      ),
+    ]);
+  return values.length > 0;
+}
+
 function faultError(fault: FaultSpec, info: RequestInfo, store: Store): KubeError {
   const table = info.resource ? store.tableFor(info.apiGroup, info.resource) : undefined;
   const gr = { group: info.apiGroup, resource: table?.info.resource ?? info.resource ?? "" };
@@ -618,7 +657,7 @@ async function deleteOptions(req: IncomingMessage, query: URLSearchParams): Prom
     options.orphanDependents = orphan === true || orphan === "true";
   if (isObject(body.preconditions))
     options.preconditions = body.preconditions as DeleteOptions["preconditions"];
-  const dryRun = Array.isArray(body.dryRun) ? body.dryRun : query.getAll("dryRun");
-  if (dryRun.includes("All")) options.dryRun = true;
+  const dryRun = Array.isArray(body.dryRun) ? body.dryRun.map(String) : query.getAll("dryRun");
+  if (dryRunOf(dryRun, "delete")) options.dryRun = true;
   return options;
 }

@@ -42,12 +42,14 @@ import {
   fieldError,
   forbiddenRequest,
   invalid,
+  invalidValue,
   KubeError,
   notFound,
   unknownError,
   unsupportedMediaType,
 } from "./status.ts";
 import {
+  pruneObjectMeta,
   STRATEGIES,
   type Strategy,
   type StrategyContext,
@@ -251,6 +253,11 @@ export class Store {
     return listTable(this.table(resource), this.rv, options);
   }
 
+  /** Compacts every resource's history up to `rv` (default: now), as etcd's compactor does. */
+  compact(rv = this.rv): void {
+    for (const table of this.tables.values()) table.history.compact(rv);
+  }
+
   // -------------------------------------------------------------------------------------------
   // Listeners and watches
 
@@ -341,8 +348,12 @@ export class Store {
   ): Stored {
     const table = this.table(resource);
     const info = table.info;
-    const existing = this.mustGet(table, namespace, name);
     const type = contentType.split(";")[0]!.trim();
+    // The content type is checked before the object is read: an apply patch to a missing
+    // object would otherwise answer 404 as if server-side apply were there.
+    const accepted = patchTypes(info);
+    if (!accepted.includes(type)) throw unsupportedPatch(type, accepted);
+    const existing = this.mustGet(table, namespace, name);
     let patched: unknown;
     if (type === MERGE_PATCH) {
       if (!isObject(patch)) throw badRequest("merge patch must be a JSON object");
@@ -350,20 +361,16 @@ export class Store {
     } else if (type === JSON_PATCH) patched = jsonPatch(clone(existing), patch);
     else if (type === STRATEGIC_MERGE_PATCH && info.builtin)
       patched = strategicMergePatch(clone(existing), patch);
-    else {
-      const accepted = info.builtin
-        ? [JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH]
-        : [JSON_PATCH, MERGE_PATCH];
-      throw unsupportedMediaType(
-        accepted,
-        type.startsWith("application/apply-patch")
-          ? " (test/kube does not implement server-side apply)"
-          : "",
-      );
-    }
+    else throw unsupportedPatch(type, accepted);
     if (!isObject(patched) || !isObject(patched.metadata))
       throw badRequest("the patch turned the object into something that is not an object");
     const object = patched as KubeObject;
+    // The patched JSON is decoded like a body; an error is the patcher's 422 on field "patch".
+    const decodeError = this.decodeFields(object, info);
+    if (decodeError)
+      throw invalid({ group: "", kind: "" }, "", [
+        invalidValue("patch", JSON.stringify(patched), decodeError),
+      ]);
     if (object.metadata.name !== name)
       throw badRequest(
         `the name of the object (${String(object.metadata.name)}) does not match the name on the URL (${name})`,
@@ -597,7 +604,18 @@ export class Store {
       );
     object.apiVersion = apiVersionOf(info);
     object.kind = info.kind;
+    const error = this.decodeFields(object, info);
+    if (error)
+      throw badRequest(
+        `${info.kind} in version "${info.version}" cannot be handled as a ${info.kind}: ${error}`,
+      );
     return object;
+  }
+
+  /** What decoding into the Go type does to a body; the decoder's error, if any. */
+  private decodeFields(object: KubeObject, info: ResourceInfo): string | undefined {
+    pruneObjectMeta(object.metadata as Record<string, unknown>);
+    return this.strategy(info).decode?.(object);
   }
 
   /** rest.EnsureObjectNamespaceMatchesRequestNamespace. */
@@ -715,6 +733,23 @@ export class Store {
     };
     this.commit(table, "MODIFIED", next, crd);
   }
+}
+
+/** The patch Content-Types a resource takes: no strategic merge patch for custom resources. */
+export function patchTypes(info: ResourceInfo): string[] {
+  return info.builtin
+    ? [JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH]
+    : [JSON_PATCH, MERGE_PATCH];
+}
+
+/** 415 for a patch type the resource does not take; server-side apply is not implemented. */
+export function unsupportedPatch(type: string, accepted: string[]): KubeError {
+  return unsupportedMediaType(
+    accepted,
+    type.startsWith("application/apply-patch")
+      ? " (test/kube does not implement server-side apply)"
+      : "",
+  );
 }
 
 /** registry.ShouldDeleteDuringUpdate: the last finalizer of a deleted object went away. */

@@ -194,6 +194,11 @@ export class WatchHub {
   private readonly store: Store;
   private readonly active = new Set<ActiveWatch>();
   bookmarkIntervalMs: number;
+  /**
+   * Sends a watch's response headers only with its first event, as some front-ends (proxies
+   * that buffer until the first body byte) do: until then a client has no response to abort.
+   */
+  holdHeaders = false;
 
   /** Whether a watch resuming from a resourceVersion is to be told it expired (fault injection). */
   expire: (record: RequestRecord) => boolean = () => false;
@@ -204,12 +209,12 @@ export class WatchHub {
   }
 
   start(table: Table, response: ServerResponse, params: WatchParams, record: RequestRecord): void {
-    response.writeHead(200, {
-      "Content-Type": "application/json",
-      "Cache-Control": "no-cache, private",
-      "Transfer-Encoding": "chunked",
-    });
-    response.flushHeaders();
+    response.statusCode = 200;
+    response.setHeader("Content-Type", "application/json");
+    response.setHeader("Cache-Control", "no-cache, private");
+    response.setHeader("Transfer-Encoding", "chunked");
+    // Held back, the headers go out with the first write (the first event) or the end.
+    if (!this.holdHeaders) response.flushHeaders();
     const watch = new ActiveWatch(this, table, response, params, record);
     this.active.add(watch);
     watch.start(this.store);

@@ -54,10 +54,10 @@ describe("an API server that fails a tenth of the requests and drops watches", (
       ["create", "update", "patch", "delete"].includes(record.verb),
     );
     // The faults were real: roughly a tenth of the requests failed, and both expired watches
-    // made an informer relist.
-    expect(operator.logs.filter((line) => line.msg.includes("(410 Gone); relisting")).length).toBe(
-      2,
-    );
+    // made an informer relist (test/kube's compaction expires more resumes besides).
+    expect(
+      operator.logs.filter((line) => line.msg.includes("(410 Gone); relisting")).length,
+    ).toBeGreaterThanOrEqual(2);
     expect(injected.length).toBeGreaterThan(requests.length * 0.05);
     // Nothing was created twice despite failed creates being retried.
     const jobNames = names.flatMap((name) =>

@@ -13,14 +13,16 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  realpathSync,
   rmSync,
   statSync,
   writeFileSync,
 } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { delimiter, dirname, join } from "node:path";
 import { BUILDER_PATHS, BUILDKIT_PORT } from "../../src/naming.ts";
+import { REPO_ROOT } from "./files.ts";
 
 const SETUP_BIN = "/tmp/buildfarm-buildkit-v0.24.0/bin";
 const UID = 1000;
@@ -92,6 +94,61 @@ function subordinateIdsMissing(): string | undefined {
   return undefined;
 }
 
+/** The UID and GID of the operator image (distroless nonroot), which the index Job runs as. */
+const OPERATOR_UID = 65532;
+
+/**
+ * The first directory on the way to `path` that `uid`/`gid` cannot enter (or the file itself
+ * when it cannot read it), with its mode; undefined when the path is reachable. Modes only:
+ * the pods' processes keep no supplementary groups and no ACL is consulted.
+ */
+export function unreachableFor(
+  path: string,
+  uid: number,
+  gid: number,
+): { path: string; mode: string } | undefined {
+  const chain: string[] = [];
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    chain.unshift(dir);
+    if (dirname(dir) === dir) break;
+  }
+  const allowed = (at: string, bit: number) => {
+    const stat = statSync(at);
+    const shift = stat.uid === uid ? 6 : stat.gid === gid ? 3 : 0;
+    return { ok: ((stat.mode >> shift) & bit) !== 0, mode: (stat.mode & 0o7777).toString(8) };
+  };
+  for (const dir of chain) {
+    const { ok, mode } = allowed(dir, 1);
+    if (!ok) return { path: dir, mode: mode.padStart(4, "0") };
+  }
+  const { ok, mode } = allowed(path, 4);
+  return ok ? undefined : { path, mode: mode.padStart(4, "0") };
+}
+
+/**
+ * Why the index Job's `buildfarm assemble`, run as UID 65532 from this checkout, could not load
+ * src/cli.ts or its node_modules, in one line; undefined when it can.
+ */
+export function checkoutUnreachable(repoRoot: string): string | undefined {
+  const needed = [join(repoRoot, "src", "cli.ts"), join(repoRoot, "package.json")];
+  try {
+    needed.push(join(realpathSync(join(repoRoot, "node_modules")), ".package-lock.json"));
+  } catch {
+    // no node_modules: npm ci has not run, and nothing else would work either
+  }
+  for (const path of needed) {
+    let blocked: ReturnType<typeof unreachableFor>;
+    try {
+      blocked = unreachableFor(path, OPERATOR_UID, OPERATOR_UID);
+    } catch {
+      continue;
+    }
+    if (blocked)
+      return `the index Job runs buildfarm assemble as UID ${OPERATOR_UID} from this checkout, and ${blocked.path} is mode ${blocked.mode} (it needs o+x; clone into a directory others can enter)`;
+  }
+  return undefined;
+}
+
 /** Whether the aarch64 binfmt handler is registered (linux/arm64 RUN steps under QEMU). */
 export function hasArm64Emulation(): boolean {
   if (process.arch === "arm64") return true;
@@ -116,6 +173,7 @@ export function buildkitOrSkip(
   if (!reason && needs.root && process.getuid?.() !== 0)
     reason = "not root: the pods run as their own UIDs (1000 and 65532), which needs root";
   if (!reason) reason = subordinateIdsMissing();
+  if (!reason && needs.root) reason = checkoutUnreachable(REPO_ROOT);
   if (!reason && needs.arm64 && !hasArm64Emulation())
     reason =
       "no aarch64 binfmt handler for linux/arm64 RUN steps (run ../shared/buildkit/setup.sh)";

@@ -216,25 +216,95 @@ export const poddisruptionbudgets: Strategy = {
   },
 };
 
-/** metav1.MicroTime marshals with exactly six fractional digits. */
-function microTime(value: unknown): unknown {
+const RFC3339_MICRO = "2006-01-02T15:04:05.000000Z07:00";
+const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})/;
+const ZONE = /^(?:Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * metav1.MicroTime's UnmarshalJSON: Go's time.Parse with RFC3339Micro, whose ".000000" takes
+ * exactly six fractional digits; the error is time.ParseError's text. Returns the value as the
+ * server re-encodes it (UTC), or the error.
+ */
+export function parseMicroTime(value: unknown): { value: unknown } | { error: string } {
+  if (value === null || value === undefined) return { value };
+  if (typeof value !== "string")
+    return { error: "json: cannot unmarshal into Go value of type string" };
+  const fail = (rest: string, layout: string) => ({
+    error: `parsing time ${JSON.stringify(value)} as "${RFC3339_MICRO}": cannot parse ${JSON.stringify(rest)} as "${layout}"`,
+  });
+  const head = DATE_TIME.exec(value);
+  if (!head) return fail(value, "2006");
+  const rest = value.slice(head[0].length);
+  const fraction = /^\.\d{6}/.exec(rest);
+  if (!fraction) return fail(rest, ".000000");
+  const zone = rest.slice(7);
+  if (!ZONE.test(zone)) return fail(zone, "Z07:00");
+  const millis = Date.parse(`${head[0]}${zone}`);
+  if (Number.isNaN(millis)) return fail(value, "2006");
+  return { value: new Date(millis).toISOString().replace(/\.\d{3}Z$/, `${fraction[0]}Z`) };
+}
+
+/** metav1.Time: any RFC 3339 value decodes, and it is re-encoded in whole seconds (UTC). */
+function truncateTime(value: unknown): unknown {
   if (typeof value !== "string") return value;
-  const match = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?Z$/.exec(value);
-  if (!match) return value;
-  return `${match[1]}.${(match[2] ?? "").padEnd(6, "0").slice(0, 6)}Z`;
+  const millis = Date.parse(value);
+  if (!DATE_TIME.test(value) || Number.isNaN(millis)) return value;
+  return new Date(millis).toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+/** Decodes the MicroTime fields at `paths` (dotted) in place; the first error, if any. */
+function decodeMicroTimes(object: Obj, paths: string[]): string | undefined {
+  for (const path of paths) {
+    const parts = path.split(".");
+    let parent: Obj | undefined = object;
+    for (const part of parts.slice(0, -1))
+      parent = isObject(parent?.[part]) ? (parent[part] as Obj) : undefined;
+    const key = parts.at(-1)!;
+    if (!parent || parent[key] === undefined) continue;
+    const decoded = parseMicroTime(parent[key]);
+    if ("error" in decoded) return decoded.error;
+    parent[key] = decoded.value;
+  }
+  return undefined;
 }
 
 export const leases: Strategy = {
-  defaults(object) {
-    const spec = child(object, "spec");
-    for (const field of ["acquireTime", "renewTime"])
-      if (spec[field] !== undefined) spec[field] = microTime(spec[field]);
+  decode: (object) => decodeMicroTimes(object as Obj, ["spec.acquireTime", "spec.renewTime"]),
+  validate(object) {
+    // ValidateLeaseSpec.
+    const spec = obj(object.spec);
+    const errors: FieldError[] = [];
+    const duration = spec.leaseDurationSeconds;
+    if (typeof duration === "number" && duration <= 0)
+      errors.push(invalidValue("spec.leaseDurationSeconds", duration, "must be greater than 0"));
+    const transitions = spec.leaseTransitions;
+    if (typeof transitions === "number" && transitions < 0)
+      errors.push(
+        invalidValue("spec.leaseTransitions", transitions, "must be greater than or equal to 0"),
+      );
+    return errors;
   },
 };
 
 export const eventsV1: Strategy = {
-  defaults(object) {
-    if (object.eventTime !== undefined) object.eventTime = microTime(object.eventTime);
+  decode: (object) =>
+    decodeMicroTimes(object as Obj, ["eventTime", "series.lastObservedTime"]) ??
+    coreTimes(object as Obj),
+};
+
+/** events.k8s.io/v1 deprecatedFirstTimestamp/deprecatedLastTimestamp are metav1.Time. */
+function coreTimes(object: Obj): undefined {
+  for (const key of ["deprecatedFirstTimestamp", "deprecatedLastTimestamp"])
+    if (object[key] !== undefined) object[key] = truncateTime(object[key]);
+  return undefined;
+}
+
+export const events: Strategy = {
+  decode(object) {
+    const record = object as Obj;
+    for (const key of ["firstTimestamp", "lastTimestamp"])
+      if (record[key] !== undefined) record[key] = truncateTime(record[key]);
+    return decodeMicroTimes(record, ["eventTime", "series.lastObservedTime"]);
   },
 };
 

@@ -4,6 +4,7 @@
 // a built-in object is stored as sent.
 import {
   configmaps,
+  events,
   eventsV1,
   leases,
   namespaces,
@@ -17,7 +18,12 @@ import { pods } from "./pods.ts";
 import type { Strategy } from "./strategy.ts";
 import { deployments, jobs, replicasets, statefulsets } from "./workloads.ts";
 
-export { validateName, validateObjectMeta, validateObjectMetaUpdate } from "./meta.ts";
+export {
+  pruneObjectMeta,
+  validateName,
+  validateObjectMeta,
+  validateObjectMetaUpdate,
+} from "./meta.ts";
 export type { Strategy, StrategyContext } from "./strategy.ts";
 export { JOB_LABELS } from "./workloads.ts";
 
@@ -34,6 +40,7 @@ export const STRATEGIES: Record<string, Strategy> = {
   persistentvolumeclaims,
   "poddisruptionbudgets.policy": poddisruptionbudgets,
   "leases.coordination.k8s.io": leases,
+  events,
   "events.events.k8s.io": eventsV1,
   nodes,
 };

@@ -22,6 +22,30 @@ const LABEL_VALUE_MESSAGE =
 const QUALIFIED_NAME_MESSAGE =
   "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
 
+/** The fields of metav1.ObjectMeta; the decoder drops any other key of `metadata`. */
+const OBJECT_META_FIELDS = new Set([
+  "name",
+  "generateName",
+  "namespace",
+  "selfLink",
+  "uid",
+  "resourceVersion",
+  "generation",
+  "creationTimestamp",
+  "deletionTimestamp",
+  "deletionGracePeriodSeconds",
+  "labels",
+  "annotations",
+  "ownerReferences",
+  "finalizers",
+  "managedFields",
+]);
+
+/** Drops unknown metadata fields, as decoding into ObjectMeta (or CRD pruning) does. */
+export function pruneObjectMeta(meta: Record<string, unknown>): void {
+  for (const key of Object.keys(meta)) if (!OBJECT_META_FIELDS.has(key)) delete meta[key];
+}
+
 export function validateName(
   name: string,
   rule: ResourceInfo["nameRule"],

@@ -9,6 +9,11 @@ export interface StrategyContext {
 }
 
 export interface Strategy {
+  /**
+   * What decoding the JSON into the Go type does: normalizes the fields it re-encodes (times)
+   * and returns the decoder's error for a value it cannot parse, undefined when it decodes.
+   */
+  decode?(object: KubeObject): string | undefined;
   /** Defaults applied to every write, as decoding a request body does. */
   defaults?(object: KubeObject): void;
   /** PrepareForCreate: server-owned fields of a new object (status is reset before). */
