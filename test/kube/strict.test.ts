@@ -229,7 +229,7 @@ describe("expired history at a realistic rate", () => {
           const event = JSON.parse(first) as { type: string; object: { code?: number } };
           return event.type === "ERROR" ? event.object : undefined;
         },
-        { timeout: 20_000, interval: 100 },
+        { timeout: 60_000, interval: 100 },
       );
       expect(status.code).toBe(410);
     } finally {
@@ -261,7 +261,7 @@ describe("expired history at a realistic rate", () => {
           await response.text();
           return response.status === 410 ? response.status : undefined;
         },
-        { timeout: 20_000, interval: 100 },
+        { timeout: 60_000, interval: 100 },
       );
       expect(code).toBe(410);
     } finally {

@@ -32,20 +32,20 @@ function watch(onEvent: (event: WatchEvent<{ metadata?: { name?: string } }>) =>
 describe("a watch whose headers have not arrived", () => {
   it("closes when asked, before any response", async () => {
     const { close, done } = watch(() => {});
-    await kube.waitFor(() => kube.watches.list().length === 1, { timeout: 10_000 });
+    await kube.waitFor(() => kube.watches.list().length === 1);
     (await close)();
     const error = await done;
     expect((error as Error).name).toBe("AbortError");
-    await kube.waitFor(() => kube.watches.list().length === 0, { timeout: 10_000 });
+    await kube.waitFor(() => kube.watches.list().length === 0);
   });
 
   it("delivers the first event with the headers, and the ones after", async () => {
     const names: string[] = [];
     const { close } = watch((event) => names.push(event.object.metadata?.name ?? ""));
-    await kube.waitFor(() => kube.watches.list().length === 1, { timeout: 10_000 });
+    await kube.waitFor(() => kube.watches.list().length === 1);
     kube.store.create("configmaps", { metadata: { name: "first", namespace: "default" } });
     kube.store.create("configmaps", { metadata: { name: "second", namespace: "default" } });
-    await kube.waitFor(() => names.length === 2, { timeout: 10_000 });
+    await kube.waitFor(() => names.length === 2);
     expect(names).toEqual(["first", "second"]);
     (await close)();
   });
