@@ -227,10 +227,15 @@ describe("a controller on the runtime, against test/kube", () => {
       const { port } = manager.healthAddress;
       expect(port).toBeGreaterThan(0);
       await expect(fetch(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
-      // The informer stopped trying: no list request after a while.
+      // The informer stopped trying: after a while, no list request but the one that may have
+      // been on its way when it gave up (the log has a request once it is answered, and a busy
+      // machine can answer that one late). A retrying informer (backoff from 200 ms, doubling)
+      // would list three times in these 4 s.
       const mark = kube.requestLog.mark();
-      await new Promise((resolve) => setTimeout(resolve, 1500));
-      expect(kube.requestLog.since(mark).filter((r) => r.resource === "configmaps")).toEqual([]);
+      await new Promise((resolve) => setTimeout(resolve, 4000));
+      expect(
+        kube.requestLog.since(mark).filter((r) => r.resource === "configmaps").length,
+      ).toBeLessThanOrEqual(1);
     } finally {
       fail();
     }
@@ -321,12 +326,15 @@ describe("leader election between two instances", () => {
 
     await a.stop();
     // Released, so b need not wait out the lease duration: it takes over at its next retry.
-    // The Lease lasts a minute, so only the release explains a takeover within 20 s, however
+    // The Lease lasts a minute, so only the release explains a takeover within 30 s, however
     // slow a busy machine makes the retries.
     await kube.waitFor(() => b.isLeader, { timeout: 30_000, message: "b leads" });
     await core.createNamespacedConfigMap({ namespace: "default", body: source("two") });
-    await kube.waitFor(() => copyOf("two"));
-    expect(records.some((r) => r.instance === "b" && r.key === "default/two")).toBe(true);
+    // The copy is written inside the reconcile, and the record made when it returns.
+    await kube.waitFor(() => records.some((r) => r.instance === "b" && r.key === "default/two"), {
+      message: "b reconciled default/two",
+    });
+    expect(copyOf("two")).toBeDefined();
     assertNoOverlap(records);
   });
 
