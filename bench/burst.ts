@@ -50,8 +50,12 @@ export interface BurstResult {
   floorWrites: number;
 }
 
-const POOLS = ["farm-a", "farm-b"];
-const poolOf = (index: number) => POOLS[index % POOLS.length] as string;
+/** Pools of 1,000 slots per architecture, enough for every build at once (at least two). */
+const poolsFor = (builds: number) =>
+  Array.from(
+    { length: Math.max(2, Math.ceil(builds / 1000)) },
+    (_, i) => `farm-${String.fromCharCode(97 + i)}`,
+  );
 
 type Json = Record<string, unknown>;
 
@@ -97,6 +101,8 @@ async function operatorRun(
   seeds: KubeObject[][];
 }> {
   const cluster = await startBenchCluster();
+  const POOLS = poolsFor(builds);
+  const poolOf = (index: number) => POOLS[index % POOLS.length] as string;
   try {
     await cluster.kube.call("holdAll", true);
     const operator = await cluster.startOperator({
@@ -173,6 +179,8 @@ async function floorRun(
   Pick<BurstResult, "floorMs" | "floorCpuSeconds" | "floorKubeCpuSeconds" | "floorWrites">
 > {
   const cluster = await startBenchCluster();
+  const POOLS = poolsFor(builds);
+  const poolOf = (index: number) => POOLS[index % POOLS.length] as string;
   try {
     await cluster.kube.call("holdAll", true);
     const [pools, secrets] = seeds as [KubeObject[], KubeObject[]];
@@ -227,6 +235,11 @@ async function floorRun(
   } finally {
     await cluster.stop();
   }
+}
+
+/** The operator's side of the burst alone (the growth lines: CPU per build at each size). */
+export async function operatorBurst(builds: number, workers: number, inFlight = 32) {
+  return (await operatorRun(builds, workers, inFlight)).result;
 }
 
 export async function burst(builds: number, workers: number, inFlight = 32): Promise<BurstResult> {

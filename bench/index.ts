@@ -10,11 +10,14 @@
 // Prints one table and writes it to bench/results.md with the machine it ran on.
 //
 //   npm run bench [-- --quick]       (--quick: small numbers, for trying the harness)
+//   npm run bench -- --growth        (the growth lines: the operator's burst CPU per build and its
+//                                     memory per cached build at 500, 2,000 and 8,000 builds)
 import { execFileSync } from "node:child_process";
 import { cpus, freemem, loadavg, totalmem } from "node:os";
-import { burst } from "./burst.ts";
+import { burst, operatorBurst } from "./burst.ts";
 import { startBenchCluster } from "./cluster.ts";
 import { atRest, happyPath, latency } from "./happy.ts";
+import { createBuilds } from "./measure.ts";
 import { memory } from "./memory.ts";
 import { writeResults } from "./results-file.ts";
 import { routingTable } from "./routing-table.ts";
@@ -45,6 +48,11 @@ const log = (text: string) =>
 
 const machineBefore = machine();
 const started = Date.now();
+
+if (process.argv.includes("--growth")) {
+  await growth();
+  process.exit(0);
+}
 
 log("routing model");
 const routing = routingTable();
@@ -168,3 +176,57 @@ if (!QUICK) {
   log(`written to ${writeResults("bench", text)}`);
 }
 process.exit(0);
+
+/**
+ * How cost grows: for 500, 2,000 and 8,000 builds, the operator's CPU per build in a burst
+ * and its memory with that many finished builds cached; the slope between the sizes says
+ * whether it is linear and, carried on, what 20,000 builds would need.
+ */
+async function growth(): Promise<void> {
+  const sizes = QUICK ? [100, 200, 400] : [500, 2000, 8000];
+  log("growth: a finished build to copy");
+  const cluster = await startBenchCluster();
+  await cluster.startOperator({ identity: "bench-growth" });
+  await cluster.createPool("farm", { maxConcurrentBuilds: 1000 });
+  await cluster.waitForPoolReady("farm");
+  await createBuilds(cluster, ["happy-0"], () => "farm", 1);
+  await cluster.kube.waitPhases(["happy-0"]);
+  const template = await cluster.kube.buildObjects("happy-0");
+  await cluster.stop();
+  const lines: string[] = [];
+  const points: { builds: number; cpuMs: number; rss: number; live: number }[] = [];
+  for (const builds of sizes) {
+    log(`growth: burst of ${builds}, load average ${loadavg()[0]?.toFixed(2)}`);
+    const run = await operatorBurst(builds, WORKERS);
+    log(`growth: memory with ${builds}`);
+    const mem = await memory(template, builds);
+    const cpuMs = (run.operatorCpuSeconds * 1000) / builds;
+    points.push({ builds, cpuMs, rss: mem.rssAtRest, live: mem.liveHeap });
+    lines.push(
+      `- **${builds} builds**: burst CPU **${cpuMs.toFixed(1)} ms per build** (${run.operatorCpuSeconds.toFixed(1)} s, ${run.reconciles} reconciles, ${(run.operatorMs / 1000).toFixed(1)} s wall); cached: RSS **${mem.rssAtRest} MiB**, live heap ${mem.liveHeap} MiB (${mem.jobs} Jobs, ${mem.pods} pods, ${mem.secrets} client Secrets), ${((mem.rssAtRest * 1024) / builds).toFixed(0)} KiB RSS per build; load average ${loadavg()
+        .map((load) => load.toFixed(2))
+        .join(" ")}`,
+    );
+  }
+  const first = points[0] as (typeof points)[number];
+  const last = points.at(-1) as (typeof points)[number];
+  const perBuild = (key: "rss" | "live") =>
+    ((last[key] - first[key]) * 1024) / (last.builds - first.builds);
+  const at20k = (key: "rss" | "live") =>
+    Math.round(last[key] + ((20_000 - last.builds) * perBuild(key)) / 1024);
+  lines.push(
+    `- **Slope ${first.builds} → ${last.builds}**: ${perBuild("rss").toFixed(1)} KiB RSS and ${perBuild("live").toFixed(1)} KiB live heap per cached build; CPU per build ${first.cpuMs.toFixed(1)} → ${last.cpuMs.toFixed(1)} ms. Carried on to **20,000 builds**: RSS about ${at20k("rss")} MiB, live heap about ${at20k("live")} MiB, burst CPU about ${((last.cpuMs * 20_000) / 1000).toFixed(0)} s if the per-build cost stays at ${last.cpuMs.toFixed(1)} ms.`,
+  );
+  const minutes = ((Date.now() - started) / 60_000).toFixed(1);
+  const text = `## Growth
+
+\`npm run bench -- --growth${QUICK ? " --quick" : ""}\` on ${new Date().toISOString().slice(0, 10)}, ${minutes} minutes. Each size: a burst of that many two-platform builds (operator only, as in (a)), then the operator started on that many finished builds as in (c).
+
+- Machine before: ${machineBefore}
+- Machine after: ${machine()}
+
+${lines.join("\n")}
+`;
+  process.stdout.write(`\n${text}\n`);
+  if (!QUICK) log(`written to ${writeResults("bench:growth", text)}`);
+}

@@ -35,7 +35,11 @@ export interface MemoryResult {
   writesOnStart: number;
 }
 
-export async function memory(template: BuildObjects, builds: number): Promise<MemoryResult> {
+export async function memory(
+  template: BuildObjects,
+  builds: number,
+  nodeArgs: string[] = [],
+): Promise<MemoryResult> {
   const cluster = await startBenchCluster({
     controllers: { jobs: false, kubelet: false, scheduler: false },
   });
@@ -71,7 +75,12 @@ export async function memory(template: BuildObjects, builds: number): Promise<Me
     const diagnostics = mkdtempSync(join(tmpdir(), "buildfarm-heap-"));
     const operatorStart = cluster.startOperator({
       identity: "bench-memory",
-      nodeArgs: ["--trace-gc", "--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${diagnostics}`],
+      nodeArgs: [
+        ...nodeArgs,
+        "--trace-gc",
+        "--heapsnapshot-signal=SIGUSR2",
+        `--diagnostic-dir=${diagnostics}`,
+      ],
     });
     const operator = await operatorStart;
     // Every build reconciled once and nothing queued.
