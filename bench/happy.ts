@@ -12,6 +12,7 @@ import type { RequestRecord } from "../test/kube/index.ts";
 import type { BenchCluster } from "./cluster.ts";
 import {
   byVerb,
+  cpuSeconds,
   createBuilds,
   isEvent,
   isLease,
@@ -51,6 +52,9 @@ export interface LatencyResult {
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
+  /** CPU seconds per wall second over the rounds: a process near 1 holds a core and sets the pace. */
+  operatorCores: number;
+  kubeCores: number;
 }
 
 const round = (value: number, digits = 2) => Math.round(value * 10 ** digits) / 10 ** digits;
@@ -125,6 +129,9 @@ export async function latency(
 ): Promise<LatencyResult> {
   const created = new Map<string, number>();
   await cluster.kube.call("trackJobs", "lat-");
+  const operatorPid = cluster.operator?.pid as number;
+  const cpu = { operator: cpuSeconds(operatorPid), kube: cpuSeconds(cluster.kube.pid) };
+  const started = Date.now();
   let present: Record<string, number> = {};
   try {
     for (let r = 0; r < rounds; r++) {
@@ -141,6 +148,8 @@ export async function latency(
   } finally {
     present = await cluster.kube.call<Record<string, number>>("jobTimes", "lat-");
   }
+  const wallSeconds = (Date.now() - started) / 1000;
+  const cores = (seconds: number) => Math.round((seconds / wallSeconds) * 100) / 100;
   const samples = [...created].map(([name, at]) => (present[name] ?? Number.NaN) - at);
   if (samples.some(Number.isNaN)) throw new Error("a build's Jobs were never seen");
   return {
@@ -149,5 +158,7 @@ export async function latency(
     p50Ms: Math.round(percentile(samples, 50)),
     p99Ms: Math.round(percentile(samples, 99)),
     maxMs: Math.round(Math.max(...samples)),
+    operatorCores: cores(cpuSeconds(operatorPid) - cpu.operator),
+    kubeCores: cores(cpuSeconds(cluster.kube.pid) - cpu.kube),
   };
 }
