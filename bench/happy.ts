@@ -12,6 +12,7 @@ import type { RequestRecord } from "../test/kube/index.ts";
 import type { BenchCluster } from "./cluster.ts";
 import {
   byVerb,
+  cpuSeconds,
   createBuilds,
   isEvent,
   isLease,
@@ -20,7 +21,6 @@ import {
   operatorRequests,
   percentile,
   sleep,
-  whenPhases,
 } from "./measure.ts";
 
 export interface HappyResult {
@@ -52,27 +52,30 @@ export interface LatencyResult {
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
+  /** CPU seconds per wall second over the rounds: a process near 1 holds a core and sets the pace. */
+  operatorCores: number;
+  kubeCores: number;
 }
 
 const round = (value: number, digits = 2) => Math.round(value * 10 ** digits) / 10 ** digits;
 
 export async function happyPath(cluster: BenchCluster, builds: number): Promise<HappyResult> {
-  const log = cluster.kube.requestLog;
+  const kube = cluster.kube;
   // One build first, uncounted: the first certificate issued warms the crypto code paths.
   await createBuilds(cluster, ["warmup"], () => "farm", 1);
-  await whenPhases(cluster, ["warmup"]);
+  await kube.waitPhases(["warmup"]);
   await sleep(1000);
-  const mark = log.mark();
+  const mark = await kube.mark();
   const started = performance.now();
   for (let i = 0; i < builds; i++) {
     const name = `happy-${i}`;
     await createBuilds(cluster, [name], () => "farm", 1);
-    await whenPhases(cluster, [name]);
+    await kube.waitPhases([name]);
   }
   const elapsed = performance.now() - started;
   // Events are written in the background; let the last ones land.
   await sleep(1500);
-  const records = operatorRequests(log.since(mark)).filter((record) => !isLease(record));
+  const records = operatorRequests(await kube.since(mark)).filter((record) => !isLease(record));
   const counted = records.filter((record) => !isEvent(record));
   const ok = (record: RequestRecord) => record.code < 300;
   const perBuild = Object.fromEntries(
@@ -96,12 +99,11 @@ export async function atRest(
 ): Promise<RestResult> {
   const operator = cluster.operator;
   if (!operator) throw new Error("no operator");
-  const log = cluster.kube.requestLog;
   const before = await metric(operator, "controller_runtime_reconcile_total");
-  const mark = log.mark();
+  const mark = await cluster.kube.mark();
   await sleep(restMs);
   const after = await metric(operator, "controller_runtime_reconcile_total");
-  const records = operatorRequests(log.since(mark));
+  const records = operatorRequests(await cluster.kube.since(mark));
   const writes = records.filter((r) => isWrite(r) && !isLease(r));
   return {
     seconds: restMs / 1000,
@@ -117,7 +119,8 @@ export async function atRest(
 /**
  * Rounds of `inFlight` builds created at once (that many create requests in flight); each
  * build's latency runs from its create's response to the moment its second platform Job is
- * in the store. Each round waits for the previous one to finish.
+ * in the store (both clocks are the epoch's: the API server runs in a process of its own).
+ * Each round waits for the previous one to finish.
  */
 export async function latency(
   cluster: BenchCluster,
@@ -125,18 +128,11 @@ export async function latency(
   inFlight: number,
 ): Promise<LatencyResult> {
   const created = new Map<string, number>();
-  /** When each build's second platform Job appeared. */
-  const present = new Map<string, number>();
-  const jobs = new Map<string, number>();
-  const stop = cluster.kube.store.onChange((event, info) => {
-    if (info.resource !== "jobs" || event.type !== "ADDED") return;
-    const name = event.object.metadata.name as string;
-    const build = name.replace(/-(amd64|arm64)$/, "");
-    if (build === name || !build.startsWith("lat-")) return;
-    const seen = (jobs.get(build) ?? 0) + 1;
-    jobs.set(build, seen);
-    if (seen === 2) present.set(build, performance.now());
-  });
+  await cluster.kube.call("trackJobs", "lat-");
+  const operatorPid = cluster.operator?.pid as number;
+  const cpu = { operator: cpuSeconds(operatorPid), kube: cpuSeconds(cluster.kube.pid) };
+  const started = Date.now();
+  let present: Record<string, number> = {};
   try {
     for (let r = 0; r < rounds; r++) {
       const names = Array.from({ length: inFlight }, (_, i) => `lat-${r}-${i}`);
@@ -145,14 +141,16 @@ export async function latency(
         names,
         () => "farm",
         inFlight,
-        (name, at) => created.set(name, at),
+        (name) => created.set(name, Date.now()),
       );
-      await whenPhases(cluster, names);
+      await cluster.kube.waitPhases(names);
     }
   } finally {
-    stop();
+    present = await cluster.kube.call<Record<string, number>>("jobTimes", "lat-");
   }
-  const samples = [...created].map(([name, at]) => (present.get(name) ?? Number.NaN) - at);
+  const wallSeconds = (Date.now() - started) / 1000;
+  const cores = (seconds: number) => Math.round((seconds / wallSeconds) * 100) / 100;
+  const samples = [...created].map(([name, at]) => (present[name] ?? Number.NaN) - at);
   if (samples.some(Number.isNaN)) throw new Error("a build's Jobs were never seen");
   return {
     samples: samples.length,
@@ -160,5 +158,7 @@ export async function latency(
     p50Ms: Math.round(percentile(samples, 50)),
     p99Ms: Math.round(percentile(samples, 99)),
     maxMs: Math.round(Math.max(...samples)),
+    operatorCores: cores(cpuSeconds(operatorPid) - cpu.operator),
+    kubeCores: cores(cpuSeconds(cluster.kube.pid) - cpu.kube),
   };
 }

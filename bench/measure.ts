@@ -1,5 +1,7 @@
 // Small measuring helpers for the benchmark: the operator's requests from test/kube's request
-// log, its metrics, percentiles, and waiting on store events without polling.
+// log, its metrics, CPU and RSS of a process from /proc, and percentiles.
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import type { RequestRecord } from "../test/kube/index.ts";
 import { metricSample, type OperatorProcess } from "../test/support/operator-process.ts";
 import { type BenchCluster, BUILDS } from "./cluster.ts";
@@ -44,46 +46,27 @@ export async function metric(
   return metricSample(await operator.metrics(), name, labels) ?? 0;
 }
 
-/** Resolves when every build named has reached one of `phases` (from the store's events). */
-export function whenPhases(
-  cluster: BenchCluster,
-  names: readonly string[],
-  phases: readonly string[] = ["Succeeded"],
-  timeout = 600_000,
-): Promise<void> {
-  const left = new Set(names);
-  const check = (object: { metadata?: { name?: string }; status?: { phase?: string } }) => {
-    if (phases.includes(object.status?.phase ?? "")) left.delete(object.metadata?.name ?? "");
-  };
-  for (const name of names) {
-    const current = cluster.kube.store.get("imagebuilds.buildfarm.dev", "builds", name);
-    if (current) check(current as never);
-  }
-  return new Promise((resolve, reject) => {
-    if (left.size === 0) {
-      resolve();
-      return;
-    }
-    const timer = setTimeout(
-      () =>
-        reject(
-          new Error(
-            `${left.size} builds did not reach ${phases.join("|")} in ${timeout} ms: ${[...left].slice(0, 5).join(", ")}`,
-          ),
-        ),
-      timeout,
-    );
-    const stop = cluster.kube.store.onChange((event, info) => {
-      if (info.resource !== "imagebuilds" || event.type === "DELETED") return;
-      check(event.object as never);
-      if (left.size === 0) {
-        clearTimeout(timer);
-        stop();
-        resolve();
-      }
-    });
-  });
+/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command (in parentheses, which may hold spaces): utime is the 14th, stime the 15th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
+
+/** Resident set size of a process in bytes, from /proc/<pid>/status (VmRSS). */
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN) * 1024;
+}
+
+const CLOCK_TICKS = (() => {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
 
 /** Creates the builds through the API server with `inFlight` requests at a time. */
 export async function createBuilds(

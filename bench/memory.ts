@@ -3,27 +3,19 @@
 // The objects are copies of one real finished build of the happy path (its ImageBuild with
 // status, client Secret, two platform Jobs with their full pod templates, their two pods with
 // specs and termination messages), renamed and given fresh uids, seeded into a fresh test/kube
-// with the Jobs controller and kubelet off (nothing moves). Index Jobs are left out, so the Jobs
+// (in its own process, bench/kube-host.ts) with the Jobs controller and kubelet off (nothing moves). Index Jobs are left out, so the Jobs
 // are the issue's 10,000 (2 per build); with them there would be 15,000. The operator starts on
 // them as a child process; its heap and RSS are read from its own /metrics (prom-client's
 // default process metrics), every 250 ms from its start, then for 10 s once every build has
 // been reconciled and its queue is empty; last, the live heap: a heap snapshot is asked for
 // (SIGUSR2) and the full GC it starts with, printed by --trace-gc, says what is left.
-import { randomUUID } from "node:crypto";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { KubeObject } from "../test/kube/index.ts";
-import { NS, startBenchCluster } from "./cluster.ts";
+import { waitFor } from "../test/kube/wait.ts";
+import { startBenchCluster } from "./cluster.ts";
+import type { BuildObjects } from "./kube-host.ts";
 import { isLease, isWrite, metric, mib, operatorRequests, sleep } from "./measure.ts";
-
-export interface BuildObjects {
-  name: string;
-  build: KubeObject;
-  secret: KubeObject;
-  jobs: KubeObject[];
-  pods: KubeObject[];
-}
 
 export interface MemoryResult {
   builds: number;
@@ -43,68 +35,23 @@ export interface MemoryResult {
   writesOnStart: number;
 }
 
-/** The objects of one finished build in `store`, to be copied. */
-export function buildObjects(
-  store: {
-    get(resource: string, namespace: string, name: string): unknown;
-    objects(resource: string, namespace: string): unknown[];
-  },
-  name: string,
-): BuildObjects {
-  const jobs = ["amd64", "arm64"].map(
-    (slug) => store.get("jobs.batch", NS, `${name}-${slug}`) as KubeObject,
-  );
-  const jobUids = new Set(jobs.map((job) => job.metadata.uid));
-  const pods = (store.objects("pods", NS) as KubeObject[]).filter((pod) =>
-    (pod.metadata.ownerReferences ?? []).some((ref) => jobUids.has(ref.uid)),
-  );
-  return {
-    name,
-    build: store.get("imagebuilds.buildfarm.dev", NS, name) as KubeObject,
-    secret: store.get("secrets", NS, `${name}-buildkit-client`) as KubeObject,
-    jobs,
-    pods,
-  };
-}
-
-/** A copy of the template's objects for build `name`, with fresh uids. */
-function copyOf(template: BuildObjects, name: string): BuildObjects {
-  let text = JSON.stringify(template);
-  const objects = [template.build, template.secret, ...template.jobs, ...template.pods];
-  for (const object of objects) {
-    const uid = object.metadata.uid as string;
-    text = text.replaceAll(uid, randomUUID());
-  }
-  text = text
-    .replaceAll(`"${template.name}`, `"${name}`)
-    .replaceAll(`/${template.name}`, `/${name}`);
-  const copy = JSON.parse(text) as BuildObjects;
-  for (const object of [copy.build, copy.secret, ...copy.jobs, ...copy.pods])
-    delete object.metadata.resourceVersion;
-  return { ...copy, name };
-}
-
-export async function memory(template: BuildObjects, builds: number): Promise<MemoryResult> {
+export async function memory(
+  template: BuildObjects,
+  builds: number,
+  nodeArgs: string[] = [],
+): Promise<MemoryResult> {
   const cluster = await startBenchCluster({
     controllers: { jobs: false, kubelet: false, scheduler: false },
   });
   try {
     await cluster.createPool("farm", { maxConcurrentBuilds: 1000 });
-    const store = cluster.kube.store;
-    let counts = { jobs: 0, pods: 0, secrets: 0 };
-    for (let i = 0; i < builds; i++) {
-      const copy = copyOf(template, `mem-${i}`);
-      store.seed("imagebuilds.buildfarm.dev", copy.build);
-      store.seed("secrets", copy.secret);
-      for (const job of copy.jobs) store.seed("jobs.batch", job);
-      for (const pod of copy.pods) store.seed("pods", pod);
-      counts = {
-        jobs: counts.jobs + copy.jobs.length,
-        pods: counts.pods + copy.pods.length,
-        secrets: counts.secrets + 1,
-      };
-    }
-    const mark = cluster.kube.requestLog.mark();
+    const counts = await cluster.kube.call<{ jobs: number; pods: number; secrets: number }>(
+      "seedCopies",
+      template,
+      "mem-",
+      builds,
+    );
+    const mark = await cluster.kube.mark();
     const started = performance.now();
     let heapPeak = 0;
     let rssPeak = 0;
@@ -128,11 +75,16 @@ export async function memory(template: BuildObjects, builds: number): Promise<Me
     const diagnostics = mkdtempSync(join(tmpdir(), "buildfarm-heap-"));
     const operatorStart = cluster.startOperator({
       identity: "bench-memory",
-      nodeArgs: ["--trace-gc", "--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${diagnostics}`],
+      nodeArgs: [
+        ...nodeArgs,
+        "--trace-gc",
+        "--heapsnapshot-signal=SIGUSR2",
+        `--diagnostic-dir=${diagnostics}`,
+      ],
     });
     const operator = await operatorStart;
     // Every build reconciled once and nothing queued.
-    await cluster.kube.waitFor(
+    await waitFor(
       async () =>
         (await metric(operator, "controller_runtime_reconcile_total", {
           controller: "imagebuild",
@@ -164,16 +116,15 @@ export async function memory(template: BuildObjects, builds: number): Promise<Me
     const live = Number(/-> ([0-9.]+) \(/.exec(fullGc.msg)?.[1]);
     const keep = process.env.BENCH_KEEP_HEAP_SNAPSHOT === "1";
     if (keep) {
-      await cluster.kube.waitFor(
-        () => readdirSync(diagnostics).some((f) => f.endsWith(".heapsnapshot")),
-        { timeout: 120_000 },
-      );
+      await waitFor(() => readdirSync(diagnostics).some((f) => f.endsWith(".heapsnapshot")), {
+        timeout: 120_000,
+      });
       await sleep(20_000);
       process.stderr.write(`heap snapshot in ${diagnostics}\n`);
     }
     await operator.kill("SIGKILL");
     if (!keep) rmSync(diagnostics, { recursive: true, force: true });
-    const writes = operatorRequests(cluster.kube.requestLog.since(mark)).filter(
+    const writes = operatorRequests(await cluster.kube.since(mark)).filter(
       (record) =>
         isWrite(record) &&
         !isLease(record) &&

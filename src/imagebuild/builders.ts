@@ -21,8 +21,14 @@ import {
 
 /** Builder pods by `<pool namespace>/<pool>/<arch>`. */
 export const BY_BUILDERS = "builders";
-/** Unfinished platform Jobs by the builders they use: `<pool namespace>/<pool>/<arch>`. */
+/**
+ * Unfinished platform Jobs by the builder pod they were routed to:
+ * `<pool namespace>/<pool>/<arch>/<pod>` (routeKey). Counting one pod's builds is then a set's
+ * size, not a pass over every running Job of the architecture for each reconcile.
+ */
 export const BY_ROUTE = "route";
+
+export const routeKey = (architecture: string, pod: string) => `${architecture}/${pod}`;
 
 export const architectureKey = (namespace: string, pool: string, arch: string) =>
   `${namespace}/${pool}/${arch}`;
@@ -39,7 +45,7 @@ export function indexBuilderPods(pods: Informer<V1Pod>): void {
 }
 
 /**
- * The index of unfinished platform Jobs by the pool architecture they build on. Finished ones
+ * The index of unfinished platform Jobs by the builder pod they were routed to. Finished ones
  * leave it (the informer indexes each version anew), so routing reads what runs, not every
  * Job kept until its build's TTL.
  */
@@ -47,11 +53,12 @@ export function indexPlatformJobs(jobs: Informer<V1Job>): void {
   jobs.addIndex(BY_ROUTE, (job) => {
     const labels = job.metadata?.labels ?? {};
     if (labels[LABELS.component] !== COMPONENTS.build) return [];
-    if (isFinished(observeJob(job, []))) return [];
+    const pod = job.metadata?.annotations?.[ANNOTATIONS.builderPod];
     const pool = labels[LABELS.pool];
     const arch = labels[LABELS.arch];
+    if (!pod || !pool || !arch || isFinished(observeJob(job, []))) return [];
     const namespace = labels[LABELS.poolNamespace] ?? job.metadata?.namespace ?? "";
-    return pool && arch ? [architectureKey(namespace, pool, arch)] : [];
+    return [routeKey(architectureKey(namespace, pool, arch), pod)];
   });
 }
 
@@ -91,12 +98,8 @@ export function builderPodsOf(
   expected: readonly string[] = [],
 ): BuilderPod[] {
   const key = architectureKey(pool.namespace, pool.name, arch);
-  const running = new Map<string, number>();
-  for (const job of caches.jobs.byIndex(BY_ROUTE, key)) {
-    const pod = job.metadata?.annotations?.[ANNOTATIONS.builderPod];
-    if (pod) running.set(pod, (running.get(pod) ?? 0) + 1);
-  }
-  for (const pod of expected) running.set(pod, (running.get(pod) ?? 0) + 1);
+  const expectedOn = new Map<string, number>();
+  for (const pod of expected) expectedOn.set(pod, (expectedOn.get(pod) ?? 0) + 1);
   const headless = headlessServiceName(pool.name, arch);
   return caches.pods
     .byIndex(BY_BUILDERS, key)
@@ -116,7 +119,8 @@ export function builderPodsOf(
         ready: isReadyBuilder(pod),
         ...(target ? { host: target.host } : {}),
         ...(target?.serverName ? { serverName: target.serverName } : {}),
-        running: running.get(name) ?? 0,
+        running:
+          caches.jobs.countByIndex(BY_ROUTE, routeKey(key, name)) + (expectedOn.get(name) ?? 0),
       };
     })
     .sort((a, b) => a.name.localeCompare(b.name));

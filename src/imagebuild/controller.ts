@@ -111,9 +111,11 @@ export class BuildReconciler {
     const raw = this.status.current(namespace, name);
     if (!raw) return undefined;
     const now = this.now();
+    // Each version is validated once (the queues keep the result by object); only one that
+    // failed is parsed again here, for the problems to report.
     let build: ImageBuild;
     try {
-      build = parseImageBuild(raw);
+      build = this.queues.parsed(raw) ?? parseImageBuild(raw);
     } catch (error) {
       if (error instanceof SpecError) return this.status.reportInvalid(raw, error, now);
       throw error;

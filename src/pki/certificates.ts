@@ -3,7 +3,27 @@
 // Every function takes `now`, so tests and renewal decisions are deterministic.
 import { createHash, X509Certificate as NodeCertificate, randomBytes } from "node:crypto";
 import { isIP } from "node:net";
-import { generateKeyPair, keyMatchesCertificate, PrivateKey, SIGNING_ALGORITHM } from "./keys.ts";
+import {
+  bits,
+  certificateParts,
+  octets,
+  oid,
+  positiveInteger,
+  publicKeyBits,
+  sequence,
+  TAG,
+  time,
+  tlv,
+  utf8,
+} from "./der.ts";
+import {
+  generateKeyObjects,
+  generateKeyPair,
+  keyMatchesCertificate,
+  PrivateKey,
+  SIGNING_ALGORITHM,
+} from "./keys.ts";
+import { pemEncode } from "./pem.ts";
 import { x509 } from "./x509.ts";
 
 export const HOUR_MS = 3_600_000;
@@ -161,40 +181,144 @@ export function loadCertificateAuthority(certPem: string, keyPem: string): Certi
   return { certPem: certificate.toString(), key };
 }
 
-async function issue(
+/** Non-secret facts of a CA certificate a leaf needs, parsed once per CA (certificates are public). */
+const caFacts = new Map<string, { subject: Uint8Array; keyId: Uint8Array; notAfter: Date }>();
+
+function factsOf(caPem: string) {
+  let facts = caFacts.get(caPem);
+  if (!facts) {
+    const certificate = new NodeCertificate(caPem);
+    const parts = certificateParts(new Uint8Array(certificate.raw));
+    facts = {
+      subject: parts.subject,
+      keyId: keyIdentifier(parts.publicKey),
+      notAfter: certificate.validToDate,
+    };
+    // A handful of pools per operator; the bound only keeps a CA rotation loop from growing it.
+    if (caFacts.size >= 256) caFacts.clear();
+    caFacts.set(caPem, facts);
+  }
+  return facts;
+}
+
+/** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits (as @peculiar/x509 does for the CA). */
+const keyIdentifier = (publicKey: Uint8Array) =>
+  new Uint8Array(createHash("sha1").update(publicKey).digest());
+
+const OID = {
+  ecdsaWithSha256: "1.2.840.10045.4.3.2",
+  commonName: "2.5.4.3",
+  basicConstraints: "2.5.29.19",
+  keyUsage: "2.5.29.15",
+  subjectKeyIdentifier: "2.5.29.14",
+  authorityKeyIdentifier: "2.5.29.35",
+  extendedKeyUsage: "2.5.29.37",
+  subjectAltName: "2.5.29.17",
+  serverAuth: "1.3.6.1.5.5.7.3.1",
+  clientAuth: "1.3.6.1.5.5.7.3.2",
+} as const;
+
+function extension(id: string, critical: boolean, value: Uint8Array): Uint8Array {
+  return sequence(
+    oid(id),
+    ...(critical ? [tlv(TAG.boolean, Uint8Array.of(0xff))] : []),
+    octets(value),
+  );
+}
+
+/** A subjectAltName's GeneralName: dNSName [2] or iPAddress [7], both implicit. */
+type AltName = { type: "dns" | "ip"; value: string };
+
+function ipBytes(ip: string): Uint8Array {
+  if (isIP(ip) === 4) return Uint8Array.from(ip.split(".").map(Number));
+  // IPv6: expand "::", and a trailing dotted IPv4 part into two groups.
+  let text = ip;
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (v4) {
+    const [a, b, c, d] = (v4[1] as string).split(".").map(Number) as [
+      number,
+      number,
+      number,
+      number,
+    ];
+    text = `${text.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = "", tail] = text.split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail ? tail.split(":") : [];
+  const groups =
+    tail === undefined
+      ? left
+      : [...left, ...Array(8 - left.length - right.length).fill("0"), ...right];
+  const bytes = new Uint8Array(16);
+  groups.forEach((group, i) => {
+    const value = Number.parseInt(group, 16);
+    bytes[2 * i] = value >> 8;
+    bytes[2 * i + 1] = value & 0xff;
+  });
+  return bytes;
+}
+
+/**
+ * A leaf certificate signed by `ca`: the TBSCertificate is encoded here (src/pki/der.ts) and
+ * signed with Node's crypto, each with a fresh P-256 key. The extensions are those a leaf always
+ * had: basicConstraints CA:false and keyUsage digitalSignature (both critical), subject and
+ * authority key identifiers, the extended key usage, and for servers the subjectAltName.
+ */
+function issue(
   ca: CertificateAuthority,
   subject: string,
-  extensions: x509.Extension[],
+  usage: "serverAuth" | "clientAuth",
+  altNames: readonly AltName[],
   now: Date,
   validForMs: number,
-): Promise<IssuedCertificate> {
-  const caCertificate = new x509.X509Certificate(ca.certPem);
-  const { notBefore, notAfter } = validityWindow(now, validForMs, caCertificate.notAfter);
+): IssuedCertificate {
+  const facts = factsOf(ca.certPem);
+  const { notBefore, notAfter } = validityWindow(now, validForMs, facts.notAfter);
   if (notAfter.getTime() <= now.getTime()) {
-    throw new Error(`the CA expired at ${caCertificate.notAfter.toISOString()}; renew it first`);
+    throw new Error(`the CA expired at ${facts.notAfter.toISOString()}; renew it first`);
   }
-  const keys = await generateKeyPair();
+  const keys = generateKeyObjects();
+  const spki = new Uint8Array(keys.publicKey.export({ type: "spki", format: "der" }));
   const serial = serialNumber();
-  const certificate = await x509.X509CertificateGenerator.create({
-    serialNumber: serial,
-    subject: [{ CN: [subject] }],
-    issuer: caCertificate.subject,
-    notBefore,
-    notAfter,
-    publicKey: keys.publicKey,
-    signingKey: await ca.key.signingKey(),
-    signingAlgorithm: SIGNING_ALGORITHM,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-      await x509.AuthorityKeyIdentifierExtension.create(caCertificate.publicKey),
-      ...extensions,
-    ],
-  });
+  const algorithm = sequence(oid(OID.ecdsaWithSha256));
+  const extensions = [
+    extension(OID.basicConstraints, true, sequence()),
+    // digitalSignature is bit 0: one byte, 7 unused bits.
+    extension(OID.keyUsage, true, tlv(TAG.bitString, Uint8Array.of(7, 0x80))),
+    extension(OID.subjectKeyIdentifier, false, octets(keyIdentifier(publicKeyBits(spki)))),
+    extension(OID.authorityKeyIdentifier, false, sequence(tlv(0x80, facts.keyId))),
+    extension(OID.extendedKeyUsage, false, sequence(oid(OID[usage]))),
+    ...(altNames.length > 0
+      ? [
+          extension(
+            OID.subjectAltName,
+            false,
+            sequence(
+              ...altNames.map((name) =>
+                name.type === "dns"
+                  ? tlv(0x82, Buffer.from(name.value, "ascii"))
+                  : tlv(0x87, ipBytes(name.value)),
+              ),
+            ),
+          ),
+        ]
+      : []),
+  ];
+  const tbs = sequence(
+    tlv(0xa0, tlv(TAG.integer, Uint8Array.of(2))), // v3
+    positiveInteger(Buffer.from(serial, "hex")),
+    algorithm,
+    facts.subject,
+    sequence(time(notBefore), time(notAfter)),
+    sequence(tlv(TAG.set, sequence(oid(OID.commonName), utf8(subject)))),
+    spki,
+    tlv(0xa3, sequence(...extensions)),
+  );
+  const certificate = sequence(tbs, algorithm, bits(ca.key.sign(tbs)));
   return {
-    certPem: certificate.toString("pem"),
-    key: await PrivateKey.fromCryptoKey(keys.privateKey),
+    certPem: pemEncode("CERTIFICATE", certificate),
+    key: PrivateKey.fromKeyObject(keys.privateKey),
     caPem: ca.certPem,
     serialNumber: serial,
     notBefore,
@@ -223,12 +347,10 @@ export async function issueServerCertificate(
   return issue(
     ca,
     options.commonName,
+    "serverAuth",
     [
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      new x509.SubjectAlternativeNameExtension([
-        ...options.dnsNames.map((value) => ({ type: "dns" as const, value })),
-        ...ips.map((value) => ({ type: "ip" as const, value })),
-      ]),
+      ...options.dnsNames.map((value) => ({ type: "dns" as const, value })),
+      ...ips.map((value) => ({ type: "ip" as const, value })),
     ],
     options.now,
     options.validForMs ?? SERVER_VALIDITY_MS,
@@ -247,7 +369,8 @@ export async function issueClientCertificate(
   return issue(
     ca,
     options.commonName,
-    [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])],
+    "clientAuth",
+    [],
     options.now,
     options.validForMs ?? CLIENT_VALIDITY_MS,
   );

@@ -4,7 +4,9 @@
 import {
   createPrivateKey,
   createPublicKey,
+  generateKeyPairSync,
   type KeyObject,
+  sign,
   webcrypto,
   X509Certificate,
 } from "node:crypto";
@@ -48,6 +50,17 @@ export class PrivateKey {
     return PrivateKey.fromPem(pemEncode("PRIVATE KEY", pkcs8));
   }
 
+  /** Wraps a key this package generated (ECDSA P-256, see generateKeyObjects). */
+  static fromKeyObject(key: KeyObject): PrivateKey {
+    const pkcs8 = key.export({ type: "pkcs8", format: "der" });
+    return new PrivateKey(pemEncode("PRIVATE KEY", new Uint8Array(pkcs8)), key);
+  }
+
+  /** An ECDSA SHA-256 signature of `data` (DER, as X.509 carries it). */
+  sign(data: Uint8Array): Uint8Array {
+    return new Uint8Array(sign("sha256", data, this.#key));
+  }
+
   /** The PKCS#8 PEM text, for a Secret's data. Never log or return it anywhere else. */
   exportPem(): string {
     return this.#pem;
@@ -80,6 +93,11 @@ export class PrivateKey {
 /** A fresh ECDSA P-256 key pair. */
 export async function generateKeyPair(): Promise<webcrypto.CryptoKeyPair> {
   return webcrypto.subtle.generateKey(EC_ALGORITHM, true, ["sign", "verify"]);
+}
+
+/** A fresh ECDSA P-256 key pair as Node KeyObjects (synchronous: about 0.1 ms of CPU). */
+export function generateKeyObjects(): { privateKey: KeyObject; publicKey: KeyObject } {
+  return generateKeyPairSync("ec", { namedCurve: "prime256v1" });
 }
 
 /** True when `key` is the private half of the certificate's public key. */

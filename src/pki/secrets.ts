@@ -1,6 +1,7 @@
 // The data maps of the Secrets that carry certificates, in the layouts naming.ts fixes: the CA
 // Secret (ca.crt, ca.key) and kubernetes.io/tls Secrets (tls.crt, tls.key, ca.crt) for the
 // builders and for each build. Values are base64, as a Secret's `data` holds them.
+import { createHash } from "node:crypto";
 import { CA_KEYS, TLS_KEYS } from "../naming.ts";
 import {
   type CertificateAuthority,
@@ -37,13 +38,29 @@ export function tlsSecretData(issued: IssuedCertificate): SecretData {
  * missing, unreadable or the key does not match the certificate.
  */
 export function readCaSecret(data: SecretData | undefined): CertificateAuthority {
-  const certPem = decode(data, CA_KEYS.cert);
-  const keyPem = decode(data, CA_KEYS.key);
-  if (certPem === undefined || keyPem === undefined) {
+  const certData = data?.[CA_KEYS.cert];
+  const keyData = data?.[CA_KEYS.key];
+  if (certData === undefined || keyData === undefined) {
     throw new Error(`the CA Secret must hold ${CA_KEYS.cert} and ${CA_KEYS.key}`);
   }
-  return loadCertificateAuthority(certPem, keyPem);
+  // Every build reads its pool's CA Secret anew (Secrets are never cached whole), and parsing
+  // and checking the key was a quarter of a build's CPU. The loaded CA is kept by a digest of
+  // the Secret's two entries, so a rotated or replaced CA (other bytes) is loaded and checked
+  // again, and the cache keeps no Secret text of its own.
+  const digest = createHash("sha256").update(certData).update("\0").update(keyData).digest("hex");
+  const known = loadedCas.get(digest);
+  if (known) return known;
+  const ca = loadCertificateAuthority(
+    Buffer.from(certData, "base64").toString("utf8"),
+    Buffer.from(keyData, "base64").toString("utf8"),
+  );
+  // A few pools per operator: the bound only stops a rotation loop from growing it.
+  if (loadedCas.size >= 64) loadedCas.clear();
+  loadedCas.set(digest, ca);
+  return ca;
 }
+
+const loadedCas = new Map<string, CertificateAuthority>();
 
 export interface StoredTls {
   certPem?: string;

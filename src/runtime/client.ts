@@ -12,7 +12,7 @@ import {
   RequestContext,
   type V1Status,
 } from "@kubernetes/client-node";
-import { fetch } from "undici";
+import { type Dispatcher, fetch, request as undiciRequest } from "undici";
 
 export interface ResourceType {
   group: string;
@@ -255,24 +255,37 @@ export class KubeClient {
     const started = performance.now();
     let code = 0;
     try {
-      const response = await fetch(url, {
-        method,
-        headers,
-        dispatcher: this.dispatcherOf(context),
-        body: options.body === undefined ? undefined : JSON.stringify(options.body),
-        ...(this.requestTimeoutMs ? { signal: AbortSignal.timeout(this.requestTimeoutMs) } : {}),
-      });
-      code = response.status;
-      const text = await response.text();
-      if (response.ok && options.text) return text as T;
+      // undici's request(), not fetch(): the same connection pool without the WHATWG streams,
+      // Headers and Request objects, which were a third of the CPU of each request in a burst.
+      const signal = this.requestTimeoutMs ? AbortSignal.timeout(this.requestTimeoutMs) : undefined;
+      let response: Dispatcher.ResponseData;
+      let text: string;
+      try {
+        response = await undiciRequest(url, {
+          method,
+          headers,
+          dispatcher: this.dispatcherOf(context) as Dispatcher | undefined,
+          body: options.body === undefined ? null : JSON.stringify(options.body),
+          ...(signal ? { signal } : {}),
+        });
+        code = response.statusCode;
+        text = await response.body.text();
+      } catch (error) {
+        // As fetch() failed: a timeout is the signal's reason, a network failure a TypeError
+        // (callers retry those; see commands/logs.ts).
+        if (signal?.aborted) throw signal.reason;
+        throw new TypeError("fetch failed", { cause: error });
+      }
+      const ok = code >= 200 && code < 300;
+      if (ok && options.text) return text as T;
       let parsed: unknown;
       try {
         parsed = text ? (JSON.parse(text) as unknown) : undefined;
       } catch {
         parsed = undefined;
       }
-      if (!response.ok) {
-        const retryAfter = Number(response.headers.get("retry-after")) || undefined;
+      if (!ok) {
+        const retryAfter = Number(response.headers["retry-after"]) || undefined;
         const status =
           (parsed as Partial<V1Status> | undefined)?.kind === "Status"
             ? (parsed as Partial<V1Status>)

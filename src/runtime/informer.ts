@@ -117,6 +117,11 @@ export class Informer<T extends KubernetesObject> {
     return out;
   }
 
+  /** How many objects byIndex(name, value) would return, without building the list. */
+  countByIndex(name: string, value: string): number {
+    return this.indexes.get(name)?.get(value)?.size ?? 0;
+  }
+
   get size(): number {
     return this.store.size;
   }

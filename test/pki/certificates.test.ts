@@ -96,6 +96,38 @@ describe("the buildkitd server certificate", async () => {
     expect(cert.checkHost(host) !== undefined).toBe(valid);
   });
 
+  it("carries IPv4 and IPv6 addresses as iPAddress names", async () => {
+    const withIps = await issueServerCertificate(ca, {
+      commonName: "s",
+      dnsNames: ["pool.ns.svc"],
+      ipAddresses: ["10.244.1.7", "fd00::1", "2001:db8:0:0:1:0:0:1", "::ffff:10.0.0.1"],
+      now: NOW,
+    });
+    const parsed = new X509Certificate(withIps.certPem);
+    expect(parsed.subjectAltName).toBe(
+      "DNS:pool.ns.svc, IP Address:10.244.1.7, IP Address:FD00:0:0:0:0:0:0:1, IP Address:2001:DB8:0:0:1:0:0:1, IP Address:0:0:0:0:0:FFFF:A00:1",
+    );
+    expect(parsed.checkIP("fd00::1")).toBe("fd00::1");
+  });
+
+  it("has the leaf extensions: CA:false and digitalSignature (critical), key identifiers chaining to the CA", () => {
+    const parsed = new x509.X509Certificate(server.certPem);
+    const constraints = parsed.getExtension(x509.BasicConstraintsExtension);
+    expect(constraints?.ca).toBe(false);
+    expect(constraints?.critical).toBe(true);
+    const usages = parsed.getExtension(x509.KeyUsagesExtension);
+    expect(usages?.usages).toBe(x509.KeyUsageFlags.digitalSignature);
+    expect(usages?.critical).toBe(true);
+    const authority = parsed.getExtension(x509.AuthorityKeyIdentifierExtension);
+    const caKeyId = new x509.X509Certificate(ca.certPem).getExtension(
+      x509.SubjectKeyIdentifierExtension,
+    )?.keyId;
+    expect(authority?.keyId).toBe(caKeyId);
+    expect(parsed.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId).toMatch(
+      /^[0-9a-f]{40}$/,
+    );
+  });
+
   it("never outlives its CA", async () => {
     const late = new Date(caCert.validToDate.getTime() - 10 * DAY_MS);
     const short = await issueServerCertificate(ca, { commonName: "s", dnsNames: names, now: late });
@@ -147,6 +179,14 @@ describe("a build's client certificate", async () => {
     await expect(
       issueClientCertificate(ca, { commonName: "x", now: NOW, validForMs: 10 }),
     ).rejects.toThrow(/at least a minute/);
+  });
+
+  it("has GeneralizedTime validity past 2049 (RFC 5280 4.1.2.5)", async () => {
+    const late = new Date("2049-12-31T12:00:00Z");
+    const longCa = await createCertificateAuthority({ commonName: "ca", now: late });
+    const issued = await issueClientCertificate(longCa, { commonName: "x", now: late });
+    expect(new X509Certificate(issued.certPem).validToDate).toEqual(issued.notAfter);
+    expect(issued.notAfter.getUTCFullYear()).toBe(2050);
   });
 
   it("cannot be issued by an expired CA", async () => {
