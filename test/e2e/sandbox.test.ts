@@ -273,13 +273,17 @@ describe.skipIf(!inputs)(SUITE, () => {
         let text = "";
         watch.stdout.on("data", (chunk: Buffer) => {
           text += chunk.toString("utf8");
-          if (/^hello\b/m.test(text)) resolve(text);
+          if (/^hello\b.*\n/m.test(text)) resolve(text);
         });
         watch.once("exit", (code) =>
           reject(new Error(`kubectl get ib -w exited ${code}: ${text}`)),
         );
       });
-      expect(row).toMatch(/^hello\b/m);
+      // The CRD's printer columns, printed on the server's side as kube-apiserver does.
+      expect(row).toMatch(/^NAME +PHASE +IMAGE +DIGEST +AGE$/m);
+      expect(row).toMatch(
+        new RegExp(`^hello +Succeeded +127\\.0\\.0\\.1:\\d+/hello +${found.index}`, "m"),
+      );
       watch.kill("SIGTERM");
 
       const server = new URL(
