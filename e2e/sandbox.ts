@@ -121,9 +121,17 @@ async function main(argv: string[]): Promise<number> {
     })();
     return stopping;
   };
+  let received = false;
   const interrupted = new Promise<number>((resolve) => {
+    // Every signal is handled, the second too: the pods' processes run in their own process
+    // groups, so a Ctrl-C reaches only this process, and dying mid-stop would orphan them.
     for (const signal of ["SIGINT", "SIGTERM"] as const)
-      process.once(signal, () => {
+      process.on(signal, () => {
+        if (received) {
+          say("still stopping (the builders get up to 10 s to exit)");
+          return;
+        }
+        received = true;
         process.stdout.write("\n");
         say(`${signal}: stopping everything the sandbox started`);
         void stopAll().then(() => resolve(130));
@@ -189,6 +197,7 @@ async function main(argv: string[]): Promise<number> {
       stops,
     );
     await progress.stop();
+    if (received) return 130; // the build's pods were stopped under it
 
     const build = await client.get<{ status?: BuildStatus } & { metadata: { name: string } }>(
       IMAGE_BUILD_RESOURCE,
@@ -252,7 +261,7 @@ async function main(argv: string[]): Promise<number> {
   let kept = false;
   try {
     const code = await Promise.race([run(), interrupted]);
-    return kept ? 0 : code;
+    return kept ? 0 : received ? 130 : code;
   } catch (error) {
     process.stderr.write(`sandbox: ${errorMessage(error)}\n`);
     return 1;

@@ -305,6 +305,25 @@ describe.skipIf(!inputs)(SUITE, () => {
   );
 
   it(
+    "stops everything it started when interrupted mid-build, and exits 130",
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), "buildfarm-sandbox-test-"));
+      dirs.push(dir);
+      const run = startSandbox(["--dir", dir]);
+      runs.push(run);
+      // buildctl of a platform is running: builders, Jobs, registry and git daemon are up.
+      await run.waitFor("[linux/arm64] #1 ");
+      const tree = processTree(run.child.pid as number);
+      expect(tree.size).toBeGreaterThanOrEqual(5);
+      run.child.kill("SIGINT");
+      expect(await run.exited, run.output()).toBe(130);
+      expect(run.output()).toContain("SIGINT: stopping everything the sandbox started");
+      expect([...tree].filter(([pid, start]) => alive(pid, start))).toEqual([]);
+    },
+    RUN_TIMEOUT,
+  );
+
+  it(
     "runs again: a second run builds and exits 0",
     async () => {
       const dir = mkdtempSync(join(tmpdir(), "buildfarm-sandbox-test-"));
