@@ -247,7 +247,12 @@ describe.skipIf(!inputs)(SUITE, () => {
       expect(output).toContain("==> Succeeded: 127.0.0.1:");
 
       const kubeconfig = join(dir, "kubeconfig");
-      const env = { ...process.env, KUBECONFIG: kubeconfig };
+      // A cache of its own: kubectl keeps discovery per host:port, and loopback ports are reused.
+      const env = {
+        ...process.env,
+        KUBECONFIG: kubeconfig,
+        KUBECACHEDIR: join(dir, "kubectl-cache"),
+      };
       const kubectl = (...args: string[]) => execFileAsync(layerBinary("kubectl"), args, { env });
       // A protobuf body (kubectl create namespace) and the CRs' printer and describe paths.
       await kubectl("create", "namespace", "from-kubectl");

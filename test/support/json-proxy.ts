@@ -350,6 +350,8 @@ export async function startJsonProxy(upstream: string): Promise<JsonProxy> {
           const includeObject = query.get("includeObject") ?? undefined;
           const { "content-length": _, ...answer } = response.headers;
           res.writeHead(200, { ...answer, "content-type": "application/json" });
+          // A watch is established once its headers arrive, before any event, as from the API server.
+          res.flushHeaders();
           tableAnswer(response, res, columns, {
             watch: query.get("watch") === "true" || query.get("watch") === "1",
             ...(includeObject ? { includeObject } : {}),

@@ -1,7 +1,7 @@
 // Server-side printing through the json-proxy: the real kubectl 1.33 against test/kube shows the
 // CRDs' printer columns for `get` and for each event of `get -w`, as against kube-apiserver.
 import { execFile, spawn } from "node:child_process";
-import { writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -79,6 +79,7 @@ describe("kubectl get through the json-proxy", () => {
   let kube: Kube;
   let proxy: JsonProxy;
   let env: NodeJS.ProcessEnv;
+  let cacheDir: string | undefined;
   const kubectl = (...args: string[]) => run(layerBinary("kubectl"), args, { env });
 
   beforeAll(async () => {
@@ -96,7 +97,9 @@ describe("kubectl get through the json-proxy", () => {
         "current-context": "k",
       }),
     );
-    env = { ...process.env, KUBECONFIG: kubeconfig };
+    // A cache of its own: kubectl keeps discovery per host:port, and loopback ports are reused.
+    cacheDir = await mkdtemp(join(tmpdir(), "kubectl-cache-"));
+    env = { ...process.env, KUBECONFIG: kubeconfig, KUBECACHEDIR: cacheDir };
     kube.store.create("imagebuilds.buildfarm.dev", {
       apiVersion: "buildfarm.dev/v1alpha1",
       kind: "ImageBuild",
@@ -113,6 +116,7 @@ describe("kubectl get through the json-proxy", () => {
   afterAll(async () => {
     await proxy?.stop();
     await kube?.stop();
+    if (cacheDir) await rm(cacheDir, { recursive: true, force: true });
   });
 
   it("shows the CRD's columns, and the wide ones with -o wide", async () => {
@@ -128,20 +132,33 @@ describe("kubectl get through the json-proxy", () => {
   });
 
   it("prints each change of a watch as a row with the new values", async () => {
-    const watch = spawn(layerBinary("kubectl"), ["get", "ib", "-w"], { env });
+    // -v=6 logs each request on stderr: what a failure below shows beside the output.
+    const watch = spawn(layerBinary("kubectl"), ["get", "ib", "-w", "-v=6"], { env });
     let text = "";
-    const seen = (pattern: RegExp) =>
-      new Promise<void>((resolve, reject) => {
-        const check = () => pattern.test(text) && resolve();
-        watch.stdout.on("data", (chunk: Buffer) => {
-          text += chunk.toString("utf8");
-          check();
-        });
-        watch.once("exit", (code) => reject(new Error(`kubectl exited ${code}: ${text}`)));
-        check();
-      });
+    let log = "";
+    let exited: number | null | undefined;
+    watch.stdout.on("data", (chunk: Buffer) => {
+      text += chunk.toString("utf8");
+    });
+    watch.stderr.on("data", (chunk: Buffer) => {
+      log += chunk.toString("utf8");
+    });
+    watch.once("exit", (code) => {
+      exited = code;
+    });
+    const seen = async (pattern: RegExp) => {
+      try {
+        await kube.waitFor(() => pattern.test(text) || exited !== undefined, { timeout: 60_000 });
+      } catch {
+        // the deadline: reported below with what kubectl printed
+      }
+      if (!pattern.test(text))
+        throw new Error(
+          `kubectl get ib -w (exit ${exited}) printed no line matching ${pattern}:\n${text}\n--- its log ---\n${log}`,
+        );
+    };
     try {
-      await seen(/^app-1 /m);
+      await seen(/^app-1 .*\n/m);
       kube.store.mutate(
         "imagebuilds.buildfarm.dev",
         "apps",
@@ -155,5 +172,5 @@ describe("kubectl get through the json-proxy", () => {
     } finally {
       watch.kill("SIGTERM");
     }
-  });
+  }, 90_000);
 });
