@@ -18,9 +18,9 @@
 // The table goes to stdout and into bench/results.md between its bench:buildkit markers.
 import { cpus, loadavg, totalmem } from "node:os";
 import { imageBuild, type RealCluster, startRealCluster } from "../test/buildkit/cluster.ts";
-import { busyboxDebs, startGitServer } from "../test/buildkit/fixtures.ts";
 import { build, replaceBuilders } from "../test/buildkit/steps.ts";
 import type { KubeObject } from "../test/kube/index.ts";
+import { busyboxDebs, startGitServer } from "../test/local-cluster/index.ts";
 import { buildkitOrSkip } from "../test/support/buildkit.ts";
 import { writeResults } from "./results-file.ts";
 

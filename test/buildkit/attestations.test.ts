@@ -7,9 +7,9 @@
 // test/imagebuild/supply-chain.test.ts and test/registry/assemble.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { KubeObject } from "../kube/index.ts";
+import { getBlob, getManifest, tagList } from "../local-cluster/index.ts";
 import { inspectRaw } from "../support/registry.ts";
 import { imageBuild, type RealCluster, realClusterInputs, startRealCluster } from "./cluster.ts";
-import { getBlob, getManifest, tagList } from "./registry.ts";
 import { type BuildStatus, buildPods, explain, runBuild, sleep, waitForBuilders } from "./steps.ts";
 
 const SUITE = "spec.attestations with real BuildKit (test/buildkit/attestations)";

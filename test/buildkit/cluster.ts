@@ -1,33 +1,27 @@
-// A test cluster where builds are real: test/kube's API server and simulated control plane,
-// whose kubelet runs builder pods, build Jobs and the index Job as real processes
-// (test/kube/sim/real), the operator in this process, a real registry, a registry proxy that
-// refuses cache manifests, the busybox base image and a git daemon serving the fixture
-// Dockerfiles. Shared by the tests in this directory and bench/buildkit.ts.
+// The tests' cluster where builds are real: test/local-cluster's (test/kube with real pods, a
+// real registry with the busybox base image, the operator in this process) plus a registry
+// proxy that refuses cache manifests, a build secret, the pool `farm` and a git daemon serving
+// the fixture Dockerfiles. Shared by the tests in this directory and bench/buildkit.ts.
 import { randomBytes } from "node:crypto";
-import { join } from "node:path";
-import { OPERATOR_POD_LABELS } from "../../src/builderpool/policy.ts";
-import { DEFAULT_OPERATOR_IMAGE, loadConfig } from "../../src/config.ts";
-import { type RunningOperator, startOperator } from "../../src/operator.ts";
-import { createLogger } from "../../src/runtime/log.ts";
-import { defaultExecutor, type Kube, type KubeObject, startKube } from "../kube/index.ts";
-import { RealPods } from "../kube/sim/real/executor.ts";
-import type { ClusterDns } from "../kube/sim/real/network.ts";
-import { type FaultyProxy, startFaultyProxy } from "../registry/proxy.ts";
-import { type BuildkitTools, buildkitOrSkip } from "../support/buildkit.ts";
-import { REPO_ROOT } from "../support/files.ts";
-import { type RunningRegistry, startRegistry } from "../support/registry.ts";
+import type { RunningOperator } from "../../src/operator.ts";
+import type { Kube, KubeObject } from "../kube/index.ts";
 import {
   type Arch,
-  busyboxDebs,
+  type BuildkitTools,
+  type ClusterDns,
   type GitServer,
-  pushBaseImage,
+  type ImageRun,
+  OPERATOR_NAMESPACE,
+  type RealPods,
+  type RunningRegistry,
   startGitServer,
-} from "./fixtures.ts";
-import { type ImageRun, pushedImageExecutor } from "./images.ts";
+  startInClusterOperator,
+  startLocalCluster,
+} from "../local-cluster/index.ts";
+import { type FaultyProxy, startFaultyProxy } from "../registry/proxy.ts";
 
+export { OPERATOR_NAMESPACE, realClusterInputs } from "../local-cluster/index.ts";
 export const POOL_NAMESPACE = "builders";
-/** Where the operator's pods would run; a stand-in pod there dials the builders for it. */
-export const OPERATOR_NAMESPACE = "buildfarm-system";
 export const BUILD_NAMESPACE = "apps";
 export const POOL = "farm";
 export const SECRET_NAME = "build-token";
@@ -76,23 +70,6 @@ export interface RealCluster {
   stop(): Promise<void>;
 }
 
-/**
- * What startRealCluster needs from this machine, or undefined after the one line saying why
- * `suite` skips (under CI a missing piece fails instead).
- */
-export async function realClusterInputs(
-  suite: string,
-): Promise<{ tools: BuildkitTools; debs: Record<Arch, string> } | undefined> {
-  const tools = buildkitOrSkip(suite, { arm64: true, root: true });
-  if (!tools) return undefined;
-  const debs = await busyboxDebs();
-  if (typeof debs !== "string") return { tools, debs };
-  const ci = process.env.CI;
-  if (ci && ci !== "false" && ci !== "0") throw new Error(`CI is set and ${suite}: ${debs}`);
-  process.stderr.write(`skipping ${suite}: ${debs}\n`);
-  return undefined;
-}
-
 export interface RealClusterOptions {
   replicas?: Partial<Record<Arch, number>>;
   logLevel?: string;
@@ -107,88 +84,24 @@ export async function startRealCluster(
   debs: Record<Arch, string>,
   options: RealClusterOptions = {},
 ): Promise<RealCluster> {
-  const stops: (() => Promise<unknown>)[] = [];
-  const stop = async () => {
-    for (const step of stops.reverse()) await step().catch(() => {});
-  };
+  const local = await startLocalCluster(tools, debs, {
+    namespaces: [POOL_NAMESPACE, BUILD_NAMESPACE, OPERATOR_NAMESPACE],
+    ...(options.clusterDns ? { clusterDns: options.clusterDns } : {}),
+  });
   try {
-    const registry = await startRegistry();
-    stops.push(() => registry.stop());
+    const { kube, registry, baseImage } = local;
     const refusing = await startFaultyProxy(registry.url, (method, path) =>
       method === "PUT" && /\/manifests\/buildcache/.test(path) ? { status: 403 } : undefined,
     );
-    stops.push(() => refusing.stop());
-    const baseImage = await pushBaseImage(registry, debs);
+    local.onStop(() => refusing.stop());
     const git = await startGitServer("app", dockerfiles(baseImage));
-    stops.push(() => git.stop());
-
-    // The images the builds push run too (a verify Job checks the image it built).
-    const pushed = pushedImageExecutor(registry, defaultExecutor);
-    const pods = new RealPods({
-      programs: {
-        buildkitd: tools.buildkitd,
-        buildctl: tools.buildctl,
-        rootlesskit: tools.rootlesskit,
-        cli: join(REPO_ROOT, "src", "cli.ts"),
-      },
-      operatorImage: DEFAULT_OPERATOR_IMAGE,
-      fallback: pushed.executor,
-      ...(options.clusterDns ? { clusterDns: options.clusterDns } : {}),
-    });
-    const kube = await startKube({
-      nodes: [
-        { name: "amd64-node", arch: "amd64" },
-        { name: "arm64-node", arch: "arm64" },
-      ],
-      namespaces: [POOL_NAMESPACE, BUILD_NAMESPACE, OPERATOR_NAMESPACE],
-      executor: pods.executor,
-      readiness: pods.readiness,
-      probePeriodMs: 200,
-    });
-    // Stopped in reverse: the kubelet first (its workers stop their containers and remove their
-    // sandboxes, and nothing restarts), then whatever process is still winding down.
-    stops.push(() => pods.stop());
-    stops.push(() => kube.stop());
-    const config = loadConfig(
-      [
-        "--leader-elect=false",
-        "--metrics-bind-address=0",
+    local.onStop(() => git.stop());
+    const operator = await startInClusterOperator(local, {
+      args: [
         `--log-level=${options.logLevel ?? "warn"}`,
-        `--operator-image=${DEFAULT_OPERATOR_IMAGE}`,
-        `--operator-namespace=${OPERATOR_NAMESPACE}`,
         `--builder-cache-interval=${options.builderCacheInterval ?? "2s"}`,
       ],
-      {},
-    );
-    // The operator runs in this process; what it dials goes through the cluster network as
-    // from one of its pods, with the labels the chart gives them, so the pools' NetworkPolicy
-    // must admit it (mapping 4).
-    const standIn = kube.store.create("pods", {
-      metadata: {
-        name: "operator",
-        namespace: OPERATOR_NAMESPACE,
-        labels: { ...OPERATOR_POD_LABELS },
-      },
-      spec: {
-        restartPolicy: "Always",
-        containers: [{ name: "operator", image: "stand-in.invalid/operator:1" }],
-      },
-    } as KubeObject);
-    const from = { podUid: standIn.metadata.uid ?? "", namespace: OPERATOR_NAMESPACE };
-    const operator = await startOperator(config, {
-      kubeConfig: kube.kubeConfig(),
-      log: createLogger({ level: config.logLevel }),
-      apiAttempts: 1,
-      hooks: {
-        resolveBuilder: async (ip, port) => {
-          const target = await pods.dialFrom(from, ip, port);
-          if (!target) throw new Error(`${ip}:${port} is no address in the cluster`);
-          const colon = target.lastIndexOf(":");
-          return { host: target.slice(0, colon), port: Number(target.slice(colon + 1)) };
-        },
-      },
     });
-    stops.push(() => operator.manager.stop());
 
     const secretValue = `bf-secret-${randomBytes(12).toString("hex")}`;
     kube.store.create("secrets", {
@@ -218,18 +131,18 @@ export async function startRealCluster(
     } as KubeObject);
     return {
       kube,
-      pods,
-      images: pushed.runs,
+      pods: local.pods,
+      images: local.images,
       operator,
       registry,
       refusing,
       git,
       baseImage,
       secretValue,
-      stop,
+      stop: local.stop,
     };
   } catch (error) {
-    await stop();
+    await local.stop();
     throw error;
   }
 }

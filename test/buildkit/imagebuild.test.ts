@@ -9,6 +9,7 @@ import { buildPodLabels, COMPONENTS } from "../../src/naming.ts";
 import { issueClientCertificate } from "../../src/pki/certificates.ts";
 import { readCaSecret, tlsSecretData } from "../../src/pki/secrets.ts";
 import type { KubeObject } from "../kube/index.ts";
+import { everyBlob, getManifest, imageFile, tagList } from "../local-cluster/index.ts";
 import { inspectRaw, listTags } from "../support/registry.ts";
 import {
   BUILD_NAMESPACE,
@@ -19,7 +20,6 @@ import {
   realClusterInputs,
   startRealCluster,
 } from "./cluster.ts";
-import { everyBlob, getManifest, imageFile, tagList } from "./registry.ts";
 import {
   type BuildStatus,
   builderPods,

@@ -5,9 +5,9 @@
 // name to look up) and checks the builder's real server certificate against the Service's name.
 // Its own cluster (two amd64 builders), since test/buildkit/imagebuild.test.ts's runs CoreDNS.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Arch, busyboxDebs } from "../local-cluster/index.ts";
 import { buildkitOrSkip } from "../support/buildkit.ts";
 import { imageBuild, POOL, POOL_NAMESPACE, type RealCluster, startRealCluster } from "./cluster.ts";
-import { type Arch, busyboxDebs } from "./fixtures.ts";
 import { builderPods, explain, histories, isReady, runBuild } from "./steps.ts";
 
 const SUITE = "routing by pod IP under kube-dns (test/buildkit)";

@@ -24,11 +24,17 @@ import { delimiter, dirname, join } from "node:path";
 import { BUILDER_PATHS, BUILDKIT_PORT } from "../../src/naming.ts";
 import { REPO_ROOT } from "./files.ts";
 
-const SETUP_BIN = "/tmp/buildfarm-buildkit-v0.24.0/bin";
-const UID = 1000;
+/** Where ../shared/buildkit/setup.sh puts the binaries: $BUILDKIT_HOME/bin, as it does. */
+export function setupBin(): string {
+  return join(process.env.BUILDKIT_HOME || "/tmp/buildfarm-buildkit-v0.24.0", "bin");
+}
+/** The UID rootless buildkitd runs as (the moby/buildkit rootless image's user). */
+export const BUILDKIT_UID = 1000;
+const UID = BUILDKIT_UID;
 
-function find(name: string): string | undefined {
-  const dirs = [process.env.BUILDKIT_BIN, ...(process.env.PATH ?? "").split(delimiter), SETUP_BIN];
+/** A program on BUILDKIT_BIN, PATH or setup.sh's directory, in that order. */
+export function findProgram(name: string): string | undefined {
+  const dirs = [process.env.BUILDKIT_BIN, ...(process.env.PATH ?? "").split(delimiter), setupBin()];
   for (const dir of dirs) {
     if (!dir) continue;
     const path = join(dir, name);
@@ -51,16 +57,16 @@ export interface BuildkitTools {
 
 /** The tools, or the one-line reason the real-BuildKit tests skip. */
 export function buildkitTools(): BuildkitTools | string {
-  const buildkitd = find("buildkitd");
-  const buildctl = find("buildctl");
+  const buildkitd = findProgram("buildkitd");
+  const buildctl = findProgram("buildctl");
   if (!buildkitd || !buildctl) {
     return "buildkitd/buildctl not found on BUILDKIT_BIN or PATH (run ../shared/buildkit/setup.sh)";
   }
-  const rootlesskit = find("rootlesskit");
-  if (!rootlesskit || !find("newuidmap")) return "rootlesskit/newuidmap not installed";
+  const rootlesskit = findProgram("rootlesskit");
+  if (!rootlesskit || !findProgram("newuidmap")) return "rootlesskit/newuidmap not installed";
   const uid = process.getuid?.() ?? -1;
   if (uid === 0) {
-    const setpriv = find("setpriv");
+    const setpriv = findProgram("setpriv");
     if (!setpriv) return "setpriv not found (needed to run buildkitd as UID 1000)";
     return { buildkitd, buildctl, rootlesskit, setpriv };
   }

@@ -12,8 +12,20 @@
 // `fieldValidation`, as kube-apiserver publishes since 1.27; kubectl checks Namespace's for
 // CRDs). Without it kubectl falls back to client-side validation with /openapi/v2, which
 // test/kube does not serve, and refuses to apply.
-import { createServer, request, type Server } from "node:http";
+//
+// And it prints custom resources on the server's side as kube-apiserver does: when kubectl asks
+// for a Table (`get`, `get -w`), the JSON test/kube answers (an object, a list, or each watch
+// event) becomes a Table of the CRD's printer columns (tables.ts), so `kubectl get ib` shows
+// PHASE, IMAGE, DIGEST rather than only NAME and AGE. Built-in kinds pass through untouched.
+import {
+  createServer,
+  type IncomingMessage,
+  request,
+  type Server,
+  type ServerResponse,
+} from "node:http";
 import type { AddressInfo } from "node:net";
+import { bodyToTable, customResourcePath, type PrinterColumn } from "./tables.ts";
 
 const MAGIC = Buffer.from([0x6b, 0x38, 0x73, 0x00]); // "k8s\0"
 
@@ -204,6 +216,69 @@ const OPENAPI_CORE = {
   },
 };
 
+/** The printer columns of a custom resource's version, read from its CRD; undefined for none. */
+async function printerColumns(
+  upstream: string,
+  resource: { group: string; version: string; plural: string },
+): Promise<PrinterColumn[] | undefined> {
+  try {
+    const response = await fetch(
+      new URL(
+        `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${resource.plural}.${resource.group}`,
+        upstream,
+      ),
+    );
+    if (!response.ok) return undefined;
+    const crd = (await response.json()) as {
+      spec?: { versions?: { name: string; additionalPrinterColumns?: PrinterColumn[] }[] };
+    };
+    const columns = crd.spec?.versions?.find(
+      (v) => v.name === resource.version,
+    )?.additionalPrinterColumns;
+    return columns?.length ? columns : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Writes the answer as a Table: the whole body, or each line of a watch as its event's Table. */
+function tableAnswer(
+  response: IncomingMessage,
+  res: ServerResponse,
+  columns: PrinterColumn[],
+  options: { watch: boolean; includeObject?: string },
+): void {
+  const convert = (body: Record<string, unknown>) =>
+    bodyToTable(body, columns, options.includeObject);
+  let pending = "";
+  response.setEncoding("utf8");
+  response.on("data", (text: string) => {
+    if (!options.watch) {
+      pending += text;
+      return;
+    }
+    pending += text;
+    const lines = pending.split("\n");
+    pending = lines.pop() ?? "";
+    for (const line of lines) {
+      if (!line.trim()) continue;
+      const event = JSON.parse(line) as { type: string; object: Record<string, unknown> };
+      // BOOKMARK and ERROR carry no row: passed on as they are.
+      const object =
+        event.type === "ADDED" || event.type === "MODIFIED" || event.type === "DELETED"
+          ? convert(event.object)
+          : event.object;
+      res.write(`${JSON.stringify({ type: event.type, object })}\n`);
+    }
+  });
+  response.on("end", () => {
+    if (!options.watch) res.end(JSON.stringify(convert(JSON.parse(pending))));
+    else res.end();
+  });
+  response.on("error", () => res.destroy());
+  res.on("close", () => response.destroy());
+}
+
 export interface JsonProxy {
   url: string;
   /** The protobuf requests it translated: `POST /api/v1/namespaces/x/secrets Secret`. */
@@ -225,9 +300,15 @@ export async function startJsonProxy(upstream: string): Promise<JsonProxy> {
     }
     const chunks: Buffer[] = [];
     req.on("data", (chunk: Buffer) => chunks.push(chunk));
-    req.on("end", () => {
+    req.on("end", async () => {
       let body = Buffer.concat(chunks);
       const headers = { ...req.headers };
+      const resource =
+        req.method === "GET" && String(headers.accept ?? "").includes("as=Table")
+          ? customResourcePath(path ?? "")
+          : undefined;
+      const columns = resource ? await printerColumns(upstream, resource) : undefined;
+      if (columns) headers.accept = "application/json";
       if (String(headers["content-type"] ?? "").includes("application/vnd.kubernetes.protobuf")) {
         try {
           const object = decodeKubeProtobuf(body);
@@ -260,8 +341,21 @@ export async function startJsonProxy(upstream: string): Promise<JsonProxy> {
           headers,
         },
         (response) => {
-          res.writeHead(response.statusCode ?? 502, response.headers);
-          response.pipe(res);
+          if (!columns || response.statusCode !== 200) {
+            res.writeHead(response.statusCode ?? 502, response.headers);
+            response.pipe(res);
+            return;
+          }
+          const query = new URL(req.url ?? "/", "http://proxy").searchParams;
+          const includeObject = query.get("includeObject") ?? undefined;
+          const { "content-length": _, ...answer } = response.headers;
+          res.writeHead(200, { ...answer, "content-type": "application/json" });
+          // A watch is established once its headers arrive, before any event, as from the API server.
+          res.flushHeaders();
+          tableAnswer(response, res, columns, {
+            watch: query.get("watch") === "true" || query.get("watch") === "1",
+            ...(includeObject ? { includeObject } : {}),
+          });
         },
       );
       upstreamRequest.on("error", () => res.destroy());
