@@ -17,7 +17,9 @@ import { examplePool } from "./fixtures.ts";
 import {
   cluster,
   createPool,
+  type Json,
   operator,
+  pool,
   poolSpec,
   ready,
   stopAll,
@@ -263,11 +265,8 @@ describe("the pool controller, when a node forbids user namespaces (test/kube)",
     // for one status that says both (the amd64 crash can be reported before the arm64 builder
     // has started; the simulated kubelet can also show the crashing pod ready for a moment).
     const arm64Reason = () =>
-      (
-        kube.store.get("builderpools.buildfarm.dev", "builders", "farm") as
-          | { status?: { architectures?: { name: string; conditions?: { reason: string }[] }[] } }
-          | undefined
-      )?.status?.architectures?.find((a) => a.name === "arm64")?.conditions?.[0]?.reason;
+      pool(kube, "farm")?.status?.architectures?.find((a: Json) => a.name === "arm64")
+        ?.conditions?.[0]?.reason;
     await kube.waitFor(
       () =>
         ready(kube, "farm")?.reason === "UserNamespacesUnavailable" &&
