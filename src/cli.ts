@@ -12,6 +12,7 @@ if (NODE_MAJOR < 24) {
 }
 
 const USAGE = `usage: buildfarm <command> [options]
+       buildfarm --version
 
 commands:
   operator [options]   run the controllers against the current kube context (--help for options)
@@ -35,8 +36,26 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   "cache-report": async () => (await import("./commands/cache-report.ts")).cacheReportCommand,
 };
 
+/**
+ * `buildfarm <version> (<revision>)`: package.json's version next to this script (the
+ * checkout's, or the image's /app/package.json) and the source revision the image was built
+ * from (BUILDFARM_REVISION, which the Dockerfile sets from its build argument).
+ */
+async function version(): Promise<string> {
+  const { readFile } = await import("node:fs/promises");
+  const manifest = JSON.parse(
+    await readFile(new URL("../package.json", import.meta.url), "utf8"),
+  ) as { version?: string };
+  const revision = process.env.BUILDFARM_REVISION || "unknown revision";
+  return `buildfarm ${manifest.version ?? "unknown"} (${revision})\n`;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
+  if (name === "--version" || name === "version") {
+    process.stdout.write(await version());
+    return 0;
+  }
   if (name === undefined || name === "help" || name === "--help" || name === "-h") {
     process.stdout.write(USAGE);
     return name === undefined ? 2 : 0;

@@ -11,6 +11,7 @@ import {
   type ClusterDns,
   type GitServer,
   type ImageRun,
+  type LocalCluster,
   OPERATOR_NAMESPACE,
   type RealPods,
   type RunningRegistry,
@@ -77,6 +78,11 @@ export interface RealClusterOptions {
   clusterDns?: ClusterDns;
   /** --builder-cache-interval (default 2s: the tests wait for the metric). */
   builderCacheInterval?: string;
+  /**
+   * The operator's --operator-image, made once the cluster's registry is up and before the
+   * operator starts (default: the chart's image, run from this checkout by the kubelet).
+   */
+  operatorImage?: (local: LocalCluster) => Promise<string>;
 }
 
 export async function startRealCluster(
@@ -96,10 +102,12 @@ export async function startRealCluster(
     local.onStop(() => refusing.stop());
     const git = await startGitServer("app", dockerfiles(baseImage));
     local.onStop(() => git.stop());
+    const operatorImage = options.operatorImage ? await options.operatorImage(local) : undefined;
     const operator = await startInClusterOperator(local, {
       args: [
         `--log-level=${options.logLevel ?? "warn"}`,
         `--builder-cache-interval=${options.builderCacheInterval ?? "2s"}`,
+        ...(operatorImage ? [`--operator-image=${operatorImage}`] : []),
       ],
     });
 

