@@ -414,6 +414,37 @@ export const verifySpec = z
   );
 export type VerifySpec = z.infer<typeof verifySpec>;
 
+/** What FROM may name: an image reference (node:24-bookworm-slim) or a stage name. */
+const CONTEXT_NAME = new RegExp(
+  `^(${IMAGE_REFERENCE.source.slice(1, -1)}|[A-Za-z0-9][A-Za-z0-9_.-]*)$`,
+);
+
+export const namedContext = z
+  .object({
+    name: z
+      .string()
+      .min(1)
+      .max(255)
+      .regex(CONTEXT_NAME, {
+        message:
+          "must be what the Dockerfile's FROM names: an image reference such as node:24-bookworm-slim or a stage name",
+      })
+      .describe("The name as the Dockerfile's FROM or COPY --from= writes it."),
+    image: z
+      .string()
+      .min(1)
+      .max(512)
+      .regex(IMAGE_REFERENCE, {
+        message:
+          "must be an image reference such as mirror.example.com/library/node@sha256:… (pin a digest for a reproducible build)",
+      })
+      .describe(
+        "The image the name resolves to; pulled by the builder, so a plain-HTTP registry must be in the pool's spec.registries.",
+      ),
+  })
+  .describe("One named context.");
+export type NamedContext = z.infer<typeof namedContext>;
+
 export const poolRef = z
   .object({
     name: z
@@ -445,6 +476,11 @@ export const imageBuildSpec = cel(
         .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, { message: "must be a Dockerfile stage name" })
         .optional()
         .describe("The Dockerfile stage to build."),
+      contexts: keyedList(namedContext, "name", 16)
+        .optional()
+        .describe(
+          "BuildKit named contexts: FROM <name> and COPY --from=<name> in the Dockerfile resolve to the image given instead, so a base can come from a mirror or a pinned digest without editing the Dockerfile (buildctl --opt context:<name>=docker-image://<image>).",
+        ),
       buildArgs: nameValue(
         BUILD_ARG_NAME,
         "must be a build argument name: letters, digits and '_', not starting with a digit",

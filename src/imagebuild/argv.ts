@@ -201,6 +201,10 @@ export function buildctlArgv(
     "--opt",
     `platform=${target.platform}`,
     ...(spec.target === undefined ? [] : ["--opt", `target=${spec.target}`]),
+    ...(spec.contexts ?? []).flatMap((context) => [
+      "--opt",
+      `context:${context.name}=docker-image://${context.image}`,
+    ]),
     ...(spec.buildArgs ?? []).flatMap((arg) => ["--opt", `build-arg:${arg.name}=${arg.value}`]),
     ...(spec.labels ?? []).flatMap((label) => ["--opt", `label:${label.name}=${label.value}`]),
     ...attestationFlags(build, plan),

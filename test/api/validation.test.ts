@@ -612,6 +612,33 @@ const INVALID: InvalidCase[] = [
     field: "spec.isolation.trust",
   },
   {
+    name: "a named context whose name has '=' (it would split buildctl's --opt)",
+    kind: "build",
+    mutate: (s) => {
+      s.contexts = [{ name: "node=x", image: "mirror.example.com/node:24" }];
+    },
+    field: "spec.contexts[0].name",
+  },
+  {
+    name: "a named context whose image is a URL, not an image reference",
+    kind: "build",
+    mutate: (s) => {
+      s.contexts = [{ name: "node:24", image: "https://example.com/node.tar" }];
+    },
+    field: "spec.contexts[0].image",
+  },
+  {
+    name: "two named contexts for one name",
+    kind: "build",
+    mutate: (s) => {
+      s.contexts = [
+        { name: "node:24", image: "mirror.example.com/node:24" },
+        { name: "node:24", image: "mirror.example.com/node:25" },
+      ];
+    },
+    field: "spec.contexts[1]",
+  },
+  {
     name: "hostUsers as a string",
     kind: "pool",
     mutate: (s) => {

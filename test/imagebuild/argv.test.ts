@@ -174,6 +174,26 @@ describe("buildctl argv variants", () => {
     expect(argv).not.toContain("--import-cache");
   });
 
+  it("passes each named context as --opt context:<name>=docker-image://<image>", () => {
+    const argv = argvOf({
+      spec: {
+        contexts: [
+          {
+            name: "node:24-bookworm-slim",
+            image: `mirror.example.com/node@sha256:${"a".repeat(64)}`,
+          },
+          { name: "tools", image: "mirror.example.com/tools:1" },
+        ],
+      },
+    });
+    expect(valuesOf(argv, "--opt")).toEqual(
+      expect.arrayContaining([
+        `context:node:24-bookworm-slim=docker-image://mirror.example.com/node@sha256:${"a".repeat(64)}`,
+        "context:tools=docker-image://mirror.example.com/tools:1",
+      ]),
+    );
+  });
+
   it("keeps commas, quotes and '=' in build arguments and labels verbatim (--opt splits at the first '=' only)", () => {
     const argv = argvOf({ spec: { buildArgs: [{ name: "A", value: 'x,y"z=w' }] } });
     expect(valuesOf(argv, "--opt")).toContain('build-arg:A=x,y"z=w');
