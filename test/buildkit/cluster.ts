@@ -61,6 +61,8 @@ export interface RealCluster {
   /** Containers that ran a pushed image (verify Jobs), as pushedImageExecutor ran them. */
   images: ImageRun[];
   operator: RunningOperator;
+  /** Stops the operator and starts it again with these flags after the cluster's own. */
+  restartOperator(args: string[]): Promise<void>;
   registry: RunningRegistry;
   /** The same registry behind a proxy that refuses cache manifests (tags buildcache*). */
   refusing: FaultyProxy;
@@ -103,13 +105,12 @@ export async function startRealCluster(
     const git = await startGitServer("app", dockerfiles(baseImage));
     local.onStop(() => git.stop());
     const operatorImage = options.operatorImage ? await options.operatorImage(local) : undefined;
-    const operator = await startInClusterOperator(local, {
-      args: [
-        `--log-level=${options.logLevel ?? "warn"}`,
-        `--builder-cache-interval=${options.builderCacheInterval ?? "2s"}`,
-        ...(operatorImage ? [`--operator-image=${operatorImage}`] : []),
-      ],
-    });
+    const operatorArgs = [
+      `--log-level=${options.logLevel ?? "warn"}`,
+      `--builder-cache-interval=${options.builderCacheInterval ?? "2s"}`,
+      ...(operatorImage ? [`--operator-image=${operatorImage}`] : []),
+    ];
+    let operator = await startInClusterOperator(local, { args: operatorArgs });
 
     const secretValue = `bf-secret-${randomBytes(12).toString("hex")}`;
     kube.store.create("secrets", {
@@ -141,7 +142,13 @@ export async function startRealCluster(
       kube,
       pods: local.pods,
       images: local.images,
-      operator,
+      get operator() {
+        return operator;
+      },
+      async restartOperator(args) {
+        await operator.manager.stop();
+        operator = await startInClusterOperator(local, { args: [...operatorArgs, ...args] });
+      },
       registry,
       refusing,
       git,

@@ -6,21 +6,33 @@
 // QEMU), and a real two-platform ImageBuild whose index Job runs `buildfarm assemble` from
 // that image, as a cluster would pull it.
 import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { COMPONENTS } from "../../src/naming.ts";
-import { runImageContainer } from "../local-cluster/images.ts";
-import { getBlob, getManifest } from "../local-cluster/index.ts";
 import {
+  type BaseContexts,
   type BuiltOperatorImage,
   buildOperatorImage,
+  getBlob,
+  getManifest,
   type ImageBuildkitd,
   operatorBases,
+  runImageContainer,
+  startGitServer,
   startImageBuildkitd,
-} from "../local-cluster/operator-image.ts";
-import { imageBuild, type RealCluster, realClusterInputs, startRealCluster } from "./cluster.ts";
+} from "../local-cluster/index.ts";
+import {
+  BUILD_NAMESPACE,
+  imageBuild,
+  POOL,
+  POOL_NAMESPACE,
+  type RealCluster,
+  realClusterInputs,
+  startRealCluster,
+} from "./cluster.ts";
 import { type BuildStatus, buildPods, explain, runBuild, waitForBuilders } from "./steps.ts";
 
 const SUITE = "the operator image built and run (test/buildkit)";
@@ -28,6 +40,19 @@ const { tools, debs } = (await realClusterInputs(SUITE)) ?? {};
 const ARCHES = ["amd64", "arm64"] as const;
 const BUILD_TIMEOUT = 300_000;
 const OCI_NAME = "ghcr.io/buildfarm-dev/buildfarm:0.1.0";
+/** The self-build runs npm ci and tsc in each platform's Job. */
+const SELF_BUILD_TIMEOUT = 600_000;
+const REPO_ROOT = join(import.meta.dirname, "..", "..");
+
+/** This checkout's tracked files as they are in the working tree (what npm run image sends). */
+function checkoutFiles(): Record<string, string> {
+  const paths = execFileSync("git", ["ls-files", "-z"], { cwd: REPO_ROOT, encoding: "utf8" })
+    .split("\0")
+    .filter(Boolean);
+  return Object.fromEntries(
+    paths.map((path) => [path, readFileSync(join(REPO_ROOT, path), "utf8")]),
+  );
+}
 
 interface IndexEntry {
   digest: string;
@@ -40,13 +65,14 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
   let built: BuiltOperatorImage;
   let warm: BuiltOperatorImage;
   let scratch = "";
+  let contexts: BaseContexts;
 
   beforeAll(async () => {
     cluster = await startRealCluster(tools!, debs!, {
       operatorImage: async (local) => {
         buildkitd = await startImageBuildkitd(tools!, [local.registry.host]);
         local.onStop(() => buildkitd.stop());
-        const contexts = await operatorBases(local.registry);
+        contexts = await operatorBases(local.registry);
         const output = {
           kind: "push",
           reference: `${local.registry.host}/buildfarm:test`,
@@ -80,6 +106,30 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
   afterAll(async () => {
     await cluster?.stop();
   });
+
+  /** The architectures of an index's linux images (attestation manifests left out). */
+  const linuxArchitectures = async (repository: string, digest: string) =>
+    (((await getManifest(cluster.registry, repository, digest)).manifests ?? []) as IndexEntry[])
+      .filter((m) => m.platform?.os === "linux")
+      .map((m) => m.platform?.architecture)
+      .sort();
+
+  /** Runs a container of the image on a node of the architecture, as a restricted pod. */
+  const runIn = async (image: string, arch: string, args: string[], command?: string[]) => {
+    const result = await runImageContainer({
+      registry: cluster.registry,
+      image,
+      architecture: arch,
+      container: {
+        args,
+        ...(command ? { command } : {}),
+        securityContext: { readOnlyRootFilesystem: true, runAsNonRoot: true },
+      },
+      hostname: `run-${arch}`,
+    });
+    if ("error" in result) throw new Error(result.error);
+    return result.run;
+  };
 
   const index = async () => getManifest(cluster.registry, "buildfarm", built.digest);
   const platformManifest = async (arch: string) => {
@@ -158,21 +208,7 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
   it.each(ARCHES)(
     "linux/%s: buildfarm --version and assemble --help run from its root filesystem",
     async (arch) => {
-      const run = async (args: string[], command?: string[]) => {
-        const result = await runImageContainer({
-          registry: cluster.registry,
-          image: built.image,
-          architecture: arch,
-          container: {
-            args,
-            ...(command ? { command } : {}),
-            securityContext: { readOnlyRootFilesystem: true, runAsNonRoot: true },
-          },
-          hostname: `version-${arch}`,
-        });
-        if ("error" in result) throw new Error(result.error);
-        return result.run;
-      };
+      const run = (args: string[], command?: string[]) => runIn(built.image, arch, args, command);
       const version = await run(["--version"]);
       expect(version).toMatchObject({ exitCode: 0, uid: 65532, gid: 65532, cwd: "/app" });
       expect(version.argv).toEqual(["/nodejs/bin/node", "/app/dist/cli.js", "--version"]);
@@ -221,12 +257,76 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
     ]);
     // What it printed is the index the build reports.
     expect(succeeded!.output).toContain(`"digest":"${status.digest}"`);
-    const appIndex = await getManifest(cluster.registry, "app", status.digest!);
-    expect(
-      ((appIndex.manifests ?? []) as IndexEntry[])
-        .filter((m) => m.platform?.os === "linux")
-        .map((m) => m.platform?.architecture)
-        .sort(),
-    ).toEqual(["amd64", "arm64"]);
+    expect(await linuxArchitectures("app", status.digest!)).toEqual(["amd64", "arm64"]);
   });
+  it(
+    "builds itself: an ImageBuild of this repository with the bases as spec.contexts makes the operator image through the operator's Jobs, and the next build's index Job runs from it",
+    async () => {
+      const git = await startGitServer("buildfarm", { main: checkoutFiles() });
+      try {
+        const revision = git.commits.main ?? "";
+        const status = await runBuild(
+          cluster,
+          {
+            apiVersion: "buildfarm.dev/v1alpha1",
+            kind: "ImageBuild",
+            metadata: { name: "self-1", namespace: BUILD_NAMESPACE },
+            spec: {
+              poolRef: { name: POOL, namespace: POOL_NAMESPACE },
+              source: { git: { url: git.url, revision: "main" } },
+              platforms: ["linux/amd64", "linux/arm64"],
+              contexts: Object.entries(contexts).map(([name, value]: [string, string]) => ({
+                name,
+                image: value.replace(/^docker-image:\/\//, ""),
+              })),
+              buildArgs: [
+                { name: "BUILDFARM_VERSION", value: built.version },
+                { name: "BUILDFARM_REVISION", value: revision },
+              ],
+              output: { image: `${cluster.registry.host}/buildfarm-self`, tags: ["v1"] },
+              timeout: "20m",
+              retries: 0,
+            },
+          },
+          undefined,
+          SELF_BUILD_TIMEOUT,
+        );
+        expect(status.phase, await explain(cluster, "self-1")).toBe("Succeeded");
+        expect(await linuxArchitectures("buildfarm-self", status.digest!)).toEqual([
+          "amd64",
+          "arm64",
+        ]);
+        const seconds = (from?: string, to?: string) =>
+          from && to ? (Date.parse(to) - Date.parse(from)) / 1000 : Number.NaN;
+        process.stderr.write(
+          `self-build: ${(status.platforms ?? []).map((p) => `${p.platform} ${seconds(p.startTime, p.completionTime)} s`).join(", ")}; whole build ${seconds(status.startTime, status.completionTime)} s\n`,
+        );
+        const selfImage = `${cluster.registry.host}/buildfarm-self@${status.digest}`;
+        for (const arch of ARCHES) {
+          const version = await runIn(selfImage, arch, ["--version"]);
+          expect(version).toMatchObject({ exitCode: 0, uid: 65532, gid: 65532 });
+          expect(version.output.trim()).toBe(`buildfarm ${built.version} (${revision})`);
+        }
+
+        await cluster.restartOperator([`--operator-image=${selfImage}`]);
+        const next = await runBuild(
+          cluster,
+          imageBuild(cluster, { name: "after-self-1", image: `${cluster.registry.host}/app` }),
+          undefined,
+          BUILD_TIMEOUT,
+        );
+        expect(next.phase, await explain(cluster, "after-self-1")).toBe("Succeeded");
+        const indexPods = buildPods(cluster, "after-self-1").filter(
+          (pod) => pod.metadata.labels?.["app.kubernetes.io/component"] === COMPONENTS.index,
+        );
+        const runs = cluster.images.filter((r) =>
+          indexPods.some((pod) => pod.metadata.name === r.pod),
+        );
+        expect(runs.find((r) => r.exitCode === 0)).toMatchObject({ image: selfImage, uid: 65532 });
+      } finally {
+        await git.stop();
+      }
+    },
+    SELF_BUILD_TIMEOUT + 2 * BUILD_TIMEOUT,
+  );
 });

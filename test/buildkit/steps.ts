@@ -17,8 +17,12 @@ export interface BuildStatus {
     builderPod?: string;
     digest?: string;
     message?: string;
+    startTime?: string;
+    completionTime?: string;
     cache?: { steps: number; cached: number; executed: number; executedSeconds: number };
   }[];
+  startTime?: string;
+  completionTime?: string;
   cachedSteps?: string;
   conditions?: { type: string; status: string; reason?: string; message?: string }[];
   verify?: { phase: string; image?: string; architecture?: string; message?: string };

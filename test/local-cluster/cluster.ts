@@ -132,17 +132,20 @@ export async function startInClusterOperator(
     ],
     {},
   );
-  const standIn = cluster.kube.store.create("pods", {
-    metadata: {
-      name: "operator",
-      namespace: OPERATOR_NAMESPACE,
-      labels: { ...OPERATOR_POD_LABELS },
-    },
-    spec: {
-      restartPolicy: "Always",
-      containers: [{ name: "operator", image: "stand-in.invalid/operator:1" }],
-    },
-  } as KubeObject);
+  // One stand-in for every operator started against the cluster (a restart reuses it).
+  const standIn =
+    cluster.kube.store.get("pods", OPERATOR_NAMESPACE, "operator") ??
+    cluster.kube.store.create("pods", {
+      metadata: {
+        name: "operator",
+        namespace: OPERATOR_NAMESPACE,
+        labels: { ...OPERATOR_POD_LABELS },
+      },
+      spec: {
+        restartPolicy: "Always",
+        containers: [{ name: "operator", image: "stand-in.invalid/operator:1" }],
+      },
+    } as KubeObject);
   const from = { podUid: standIn.metadata.uid ?? "", namespace: OPERATOR_NAMESPACE };
   const operator = await startOperator(config, {
     kubeConfig: cluster.kube.kubeConfig(),
