@@ -93,12 +93,27 @@ function processTree(root: number): Map<number, string> {
   return tree;
 }
 
+/**
+ * Whether the process still runs: the same pid with the same start time, and not a zombie (one
+ * that has exited and waits only for its new parent, init, to reap it: under load that can lag
+ * behind the sandbox's exit, and it holds nothing but its pid).
+ */
 function alive(pid: number, start: string): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] === start;
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return fields[19] === start && fields[0] !== "Z";
   } catch {
     return false;
+  }
+}
+
+/** What a left-over process is, for the failure message: its stat line (pid, comm, state, ...). */
+function describeProcess(pid: number): string {
+  try {
+    return `${readFileSync(`/proc/${pid}/stat`, "utf8").split(" ").slice(0, 4).join(" ")} ${readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ").trim()}`;
+  } catch {
+    return `${pid} (gone)`;
   }
 }
 
@@ -302,7 +317,7 @@ describe.skipIf(!inputs)(SUITE, () => {
       run.child.kill("SIGINT");
       expect(await run.exited).toBe(0);
       const left = [...tree].filter(([pid, start]) => alive(pid, start));
-      expect(left).toEqual([]);
+      expect(left.map(([pid]) => describeProcess(pid))).toEqual([]);
       expect(await listening(server.hostname, Number(server.port))).toBe(false);
       expect(await listening("127.0.0.1", registryPort)).toBe(false);
     },
@@ -323,7 +338,8 @@ describe.skipIf(!inputs)(SUITE, () => {
       run.child.kill("SIGINT");
       expect(await run.exited, run.output()).toBe(130);
       expect(run.output()).toContain("SIGINT: stopping everything the sandbox started");
-      expect([...tree].filter(([pid, start]) => alive(pid, start))).toEqual([]);
+      const left = [...tree].filter(([pid, start]) => alive(pid, start));
+      expect(left.map(([pid]) => describeProcess(pid))).toEqual([]);
     },
     RUN_TIMEOUT,
   );
