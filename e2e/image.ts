@@ -49,7 +49,14 @@ async function main(argv: string[]): Promise<number> {
     const started = Date.now();
     const result = await runImageBuild(buildctl, parsed, (text) => process.stderr.write(text));
     if (result.code !== 0) {
-      process.stderr.write(`npm run image: buildctl exited ${result.code}\n`);
+      const unreachable = /connection error|no such file or directory|connection refused/i.test(
+        result.tail,
+      );
+      const hint =
+        unreachable && !parsed.global.includes("--addr") && !process.env.BUILDKIT_HOST
+          ? " (no buildkitd at buildctl's default address: start one, e.g. docker run -d --privileged --name buildkitd moby/buildkit:v0.24.0, and pass --addr docker-container://buildkitd)"
+          : "";
+      process.stderr.write(`npm run image: buildctl exited ${result.code}${hint}\n`);
       return result.code;
     }
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
