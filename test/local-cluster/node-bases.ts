@@ -65,9 +65,14 @@ async function npmPackage(spec: string, name: string): Promise<string> {
 async function nodeBinaryPackage(arch: Arch): Promise<string> {
   const version = nodeVersion();
   const name = `node-linux-${NPM_ARCH[arch]}`;
-  const installed = join(dirname(createRequire(import.meta.url).resolve("node/package.json")));
-  const local = join(installed, "node_modules", name);
-  if (existsSync(join(local, "bin", "node"))) return local;
+  // Where npm put the host's one: beside the `node` package or hoisted, as the resolver finds it.
+  try {
+    const fromNode = createRequire(createRequire(import.meta.url).resolve("node/package.json"));
+    const local = dirname(fromNode.resolve(`${name}/package.json`));
+    if (existsSync(join(local, "bin", "node"))) return local;
+  } catch {
+    // not installed here: the other architecture's
+  }
   return npmPackage(`${name}@${version}`, `${name}-${version}`);
 }
 
