@@ -6,7 +6,7 @@
 # JavaScript for every target, so only the runtime stage is per platform and nothing runs under
 # emulation. No `# syntax=` line: BuildKit's built-in Dockerfile frontend builds this, and an
 # offline buildkitd does not have to pull one. Both bases can be swapped for mirrors without
-# editing this file, as BuildKit named contexts (docs/image.md).
+# editing this file, as BuildKit named contexts (README: The operator image).
 
 FROM --platform=$BUILDPLATFORM node:24-bookworm-slim AS build
 WORKDIR /src

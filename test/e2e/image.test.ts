@@ -32,6 +32,8 @@ describe("npm run image", () => {
       "type=image,name=registry.example/buildfarm:1.2.3,push=true,oci-mediatypes=true",
     );
     expect(argv[argv.indexOf("--metadata-file") + 1]).toBe("/tmp/m.json");
+    // Where the index is pushed by digest, as npm run image prints it.
+    expect(parsed.output).toMatchObject({ repository: "registry.example/buildfarm" });
   });
 
   it("writes an OCI layout tarball named for the importer, and passes named contexts, cache and buildctl's flags", () => {
@@ -82,6 +84,8 @@ describe("npm run image", () => {
     [["--push", "a:1", "--platform", "linux"], "is not os/arch"],
     [["--push", "a:1", "--progress", "loud"], "one of auto, plain"],
     [["--push", "a:1", "--nope"], "Unknown option"],
+    [["--push", "Registry.example/App:1"], "--push: "],
+    [["--push", `r.example/app@sha256:${"a".repeat(64)}`], "--push: give a tag, not a digest"],
   ])("refuses %j with a usage message", (argv, message) => {
     const parsed = parseImageArgs(argv, DEFAULTS);
     expect("usage" in parsed && parsed.usage).toContain(message);
