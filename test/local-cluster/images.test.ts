@@ -1,6 +1,6 @@
 // The pushed-image runtime's rules, by Kubernetes' semantics for a container's process.
 import { describe, expect, it } from "vitest";
-import { imageProcess, runcSpec } from "./images.ts";
+import { containerCapabilities, imageProcess, runcSpec } from "./images.ts";
 
 const OPERATOR = {
   Entrypoint: ["/nodejs/bin/node", "/app/dist/cli.js"],
@@ -62,11 +62,29 @@ describe("imageProcess", () => {
   });
 });
 
+describe("containerCapabilities", () => {
+  it("is the runtime's default set less drop plus add; drop ALL leaves only what is added", () => {
+    const all = containerCapabilities();
+    expect(all).toContain("CAP_CHOWN");
+    expect(all).toContain("CAP_NET_BIND_SERVICE");
+    expect(all).not.toContain("CAP_SYS_ADMIN");
+    expect(containerCapabilities({ drop: ["NET_RAW"] })).toEqual(
+      all.filter((cap) => cap !== "CAP_NET_RAW"),
+    );
+    expect(containerCapabilities({ drop: ["ALL"] })).toEqual([]);
+    expect(containerCapabilities({ drop: ["ALL"], add: ["NET_BIND_SERVICE"] })).toEqual([
+      "CAP_NET_BIND_SERVICE",
+    ]);
+  });
+});
+
 describe("runcSpec", () => {
-  it("binds the volumes and the termination message file, drops every capability, shares only the network", () => {
+  it("binds the volumes and the termination message file, sets the capabilities and no_new_privs given, shares only the network", () => {
     const spec = runcSpec({
       process: { argv: ["/x"], env: { A: "1" }, cwd: "/app", uid: 65532, gid: 65532 },
       groups: [65532],
+      capabilities: [],
+      noNewPrivileges: true,
       root: "/rootfs",
       readonlyRoot: true,
       hostname: "pod",

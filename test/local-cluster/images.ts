@@ -6,7 +6,8 @@
 // installs for BuildKit) with what the image config and the pod spec say, by Kubernetes' rules
 // (imageProcess): command/args over ENTRYPOINT/CMD, workingDir over WORKDIR, runAsUser and
 // runAsGroup over USER, runAsNonRoot refused for a root user, readOnlyRootFilesystem, the
-// pod's volumes and the termination message file bind-mounted, no capabilities, no_new_privs,
+// pod's volumes and the termination message file bind-mounted, capabilities (the runtime's
+// default set, less capabilities.drop, plus add) and no_new_privs (allowPrivilegeEscalation),
 // its own mount, PID, IPC and UTS namespaces. An arm64 image's programs run under QEMU through
 // the host's binfmt handler (registered with the F flag, so it works inside the container).
 // What it does not give: a network namespace (the container shares the host's, so the
@@ -69,6 +70,8 @@ export interface ContainerSpec {
     runAsGroup?: number;
     runAsNonRoot?: boolean;
     readOnlyRootFilesystem?: boolean;
+    allowPrivilegeEscalation?: boolean;
+    capabilities?: { add?: readonly string[]; drop?: readonly string[] };
   };
   terminationMessagePath?: string;
 }
@@ -130,10 +133,43 @@ export function imageProcess(
   return { argv, env: merged, cwd: container.workingDir || config.WorkingDir || "/", uid, gid };
 }
 
+/** containerd's default capabilities for a container (oci.defaultUnixCaps). */
+const DEFAULT_CAPABILITIES = [
+  "CAP_CHOWN",
+  "CAP_DAC_OVERRIDE",
+  "CAP_FSETID",
+  "CAP_FOWNER",
+  "CAP_MKNOD",
+  "CAP_NET_RAW",
+  "CAP_SETGID",
+  "CAP_SETUID",
+  "CAP_SETFCAP",
+  "CAP_SETPCAP",
+  "CAP_NET_BIND_SERVICE",
+  "CAP_SYS_CHROOT",
+  "CAP_KILL",
+  "CAP_AUDIT_WRITE",
+];
+
+/**
+ * The capabilities a container gets (pure): the default set less capabilities.drop (ALL drops
+ * every one) plus capabilities.add, as the CRI names them (`NET_ADMIN` → `CAP_NET_ADMIN`).
+ */
+export function containerCapabilities(
+  capabilities: { add?: readonly string[]; drop?: readonly string[] } = {},
+): string[] {
+  const name = (cap: string) => (cap.startsWith("CAP_") ? cap : `CAP_${cap}`).toUpperCase();
+  const drop = new Set((capabilities.drop ?? []).map(name));
+  const kept = drop.has("CAP_ALL") ? [] : DEFAULT_CAPABILITIES.filter((cap) => !drop.has(cap));
+  return [...new Set([...kept, ...(capabilities.add ?? []).map(name)])];
+}
+
 /** An OCI runtime spec (config.json) for the process, the root and the mounts (pure). */
 export function runcSpec(options: {
   process: { argv: string[]; env: Record<string, string>; cwd: string; uid: number; gid: number };
   groups: number[];
+  capabilities: string[];
+  noNewPrivileges: boolean;
   root: string;
   readonlyRoot: boolean;
   hostname: string;
@@ -155,9 +191,14 @@ export function runcSpec(options: {
       args: proc.argv,
       env: Object.entries(proc.env).map(([name, value]) => `${name}=${value}`),
       cwd: proc.cwd,
-      // capabilities.drop: ALL and allowPrivilegeEscalation: false, as the Jobs ask.
-      capabilities: { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] },
-      noNewPrivileges: true,
+      capabilities: {
+        bounding: options.capabilities,
+        effective: options.capabilities,
+        permitted: options.capabilities,
+        inheritable: [],
+        ambient: [],
+      },
+      noNewPrivileges: options.noNewPrivileges,
     },
     root: { path: options.root, readonly: options.readonlyRoot },
     hostname: options.hostname,
@@ -329,6 +370,8 @@ export async function runImageContainer(
         ...(podSecurity.fsGroup !== undefined ? [podSecurity.fsGroup] : []),
         ...(podSecurity.supplementalGroups ?? []),
       ],
+      capabilities: containerCapabilities(options.container.securityContext?.capabilities),
+      noNewPrivileges: options.container.securityContext?.allowPrivilegeEscalation === false,
       root,
       readonlyRoot: options.container.securityContext?.readOnlyRootFilesystem === true,
       hostname: options.hostname.slice(0, 63),
