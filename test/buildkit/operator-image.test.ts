@@ -11,11 +11,14 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEFAULT_OPERATOR_IMAGE } from "../../src/config.ts";
+import { containerSecurityContext } from "../../src/imagebuild/jobs.ts";
 import { COMPONENTS } from "../../src/naming.ts";
 import {
   type BaseContexts,
   type BuiltOperatorImage,
   buildOperatorImage,
+  contextFlags,
   getBlob,
   getManifest,
   type ImageBuildkitd,
@@ -24,6 +27,7 @@ import {
   startGitServer,
   startImageBuildkitd,
 } from "../local-cluster/index.ts";
+import { REPO_ROOT } from "../support/files.ts";
 import {
   BUILD_NAMESPACE,
   imageBuild,
@@ -39,10 +43,8 @@ const SUITE = "the operator image built and run (test/buildkit)";
 const { tools, debs } = (await realClusterInputs(SUITE)) ?? {};
 const ARCHES = ["amd64", "arm64"] as const;
 const BUILD_TIMEOUT = 300_000;
-const OCI_NAME = "ghcr.io/buildfarm-dev/buildfarm:0.1.0";
 /** The self-build runs npm ci and tsc in each platform's Job. */
 const SELF_BUILD_TIMEOUT = 600_000;
-const REPO_ROOT = join(import.meta.dirname, "..", "..");
 
 /** This checkout's tracked files as they are in the working tree (what npm run image sends). */
 function checkoutFiles(): Record<string, string> {
@@ -64,6 +66,8 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
   let buildkitd: ImageBuildkitd;
   let built: BuiltOperatorImage;
   let warm: BuiltOperatorImage;
+  /** `<registry>/buildfarm@<digest>`: the pushed build, which the operator runs. */
+  let image = "";
   let scratch = "";
   let contexts: BaseContexts;
 
@@ -73,31 +77,28 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
         buildkitd = await startImageBuildkitd(tools!, [local.registry.host]);
         local.onStop(() => buildkitd.stop());
         contexts = await operatorBases(local.registry);
-        const output = {
-          kind: "push",
-          reference: `${local.registry.host}/buildfarm:test`,
-        } as const;
         built = await buildOperatorImage({
           buildctl: tools!.buildctl,
           buildkitd,
-          contexts,
-          output,
+          args: [...contextFlags(contexts), "--push", `${local.registry.host}/buildfarm:test`],
         });
         // The same build again, every step from BuildKit's cache, into an OCI layout tarball
-        // as `npm run image -- --oci` writes it for `kind load image-archive`.
+        // as `npm run image -- --oci` writes it for `kind load image-archive`, with its
+        // default name.
         const dir = await mkdtemp(join(tmpdir(), "buildfarm-image-oci-"));
         scratch = dir;
         local.onStop(() => rm(dir, { recursive: true, force: true }));
         warm = await buildOperatorImage({
           buildctl: tools!.buildctl,
           buildkitd,
-          contexts,
-          output: { kind: "oci", file: join(dir, "buildfarm.tar"), name: OCI_NAME },
+          args: [...contextFlags(contexts), "--oci", join(dir, "buildfarm.tar")],
         });
         process.stderr.write(
           `operator image: cold build ${(built.durationMs / 1000).toFixed(1)} s, warm ${(warm.durationMs / 1000).toFixed(1)} s\n`,
         );
-        return built.image;
+        if (!built.image) throw new Error("the pushed build named no image");
+        image = built.image;
+        return image;
       },
     });
     await waitForBuilders(cluster);
@@ -123,7 +124,8 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
       container: {
         args,
         ...(command ? { command } : {}),
-        securityContext: { readOnlyRootFilesystem: true, runAsNonRoot: true },
+        // What the operator's Jobs ask (src/imagebuild/jobs.ts containerSecurityContext).
+        securityContext: containerSecurityContext(),
       },
       hostname: `run-${arch}`,
     });
@@ -164,7 +166,7 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
     expect(layout.manifests).toHaveLength(1);
     expect(layout.manifests[0]).toMatchObject({
       digest: built.digest,
-      annotations: { "io.containerd.image.name": OCI_NAME },
+      annotations: { "io.containerd.image.name": DEFAULT_OPERATOR_IMAGE },
     });
     for (const arch of ARCHES) {
       const { entry } = await platformManifest(arch);
@@ -208,7 +210,7 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
   it.each(ARCHES)(
     "linux/%s: buildfarm --version and assemble --help run from its root filesystem",
     async (arch) => {
-      const run = (args: string[], command?: string[]) => runIn(built.image, arch, args, command);
+      const run = (args: string[], command?: string[]) => runIn(image, arch, args, command);
       const version = await run(["--version"]);
       expect(version).toMatchObject({ exitCode: 0, uid: 65532, gid: 65532, cwd: "/app" });
       expect(version.argv).toEqual(["/nodejs/bin/node", "/app/dist/cli.js", "--version"]);
@@ -245,7 +247,7 @@ describe.skipIf(!tools || !debs)(SUITE, () => {
     expect(succeeded, JSON.stringify(runs.map((r) => ({ ...r, env: undefined })))).toBeDefined();
     const { entry } = await platformManifest(succeeded!.architecture);
     expect(succeeded).toMatchObject({
-      image: built.image,
+      image,
       manifest: entry.digest,
       uid: 65532,
       cwd: "/app",

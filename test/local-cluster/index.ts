@@ -52,6 +52,7 @@ export { type BaseContexts, OPERATOR_BASES, pushOperatorBases } from "./node-bas
 export {
   type BuiltOperatorImage,
   buildOperatorImage,
+  contextFlags,
   type ImageBuildkitd,
   operatorBases,
   startImageBuildkitd,

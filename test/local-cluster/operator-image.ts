@@ -6,20 +6,16 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import {
   gitRevision,
-  IMAGE_PLATFORMS,
-  type ImageOptions,
-  type ImageOutput,
   packageVersion,
+  parseImageArgs,
   runImageBuild,
 } from "../../e2e/image-build.ts";
 import { type BuildkitTools, run } from "../support/buildkit.ts";
+import { REPO_ROOT } from "../support/files.ts";
 import type { RunningRegistry } from "../support/registry.ts";
 import { type BaseContexts, pushOperatorBases } from "./node-bases.ts";
-
-const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 export interface ImageBuildkitd {
   addr: string;
@@ -77,8 +73,8 @@ export async function startImageBuildkitd(
 }
 
 export interface BuiltOperatorImage {
-  /** `<registry host>/<repository>@<index digest>` */
-  image: string;
+  /** `<repository>@<index digest>` when pushed. */
+  image?: string;
   digest: string;
   revision: string;
   version: string;
@@ -86,52 +82,49 @@ export interface BuiltOperatorImage {
   log: string;
 }
 
-/** Builds the operator image with the options `npm run image` would pass. */
+/**
+ * Runs `npm run image`'s build with these flags (after `--addr`, which names the buildkitd), as
+ * e2e/image.ts would: the same flag parsing, argv and defaults.
+ */
 export async function buildOperatorImage(options: {
   buildctl: string;
   buildkitd: ImageBuildkitd;
-  contexts: BaseContexts;
-  output: ImageOutput;
-  /** For the returned reference (the index is pushed to it by tag). */
-  registry?: RunningRegistry;
-  cache?: string;
+  args: string[];
 }): Promise<BuiltOperatorImage> {
   const scratch = await mkdtemp(join(tmpdir(), "buildfarm-image-build-"));
   try {
-    const version = await packageVersion(REPO_ROOT);
-    const revision = gitRevision(REPO_ROOT);
-    const imageOptions: ImageOptions = {
+    const parsed = parseImageArgs(["--addr", options.buildkitd.addr, ...options.args], {
       root: REPO_ROOT,
-      platforms: [...IMAGE_PLATFORMS],
-      output: options.output,
-      contexts: { ...options.contexts },
-      version,
-      revision,
-      ...(options.cache ? { cache: options.cache } : {}),
-      progress: "plain",
-      global: ["--addr", options.buildkitd.addr],
+      version: await packageVersion(REPO_ROOT),
+      revision: gitRevision(REPO_ROOT),
       metadataFile: join(scratch, "metadata.json"),
-    };
+    });
+    if (!("root" in parsed)) throw new Error(`npm run image refused ${JSON.stringify(parsed)}`);
     const started = Date.now();
-    const result = await runImageBuild(options.buildctl, imageOptions);
+    const result = await runImageBuild(options.buildctl, parsed);
     const durationMs = Date.now() - started;
     if (result.code !== 0 || !result.digest)
       throw new Error(
         `npm run image's build failed (buildctl exit ${result.code}):\n${result.tail}\n--- buildkitd ---\n${options.buildkitd.log().slice(-3000)}`,
       );
-    const repository =
-      options.output.kind === "push" ? options.output.reference.replace(/:[^:/]+$/, "") : "";
     return {
-      image: `${repository}@${result.digest}`,
+      ...(parsed.output.kind === "push"
+        ? { image: `${parsed.output.repository}@${result.digest}` }
+        : {}),
       digest: result.digest,
-      revision,
-      version,
+      revision: parsed.revision,
+      version: parsed.version,
       durationMs,
       log: result.tail,
     };
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }
+}
+
+/** The bases as `npm run image` flags: `--context NAME=VALUE` for each. */
+export function contextFlags(contexts: BaseContexts): string[] {
+  return Object.entries(contexts).flatMap(([name, value]) => ["--context", `${name}=${value}`]);
 }
 
 /** The bases pushed to the registry, as named contexts; throws with the reason if it cannot. */
